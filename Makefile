@@ -1,0 +1,42 @@
+# Entry points. The two README commands are `make main` (set up, reproduce the quick profile, build the
+# book) and `make test` (set up, run the whole test-suite). Both start from a fresh clone.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+PYTEST_ARGS ?=
+
+.PHONY: main test setup setup-test reproduce book book-only clean-book sanitize help
+
+help:
+	@echo "make main   - install everything, reproduce (PROFILE=$(PROFILE)) and build the book"
+	@echo "make test   - install everything and run the full test-suite"
+
+setup:
+	bash scripts/setup.sh
+
+setup-test:
+	bash scripts/setup.sh --test
+
+reproduce: setup
+	$(VENV)/bin/fa-lib reproduce --profile $(PROFILE)
+
+book-only:
+	rm -rf _build
+	$(PY) tools/vendor_widgets.py
+	$(PY) -m fa_lib.bookgen
+	$(VENV)/bin/jupyter-book build . --all --path-output .
+
+book: book-only
+
+main: setup
+	$(VENV)/bin/fa-lib reproduce --profile $(PROFILE)
+	$(MAKE) book-only
+	@echo "The book is in _build/html/index.html"
+
+test: setup-test
+	CI=$${CI:-} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
+
+clean-book:
+	rm -rf _build book/_executed book/_generated

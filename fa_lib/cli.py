@@ -1,0 +1,114 @@
+"""The ``fa-lib`` command line.
+
+Sub-commands:
+  reproduce   execute the chapter notebooks with papermill and collect results/ (fa_lib.reproduce)
+  profiles    print the scale knobs of the smoke / quick / full profiles
+  bench       side-by-side benchmarks: ``render`` (synthetic faces/s), ``fan`` (FAN CPU inference
+              vs the official module), ``xnor`` (bit-packed binary convolution vs torch float conv)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Callable, Sequence
+
+from fa_lib.profiles import DEFAULT_PROFILE, PROFILE_NAMES, get_profile
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from fa_lib.reproduce import reproduce, summary
+
+    try:
+        runs = reproduce(profile=args.profile, chapters=args.chapters, device=args.device,
+                         data_root=args.data_root, seed=args.seed, root=args.root, force=args.force,
+                         progress=not args.no_progress, log_output=args.log_output,
+                         results_dir=args.results_dir, executed_dir=args.executed_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fa-lib reproduce: {exc}", file=sys.stderr)
+        return 2
+    print(summary(runs))
+    failed = [r for r in runs if r.status == "failed"]
+    if failed:
+        print(f"{len(failed)} notebook(s) failed; the results of the others were kept.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_profiles(args: argparse.Namespace) -> int:
+    names = [args.name] if args.name else list(PROFILE_NAMES)
+    for name in names:
+        print(json.dumps(get_profile(name).to_dict(), indent=2))
+    return 0
+
+
+def _bench_target(name: str) -> Callable[[argparse.Namespace], int]:
+    """Resolve a benchmark lazily so that a missing optional part gives a clear message."""
+    targets = {
+        "render": ("fa_lib.data.render", "bench_main"),
+        "fan": ("fa_lib.bench_fan", "bench_main"),
+        "xnor": ("fa_lib.kernels.bench", "bench_main"),
+    }
+    module_name, func_name = targets[name]
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        try:
+            module = importlib.import_module(module_name)
+            func = getattr(module, func_name)
+        except (ImportError, AttributeError) as exc:
+            print(f"fa-lib bench {name}: not available in this installation ({exc})", file=sys.stderr)
+            return 2
+        return int(func(args) or 0)
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fa-lib", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    rep = sub.add_parser("reproduce", help="execute chapter notebooks and regenerate results/")
+    rep.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES)
+    rep.add_argument("--chapters", nargs="*", default=None,
+                     help="notebook names or chapter numbers (default: all), e.g. metrics ch4 5")
+    rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    rep.add_argument("--data-root", default=None, help="folder holding the real datasets, if any")
+    rep.add_argument("--seed", type=int, default=0)
+    rep.add_argument("--root", default=None, help="the project checkout (default: found upwards)")
+    rep.add_argument("--results-dir", default=None, help="where tables/figures go (default: <root>/results)")
+    rep.add_argument("--executed-dir", default=None,
+                     help="where executed notebooks go (default: <root>/book/_executed)")
+    rep.add_argument("--force", action="store_true", help="ignore the cache and re-run every notebook")
+    rep.add_argument("--no-progress", action="store_true")
+    rep.add_argument("--log-output", action="store_true", help="stream notebook output to the log")
+    rep.set_defaults(func=_cmd_reproduce)
+
+    prof = sub.add_parser("profiles", help="print the profiles' scale knobs")
+    prof.add_argument("name", nargs="?", choices=PROFILE_NAMES)
+    prof.set_defaults(func=_cmd_profiles)
+
+    bench = sub.add_parser("bench", help="side-by-side benchmarks")
+    bench_sub = bench.add_subparsers(dest="target", required=True)
+    for name, helptext in [("render", "synthetic face rendering speed (images/s)"),
+                           ("fan", "FAN CPU inference vs the official face-alignment module"),
+                           ("xnor", "bit-packed binary conv vs torch float conv")]:
+        b = bench_sub.add_parser(name, help=helptext)
+        b.add_argument("--quick", action="store_true", help="fewer repeats")
+        b.add_argument("--out", default=None, help="CSV to write (default under results/tables)")
+        b.add_argument("--threads", type=int, nargs="*", default=None)
+        b.add_argument("-n", type=int, default=None, help="number of items (render)")
+        b.set_defaults(func=_bench_target(name))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

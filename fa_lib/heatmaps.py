@@ -1,0 +1,129 @@
+"""Heatmap targets and their decoding (thesis 3.1.1, 3.1.2 and the FAN decoding of chapter 4).
+
+All functions take numpy arrays or torch tensors and return torch tensors. Coordinates are continuous
+heatmap pixels: the centre of heatmap pixel (row i, col j) is at (x = j + 0.5, y = i + 0.5).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _as_tensor(values, name: str, dtype=torch.float32) -> torch.Tensor:
+    if isinstance(values, torch.Tensor):
+        return values.to(dtype) if dtype is not None else values
+    try:
+        array = np.asarray(values)
+    except Exception as error:  # noqa: BLE001 - re-raised with the argument's name
+        raise ValueError(f"{name} must be a numpy array or torch tensor") from error
+    if dtype is None:
+        return torch.from_numpy(np.ascontiguousarray(array))
+    return torch.as_tensor(array, dtype=dtype)
+
+
+def _size_hw(size) -> tuple[int, int]:
+    if isinstance(size, (int, np.integer)):
+        height = width = int(size)
+    else:
+        try:
+            height, width = (int(s) for s in size)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"size must be an int or (H, W), got {size!r}") from error
+    if height <= 0 or width <= 0:
+        raise ValueError(f"size must be positive, got {(height, width)}")
+    return height, width
+
+
+def _points_xy(points) -> torch.Tensor:
+    tensor = _as_tensor(points, "points")
+    if tensor.ndim < 2 or tensor.shape[-1] not in (2, 3):
+        raise ValueError(f"points must have shape (..., N, 2) or (..., N, 3), got {tuple(tensor.shape)}")
+    return tensor[..., :2]
+
+
+def _pixel_centres(count: int, like: torch.Tensor) -> torch.Tensor:
+    return torch.arange(count, dtype=like.dtype, device=like.device) + 0.5
+
+
+def gaussian_heatmaps(points, size, sigma: float) -> torch.Tensor:
+    """Gaussian confidence maps, one per point (thesis 3.1.2, the regression / FAN target).
+
+    ``points`` (..., N, 2|3) in heatmap pixels (z ignored); ``size`` an int or (H, W); ``sigma``
+    the standard deviation in heatmap pixels (the thesis uses 5 px for CALE's regression maps; FAN
+    heatmaps use about 1 px at 64x64). Each map is ``exp(-d^2 / (2 sigma^2))`` with d the distance
+    from the pixel centre to the point: un-normalised (value 1 at the point itself), not truncated,
+    and centred at the exact sub-pixel location (the official code rounds the centre to an integer
+    pixel). Points with a NaN/inf coordinate give an all-zero map. Returns (..., N, H, W) float32.
+    """
+    if not sigma > 0:
+        raise ValueError(f"sigma must be positive, got {sigma}")
+    xy = _points_xy(points)
+    height, width = _size_hw(size)
+    finite = torch.isfinite(xy).all(dim=-1, keepdim=True)
+    xy = torch.where(finite, xy, torch.zeros_like(xy))
+    # The 2D Gaussian is separable: an outer product of a row and a column profile.
+    dx = _pixel_centres(width, xy) - xy[..., 0:1]
+    dy = _pixel_centres(height, xy) - xy[..., 1:2]
+    gx = torch.exp(-(dx * dx) / (2.0 * sigma * sigma))
+    gy = torch.exp(-(dy * dy) / (2.0 * sigma * sigma))
+    maps = gy.unsqueeze(-1) * gx.unsqueeze(-2)
+    return (maps * finite.unsqueeze(-1).to(maps.dtype)).to(torch.float32)
+
+
+def disc_heatmaps(points, size, radius: float) -> torch.Tensor:
+    """Binary disc maps, one per point (thesis 3.1.1, the detection target of CALE).
+
+    A pixel is 1 when the distance from its centre to the point is <= ``radius`` (heatmap pixels),
+    else 0. The thesis uses radius 10 px for a 200 px face size (square root of the tight box
+    area); scale it with the map resolution. NaN points give all-zero maps (CALE's detector is
+    trained on visible points only: pass NaN for invisible ones). Returns (..., N, H, W) float32.
+    """
+    if not radius >= 0:
+        raise ValueError(f"radius must be non-negative, got {radius}")
+    xy = _points_xy(points)
+    height, width = _size_hw(size)
+    dx = _pixel_centres(width, xy) - xy[..., 0:1]
+    dy = _pixel_centres(height, xy) - xy[..., 1:2]
+    squared = dy.unsqueeze(-1) ** 2 + dx.unsqueeze(-2) ** 2
+    # NaN distances compare False, so missing points give empty maps.
+    return (squared <= radius * radius).to(torch.float32)
+
+
+def decode_heatmaps(heatmaps) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and scores from heatmaps: argmax + official quarter-pixel refinement (FACTS.md 1).
+
+    ``heatmaps`` (..., N, H, W) (normally (B, N, 64, 64)). For each map: the argmax pixel
+    (row i, col j); when it is not on the border (0 < i < H-1 and 0 < j < W-1) each coordinate moves
+    0.25 px toward its larger neighbour (sign of the neighbour difference; no move on a tie), as in
+    the official FAN code. The result is the continuous coordinate of that pixel's centre,
+    ``x = j + 0.5 +- 0.25``, ``y = i + 0.5 +- 0.25`` (the official code's "+1 ... -0.5" equals this).
+    Returns (points (..., N, 2) float32 in heatmap pixels, scores (..., N) = the maximum value).
+    Fully vectorised; the points are never rounded.
+    """
+    maps = _as_tensor(heatmaps, "heatmaps", dtype=None)
+    if maps.ndim < 3:
+        raise ValueError(f"heatmaps must have shape (..., N, H, W), got {tuple(maps.shape)}")
+    if not maps.is_floating_point():
+        maps = maps.to(torch.float32)
+    height, width = maps.shape[-2:]
+    if height == 0 or width == 0:
+        raise ValueError(f"heatmaps must be non-empty, got {tuple(maps.shape)}")
+    flat = maps.reshape(*maps.shape[:-2], height * width)
+    scores, index = flat.max(dim=-1)
+    row = torch.div(index, width, rounding_mode="floor")
+    col = index - row * width
+
+    interior = (row > 0) & (row < height - 1) & (col > 0) & (col < width - 1)
+
+    def value_at(r, c):
+        flat_index = r.clamp(0, height - 1) * width + c.clamp(0, width - 1)
+        return flat.gather(-1, flat_index.unsqueeze(-1)).squeeze(-1)
+
+    shift_x = torch.sign(value_at(row, col + 1) - value_at(row, col - 1))
+    shift_y = torch.sign(value_at(row + 1, col) - value_at(row - 1, col))
+    shift = 0.25 * torch.stack([shift_x, shift_y], dim=-1).to(torch.float32)
+    shift = torch.where(interior.unsqueeze(-1), shift, torch.zeros_like(shift))
+    # NaN neighbours (NaN maps) would give NaN signs: treat as no refinement.
+    shift = torch.nan_to_num(shift, nan=0.0)
+    points = torch.stack([col, row], dim=-1).to(torch.float32) + 0.5 + shift
+    return points, scores
