@@ -1,0 +1,36 @@
+"""Shared fixtures: one smoke-profile reproduction of every notebook in a temporary copy of the
+project, reused by the notebook tests and the book/browser tests (never touches the committed
+results/)."""
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BOOK_SOURCES = ["_config.yml", "_toc.yml", "book", "notebooks"]
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory):
+    """A temporary copy of the book sources (pages, notebooks, config) to reproduce and build in."""
+    root = tmp_path_factory.mktemp("smoke_project")
+    for name in BOOK_SOURCES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=shutil.ignore_patterns(
+                "_executed", "_generated", "_build", "vendor", ".ipynb_checkpoints"))
+        elif src.exists():
+            shutil.copy2(src, root / name)
+    if (ROOT / "node_modules").is_dir():
+        os.symlink(ROOT / "node_modules", root / "node_modules")
+    return root
+
+
+@pytest.fixture(scope="session")
+def smoke_reproduction(smoke_project):
+    """Execute every notebook with the smoke profile; returns ({name: run}, results folder)."""
+    from fa_lib.reproduce import reproduce
+
+    runs = reproduce("smoke", root=smoke_project, progress=False, force=True, device="cpu")
+    return {r.name: r for r in runs}, smoke_project / "results"
