@@ -1,0 +1,213 @@
+"""Loading official face-alignment checkpoints and saving/loading our own models.
+
+Official files come in three forms, all handled by :func:`read_state_dict`:
+
+- a plain state_dict (``{key: tensor}``) or one wrapped as ``{"state_dict": {...}}``
+  (face-alignment 1.0 ``.pth.tar`` files);
+- keys prefixed with ``module.`` (the depth checkpoint, saved from ``nn.DataParallel``);
+- TorchScript archives (face-alignment >= 1.1 ``.zip`` files), whose parameters and buffers are
+  read with ``torch.jit.load`` (no Python code is executed; the archive's graph is discarded).
+
+Pickled files are always read with ``torch.load(weights_only=True)``. Loading is strict: any
+missing, unexpected or wrongly shaped key raises :class:`CheckpointMismatchError` listing them.
+
+Our own checkpoints (:func:`save_model` / :func:`load_model`) store the constructor config beside
+the weights so the model can be rebuilt without knowing its arguments.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+__all__ = [
+    "CheckpointMismatchError",
+    "read_state_dict",
+    "normalize_state_dict",
+    "load_weights",
+    "load_official_fan",
+    "load_official_depth",
+    "save_model",
+    "load_model",
+]
+
+OUR_FORMAT = "fa_lib.model"
+OUR_VERSION = 1
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's keys or shapes do not match the model's."""
+
+
+def _is_torchscript_archive(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    # torch.jit.save writes the model's code under <root>/code/; torch.save never does.
+    return any("/code/" in name for name in names) or any(name.endswith("constants.pkl") for name in names)
+
+
+def normalize_state_dict(state: Mapping[str, Any], source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Unwrap ``{"state_dict": ...}`` and strip a ``module.`` prefix shared by every key."""
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{source}: expected a state_dict (a mapping), got {type(state).__name__}")
+    if "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]
+    tensors = {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+    if not tensors or len(tensors) != len(state):
+        others = sorted(key for key, value in state.items() if not isinstance(value, torch.Tensor))
+        raise ValueError(f"{source}: not a state_dict of tensors (non-tensor entries: {others[:8]})")
+    if all(key.startswith("module.") for key in tensors):
+        tensors = {key[len("module."):]: value for key, value in tensors.items()}
+    return tensors
+
+
+def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a state_dict from an official or plain checkpoint file (see the module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if _is_torchscript_archive(path):
+        scripted = torch.jit.load(str(path), map_location=map_location)
+        return normalize_state_dict(dict(scripted.state_dict()), str(path))
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # unpickling refused or corrupt file: say which file
+        raise ValueError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {error}") from error
+    if isinstance(state, Mapping) and state.get("format") == OUR_FORMAT:
+        state = state["state_dict"]
+    return normalize_state_dict(state, str(path))
+
+
+def _describe(keys: list[str], limit: int = 12) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{len(keys)} [{shown}{', ...' if len(keys) > limit else ''}]"
+
+
+def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Any], strict: bool = True,
+                 check_only: bool = False) -> nn.Module:
+    """Load a state_dict (a mapping or a checkpoint file) into ``model``.
+
+    Strict by default: raises :class:`CheckpointMismatchError` naming the missing keys, the
+    unexpected keys and the shape mismatches (with ``strict=False`` only shapes are checked and
+    matching keys are loaded; ``check_only=True`` only checks). Returns the model.
+    """
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "state_dict"
+    state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else normalize_state_dict(source, name)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(expected[key].shape)}"
+                    for key in set(state) & set(expected) if state[key].shape != expected[key].shape)
+    problems = []
+    if strict and missing:
+        problems.append(f"missing keys {_describe(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys {_describe(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches {_describe(shapes)}")
+    if problems:
+        raise CheckpointMismatchError(f"{name} does not match {type(model).__name__}: " + "; ".join(problems))
+    if check_only:
+        return model
+    if strict:
+        model.load_state_dict(state, strict=True)
+    else:
+        model.load_state_dict({key: value for key, value in state.items() if key in expected}, strict=False)
+    return model
+
+
+def _build_and_load(build, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Build a model on the meta device (no random initialisation of weights that are about to be
+    replaced), check the state against it, then adopt copies of the checkpoint tensors."""
+    with torch.device("meta"):
+        model = build()
+    load_weights(model, state, check_only=True)
+    model.load_state_dict({key: value.detach().clone() for key, value in state.items()}, strict=True, assign=True)
+    return model.eval()
+
+
+def _count_stacks(state: Mapping[str, torch.Tensor]) -> int:
+    stacks = 0
+    while f"l{stacks}.weight" in state:
+        stacks += 1
+    return stacks
+
+
+def load_official_fan(source: str | os.PathLike | Mapping[str, Any], **fan_kwargs) -> nn.Module:
+    """Build a :class:`~fa_lib.models.fan.FAN` shaped like an official checkpoint (2D-FAN / 3D-FAN /
+    2D-to-3D-FAN: stacks, input channels, landmarks and width read from the weights) and load it
+    strictly. Official weights were trained with average pooling (the default here)."""
+    from .fan import FAN
+
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "state_dict"
+    state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else normalize_state_dict(source, name)
+    if "conv1.weight" not in state or "l0.weight" not in state:
+        raise CheckpointMismatchError(f"{name} is not a FAN checkpoint (no conv1.weight / l0.weight)")
+    config = dict(num_modules=_count_stacks(state), in_channels=int(state["conv1.weight"].shape[1]),
+                  num_landmarks=int(state["l0.weight"].shape[0]), width=int(state["l0.weight"].shape[1]))
+    config.update(fan_kwargs)
+    return _build_and_load(lambda: FAN(**config), state)
+
+
+def load_official_depth(source: str | os.PathLike | Mapping[str, Any]) -> nn.Module:
+    """Build the depth network (:class:`~fa_lib.models.depth.ResNetDepth`, input channels, outputs
+    and stage depths read from the weights: ResNet-152 for the official file) and load the official
+    depth checkpoint (``module.`` prefix stripped) strictly."""
+    from .depth import ResNetDepth
+
+    name = str(source) if isinstance(source, (str, os.PathLike)) else "state_dict"
+    state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else normalize_state_dict(source, name)
+    if "conv1.weight" not in state or "fc.weight" not in state:
+        raise CheckpointMismatchError(f"{name} is not a depth-network checkpoint (no conv1.weight / fc.weight)")
+    # Stage depths from the keys (ResNet-152 gives [3, 8, 36, 3]).
+    layers = tuple(1 + max((int(key.split(".")[1]) for key in state if key.startswith(f"layer{i}.")), default=-1)
+                   for i in range(1, 5))
+    return _build_and_load(lambda: ResNetDepth(in_channels=int(state["conv1.weight"].shape[1]),
+                                               num_outputs=int(state["fc.weight"].shape[0]), layers=layers), state)
+
+
+def save_model(model: nn.Module, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
+    """Save ``model`` (a library model with a ``config``) and its constructor config, atomically.
+
+    ``extra`` holds plain metadata (numbers, strings, lists, dicts) such as the training step.
+    """
+    from . import model_kind
+
+    path = Path(path)
+    kind = model_kind(model)
+    payload = {"format": OUR_FORMAT, "version": OUR_VERSION, "kind": kind, "config": model.config,
+               "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
+               "extra": dict(extra or {})}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild and load a model saved by :func:`save_model`; returns ``(model, extra)``."""
+    from . import build_model
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    payload = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(payload, Mapping) or payload.get("format") != OUR_FORMAT:
+        raise ValueError(f"{path} is not an fa_lib model checkpoint (use load_weights / load_official_* "
+                         "for plain or official state_dicts)")
+    model = build_model(payload["kind"], payload["config"])
+    load_weights(model, payload["state_dict"])
+    return model, dict(payload.get("extra", {}))
