@@ -24,8 +24,8 @@ reproduce: setup
 book-only:
 	rm -rf _build
 	$(PY) tools/vendor_widgets.py
-	$(PY) -m fa_lib.bookgen
-	$(VENV)/bin/jupyter-book build . --all --path-output .
+	$(PY) -m fa_lib.bookgen --require-executed
+	$(VENV)/bin/jupyter-book build . --all --path-output . -W --keep-going
 
 book: book-only
 

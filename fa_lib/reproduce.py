@@ -195,7 +195,9 @@ def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, dev
     for nb in bar:
         bar.set_postfix_str(nb.stem)
         run = NotebookRun(name=nb.stem, source=nb, executed=executed_dir / nb.name)
-        key = cache_key(nb, parameters, lib_hash)
+        # the destinations are part of the key: a run into another results folder is not this one
+        key = cache_key(nb, {**parameters, "results": str(results.resolve()),
+                             "executed": str(executed_dir.resolve())}, lib_hash)
         stamp = cache_dir / f"{nb.stem}.json"
         if not force and stamp.exists() and run.executed.exists():
             try:

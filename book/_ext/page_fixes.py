@@ -1,0 +1,60 @@
+"""Sphinx extension of the book: two fixes applied to every HTML page before it is written.
+
+1. Header links of notebook pages point at the *source* notebooks. Notebook pages are built from the
+   executed copies in ``book/_executed/`` (git-ignored, written by ``fa-lib reproduce``), so
+   sphinx-book-theme's launch buttons (Binder, Colab) would name ``book/_executed/<name>.ipynb``, a path
+   that does not exist in the repository. They are rewritten to ``notebooks/<name>.ipynb``, the notebook
+   a reader should open and run. The "open an issue" link keeps naming the page itself.
+2. Identical ``<script>`` entries are written once. sphinx-thebe (loaded by Jupyter Book 1.0.4 even with
+   thebe off) registers its inline configuration script twice, and the second copy re-declares a
+   ``const`` and throws a SyntaxError on every page.
+"""
+from __future__ import annotations
+
+EXECUTED_DIR = "book/_executed/"
+SOURCE_DIR = "notebooks/"
+# Both spellings appear in theme URLs: plain paths (Colab, GitHub) and URL-encoded ones (Binder urlpath).
+_REWRITES = [(EXECUTED_DIR, SOURCE_DIR),
+             (EXECUTED_DIR.replace("/", "%2F"), SOURCE_DIR.replace("/", "%2F"))]
+
+
+def rewrite_url(url: str) -> str:
+    for old, new in _REWRITES:
+        url = url.replace(old, new)
+    return url
+
+
+def _rewrite_buttons(buttons: list) -> None:
+    for button in buttons:
+        if isinstance(button, dict):
+            if isinstance(button.get("url"), str) and "/issues/new" not in button["url"]:
+                button["url"] = rewrite_url(button["url"])
+            _rewrite_buttons(button.get("buttons", []))
+
+
+def _script_key(script) -> tuple:
+    # the same inline script is registered once with filename None and once with "" (an inline body)
+    filename = getattr(script, "filename", script) or ""
+    attributes = getattr(script, "attributes", {}) or {}
+    return (str(filename), getattr(script, "priority", None),
+            tuple(sorted((k, str(v)) for k, v in attributes.items())))
+
+
+def fix_page(app, pagename, templatename, context, doctree):
+    if pagename.startswith(EXECUTED_DIR):
+        _rewrite_buttons(context.get("header_buttons", []))
+    scripts = context.get("script_files")
+    if scripts:
+        seen, unique = set(), []
+        for script in scripts:
+            key = _script_key(script)
+            if key not in seen:
+                seen.add(key)
+                unique.append(script)
+        scripts[:] = unique
+
+
+def setup(app):
+    # priority 900: after sphinx-book-theme builds its buttons (501) and myst-nb adds page scripts
+    app.connect("html-page-context", fix_page, priority=900)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -1,0 +1,444 @@
+"""Render the "paper vs reproduced" tables of the book from ``results/`` (run before every book build).
+
+For every thesis chapter 3-6 this writes ``book/_generated/ch<N>_tables.md``, a MyST snippet that the
+chapter page includes (``{include} _generated/ch4_tables.md``). The snippet holds one table per thesis
+table of the chapter (the 29 tables of ``fa_lib/thesis_tables.csv``), in the thesis's order, with
+
+- the caption (the provenance's ``caption`` if the reproduction gave one, else the thesis caption);
+- the thesis's value and the reproduced value of every cell side by side, read from
+  ``results/tables/table_<id>.csv`` (columns ``row, column, paper, reproduced``: DESIGN.md "Results
+  schema"); rows the thesis does not have are shown with an empty paper value;
+- a provenance line from ``table_<id>.json`` (profile, dataset and size, seed, commit, device, wall
+  time, training budget) and, unless the profile is ``full``, a warning that the numbers come from the
+  embedded synthetic benchmark at reduced scale;
+- "not reproduced yet" where no CSV exists or a cell has no reproduced value.
+
+Result tables the thesis does not have (ids such as ``4.1.3_noise``) follow as "additional tables" with
+their values and provenance only, then the chapter's figures (``results/figures/fig_<chapter>[._]*.png``
+with their JSON). ``book/_generated/data_results.md`` (included by the data page) holds the tables and
+figures whose id starts with ``data``, and ``book/_generated/status.md`` (included by the introduction)
+counts what each chapter reproduces. No number is ever produced here: every value printed is read from
+the thesis tables or from results/.
+
+Usage, from the repository root: ``python -m fa_lib.bookgen [--results results] [--out book/_generated]
+[--require-executed]`` (the last option fails early, with the command to run, when an executed notebook
+that _toc.yml lists is missing).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+THESIS_TABLES_CSV = PACKAGE_DIR / "thesis_tables.csv"
+CHAPTERS = {3: "CALE: convolutional aggregation of local evidence",
+            4: "FAN and the LS3D-W dataset",
+            5: "Hierarchical binary networks",
+            6: "Super-FAN: low-resolution face alignment"}
+REQUIRED_COLUMNS = ("row", "column", "paper", "reproduced")
+NOT_REPRODUCED = "*not reproduced yet*"
+
+#: Captions of the thesis tables, as printed in the thesis (used when the provenance gives none).
+THESIS_CAPTIONS = {
+    "3.3": "Performance analysis of CALE on AFLW-PIFA using NME (%). Results are reported on both 21 and 34 "
+           "points. Results marked with (vis) are calculated on visible points only, while the rest are "
+           "calculated on both occluded and visible landmarks.",
+    "3.4": "NME-based (%) comparison on AFLW-PIFA on 21 points (visible landmarks only). The results for "
+           "CFSS, ERT and SDM are taken from [130].",
+    "3.5": "NME-based (%) comparison on AFLW-PIFA evaluated on 34 points (visible landmarks only). The "
+           "results for PIFA, RCPR and PAWF are taken from [54].",
+    "3.6": "NME-based (%) performance on Cats&Dogs on 22 points.",
+    "4.1": "AUC (calculated for a threshold of 7%) on all major 2D face alignment datasets. MDM, CFSS and "
+           "TCDCN were evaluated using ground truth bounding boxes and the openly available code.",
+    "4.2": "AUC (calculated for a threshold of 7%) on the LS3D-W Balanced for different yaw angles.",
+    "4.3": "AUC on the LS3D-W Balanced for different levels of initialization noise. The network was "
+           "trained with a noise level of up to 20% (the noise is drawn from a uniform distribution that "
+           "perturbs the bounding box shape).",
+    "4.4": "AUC on the LS3D-W Balanced for various network sizes. Between 12-24M parameters, performance "
+           "remains almost the same.",
+    "5.1": "AUC@7% on LS3D-W-Balanced dataset for real-valued and binary bottleneck blocks within the HG "
+           "network.",
+    "5.2": "AUC-based comparison of different blocks on LS3D-W-Balanced dataset. # params refers to the "
+           "number of parameters of the whole network.",
+    "5.3": "AUC-based performance on LS3D-W-Balanced dataset for binary blocks: the # parameters of the "
+           "original bottleneck are increased to match the # parameters of the proposed block. This firstly "
+           "gives rise to the Wider block and its variant without the 1×1 Convolutions.",
+    "5.4": "AUC-based performance on LS3D-W-Balanced dataset for binary blocks: the # parameters of the "
+           "proposed block are decreased to match the # parameters of the bottleneck.",
+    "5.5": "AUC-based performance on LS3D-W-Balanced dataset for real-valued blocks: Our block is compared "
+           "with a wider version of the original bottleneck so that both blocks have similar # parameters.",
+    "5.6": "The effect of using augmentation when training our binary network in terms of AUC-based "
+           "performance on LS3D-W-Balanced dataset.",
+    "5.7": "The effect of using different losses (Sigmoid vs L2) when training our binary network in terms "
+           "of AUC-based performance on LS3D-W-Balanced dataset.",
+    "5.8": "The effect of using different pooling methods when training our binary network in terms of "
+           "AUC-based performance on LS3D-W-Balanced dataset.",
+    "5.9": "The effect of using ReLUs when training our binary network in terms of AUC-based performance on "
+           "LS3D-W-Balanced dataset.",
+    "5.10": "NME-based (%) comparison on AFLW test set. The evaluation is done on the test set used in [78].",
+    "5.11": "NME-based (%) comparison on AFLW-PIFA evaluated on visible landmarks only. The results for "
+            "PIFA, RCPR and PAWF are taken from [54].",
+    "5.12": "NME-based (%) based comparison on AFLW-PIFA evaluated on all 34 points, both visible and "
+            "occluded.",
+    "5.13": "NME-based (%) based comparison on AFLW2000-3D evaluated on all 68 points, both visible and "
+            "occluded. The results for RCPR, ESR and SDM are taken from [132].",
+    "5.14": "Comparison between HG and Improved HG on the LS3D-W dataset. Both networks are built with our "
+            "proposed binarized block.",
+    "5.15": "Accuracy of stacked networks on LS3D-W dataset. All networks are built with our proposed "
+            "binarized block.",
+    "5.16": "Results on 300-W (Indoor&Outdoor). The pixel acc., mean acc. and mean IU are computed as in [66].",
+    "6.1": "PSNR- and SSIM-based super-resolution performance on LS3D-W balanced dataset across pose (higher "
+           "is better). The results are not indicative of visual quality. See Fig. 6.4.",
+    "6.2": "AUC across pose (calculated for a threshold of 10%; see [11]) on our LS3D-W balanced test set. "
+           "The results, in this case, are indicative of visual quality. See Fig. 6.4.",
+    "6.3": "PSNR and SSIM when training our generator with L2 and L1 pixel-losses.",
+    "6.4": "PSNR and SSIM for “no-skip” and “with skip” versions. The “no-skip” version indicates the "
+           "absence of the long skip connection (the network depicted in Fig. 6.3a), while the “with skip” "
+           "version adds two new long skip connections, similarly to [38].",
+    "6.5": "AUC across pose (on our LS3D-W balanced test set) for L2 and L1 heatmap losses.",
+}
+
+
+def _id_key(table_id: str) -> tuple:
+    """Sort key putting 5.2 before 5.10 (numeric parts compared as numbers)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[._]", table_id))
+
+
+def chapter_of(item_id: str) -> int | None:
+    """Thesis chapter of a table or figure id (``"4.2"``, ``"4_1_3_ced"`` -> 4); None for other ids."""
+    match = re.match(r"^(\d+)[._]", item_id)
+    return int(match.group(1)) if match else None
+
+
+def section_of(item_id: str) -> int | str | None:
+    """Where a result goes in the book: its thesis chapter (3-6), ``"data"`` for ids starting with
+    ``data`` (the data page), None for anything else (e.g. chapter 1 figures shown by a notebook)."""
+    if re.match(r"^data([._]|$)", item_id):
+        return "data"
+    chapter = chapter_of(item_id)
+    return chapter if chapter in CHAPTERS else None
+
+
+def load_thesis_tables(path: Path = THESIS_TABLES_CSV) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"thesis tables file {path} is missing")
+    # values stay strings: they are printed exactly as the thesis prints them
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
+
+
+def _escape(text: Any) -> str:
+    """Make a label safe inside a Markdown table cell."""
+    text = "" if text is None else str(text)
+    text = text.replace("\\", "\\\\").replace("|", "\\|").replace("[", "\\[").replace("*", "\\*").replace("_", "\\_")
+    return text.replace("<", "&lt;").replace(">", "&gt;").replace("\n", " ")
+
+
+def format_value(value: Any) -> str:
+    """Print a reproduced value without inventing precision: numbers to 4 significant digits at most."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            number = float(text)
+        except ValueError:
+            return text
+    else:
+        number = float(value)
+    if math.isnan(number):
+        return ""
+    if math.isinf(number):
+        return "inf" if number > 0 else "-inf"
+    if number == int(number) and abs(number) < 1e15:
+        return str(int(number))
+    return f"{number:.4g}"
+
+
+@dataclass
+class ReproducedTable:
+    """One ``results/tables/table_<id>.csv`` with its provenance (``None`` when the JSON is missing)."""
+    table_id: str
+    cells: pd.DataFrame
+    provenance: dict | None
+    csv_path: Path
+
+
+def read_reproduced(table_id: str, tables_dir: Path) -> ReproducedTable | None:
+    """Read one reproduced table, or None when its CSV does not exist."""
+    csv_path = Path(tables_dir) / f"table_{table_id}.csv"
+    if not csv_path.is_file():
+        return None
+    cells = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    missing = [c for c in REQUIRED_COLUMNS if c not in cells.columns]
+    if missing:
+        raise ValueError(f"{csv_path}: missing columns {missing}; expected {list(REQUIRED_COLUMNS)}")
+    json_path = csv_path.with_suffix(".json")
+    provenance = None
+    if json_path.is_file():
+        try:
+            provenance = json.loads(json_path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{json_path}: not valid JSON ({exc})") from exc
+    return ReproducedTable(table_id, cells, provenance, csv_path)
+
+
+def reproduced_table_ids(tables_dir: Path) -> list[str]:
+    ids = [p.stem[len("table_"):] for p in Path(tables_dir).glob("table_*.csv")]
+    return sorted(ids, key=_id_key)
+
+
+def provenance_line(provenance: dict | None) -> str:
+    """One sentence saying how the numbers were obtained (only fields that are present)."""
+    if provenance is None:
+        return "Provenance file missing: how these numbers were obtained is unknown."
+    parts = []
+    if provenance.get("profile"):
+        parts.append(f"profile **{provenance['profile']}**")
+    dataset = provenance.get("dataset")
+    if dataset:
+        size = provenance.get("dataset_size")
+        parts.append(f"data: {dataset}" + (f" ({size} samples)" if size not in (None, "") else ""))
+    if provenance.get("seed") is not None:
+        parts.append(f"seed {provenance['seed']}")
+    if provenance.get("training_budget") not in (None, "", {}):
+        budget = provenance["training_budget"]
+        if isinstance(budget, dict):
+            budget = ", ".join(f"{k} {v}" for k, v in budget.items())
+        parts.append(f"training budget: {budget}")
+    if provenance.get("device"):
+        parts.append(f"device {provenance['device']}")
+    if provenance.get("wall_time_s") is not None:
+        parts.append(f"wall time {format_value(provenance['wall_time_s'])} s")
+    if provenance.get("git_commit"):
+        parts.append(f"commit `{str(provenance['git_commit'])[:12]}`")
+    if provenance.get("created"):
+        parts.append(f"written {provenance['created']}")
+    return "Reproduced with " + "; ".join(parts) + "." if parts else "Provenance file is empty."
+
+
+def _scale_warning(provenance: dict | None) -> str | None:
+    """The label every non-full result carries (DESIGN.md: quick results are always labelled)."""
+    profile = (provenance or {}).get("profile")
+    if profile == "full":
+        return None
+    if profile == "smoke":
+        text = ("These numbers come from the **smoke** profile, which only checks that the code runs (tiny "
+                "data, tiny models, seconds of training): do not read anything into them.")
+    else:
+        text = (f"These numbers come from the **{profile or 'unknown'}** profile: the embedded synthetic "
+                "benchmark, not the thesis's datasets, with reduced data and, where a network is trained, "
+                "reduced models and training. Compare trends (which variant wins, how the error grows with "
+                "pose), not absolute values.")
+    return ":::{warning}\n" + text + "\n:::"
+
+
+def _markdown_table(rows: list[tuple[str, str, str, str]]) -> str:
+    lines = ["| Row | Column | Thesis | Reproduced |", "|:--|:--|--:|--:|"]
+    previous_row = None
+    for row, column, paper, reproduced in rows:
+        shown_row = "" if row == previous_row else _escape(row)
+        previous_row = row
+        lines.append(f"| {shown_row} | {_escape(column)} | {paper} | {reproduced} |")
+    return "\n".join(lines)
+
+
+def render_table(table_id: str, thesis: pd.DataFrame, reproduced: ReproducedTable | None) -> str:
+    """MyST for one table: heading, caption, status, paper vs reproduced cells, provenance."""
+    paper_cells = thesis[thesis["table"] == table_id]
+    metric = ", ".join(dict.fromkeys(m for m in paper_cells["metric"] if m))
+    provenance = reproduced.provenance if reproduced else None
+    caption = (provenance or {}).get("caption") or THESIS_CAPTIONS.get(table_id, "")
+    heading = f"### Table {table_id}" + (f" ({metric})" if metric else "")
+    out = [f"({'table-' + table_id.replace('.', '-')})=", heading, "", f"*{_escape(caption)}*" if caption else ""]
+    if reproduced is None:
+        rows = [(r.row, r.column, _escape(r.value), NOT_REPRODUCED) for r in paper_cells.itertuples()]
+        out += ["", f"**Not reproduced yet**: no `results/tables/table_{table_id}.csv`. The thesis's values:", ""]
+        out.append(_markdown_table(rows) if rows else "*(the thesis tables file has no cells for this table)*")
+        return "\n".join(out) + "\n"
+    if paper_cells.empty:
+        return _render_additional_table(table_id, caption, reproduced)
+    rows = []
+    n_done = 0
+    for r in reproduced.cells.itertuples():
+        value = format_value(r.reproduced)
+        n_done += bool(value)
+        rows.append((r.row, r.column, _escape(r.paper) if str(r.paper).strip() else "—",
+                     value if value else NOT_REPRODUCED))
+    status = (f"**Reproduced**: {n_done} of {len(rows)} cells" if n_done else
+              "**Not reproduced yet**: the results file has no reproduced values")
+    out += ["", status + f" (from `results/tables/table_{table_id}.csv`; cells marked *not reproduced yet* "
+            "are rows of other authors' methods or variants not run).", "",
+            _markdown_table(rows), "", provenance_line(provenance)]
+    warning = _scale_warning(provenance) if n_done else None
+    if warning:
+        out += ["", warning]
+    return "\n".join(out) + "\n"
+
+
+def _render_additional_table(table_id: str, caption: str, reproduced: ReproducedTable) -> str:
+    """A result table the thesis does not have (an extra analysis): its values and provenance only."""
+    out = [f"({'table-' + table_id.replace('.', '-')})=", f"### Additional table {_escape(table_id)}", "",
+           (f"*{_escape(caption)}* " if caption else "") + f"(Not a thesis table; from "
+           f"`results/tables/table_{table_id}.csv`.)", "", "| Row | Column | Value |", "|:--|:--|--:|"]
+    previous_row = None
+    for r in reproduced.cells.itertuples():
+        shown_row = "" if r.row == previous_row else _escape(r.row)
+        previous_row = r.row
+        value = format_value(r.reproduced)
+        out.append(f"| {shown_row} | {_escape(r.column)} | {value if value else '—'} |")
+    out += ["", provenance_line(reproduced.provenance)]
+    warning = _scale_warning(reproduced.provenance)
+    if warning:
+        out += ["", warning]
+    return "\n".join(out) + "\n"
+
+
+def _render_figures(section: int | str, figures_dir: Path, snippet_dir: Path) -> str:
+    figures = sorted((p for p in Path(figures_dir).glob("fig_*.png")
+                      if section_of(p.stem[len("fig_"):]) == section), key=lambda p: _id_key(p.stem[4:]))
+    if not figures:
+        return ""
+    out = ["### Reproduced figures" if section != "data" else "### Figures", ""]
+    for png in figures:
+        fig_id = png.stem[len("fig_"):]
+        json_path = png.with_suffix(".json")
+        provenance = json.loads(json_path.read_text(encoding="utf-8")) if json_path.is_file() else None
+        caption = (provenance or {}).get("caption") or f"Figure {fig_id}."
+        # MyST resolves an included file's image paths against the *including* page, and the pages that
+        # include these snippets sit in the snippets' parent folder (book/)
+        rel = Path(os.path.relpath(png.resolve(), snippet_dir.resolve().parent)).as_posix()
+        out += [f":::{{figure}} {rel}", f":name: fig-{fig_id.replace('.', '-')}", "",
+                f"{_escape(caption)} {provenance_line(provenance)}", ":::", ""]
+    return "\n".join(out)
+
+
+def render_chapter(chapter: int, thesis: pd.DataFrame, results_root: Path, snippet_dir: Path) -> str:
+    """The whole snippet of one chapter: every thesis table of the chapter, then extra tables, figures."""
+    tables_dir = Path(results_root) / "tables"
+    thesis_ids = sorted({t for t in thesis["table"] if chapter_of(t) == chapter}, key=_id_key)
+    extra_ids = [t for t in reproduced_table_ids(tables_dir) if section_of(t) == chapter and t not in thesis_ids]
+    parts = ["<!-- generated by `python -m fa_lib.bookgen` from results/: do not edit -->", ""]
+    for table_id in thesis_ids + extra_ids:
+        parts.append(render_table(table_id, thesis, read_reproduced(table_id, tables_dir)))
+    parts.append(_render_figures(chapter, Path(results_root) / "figures", snippet_dir))
+    return "\n".join(parts)
+
+
+def render_data_section(results_root: Path, snippet_dir: Path) -> str:
+    """Snippet of the data page: every table and figure whose id starts with ``data``."""
+    tables_dir = Path(results_root) / "tables"
+    parts = ["<!-- generated by `python -m fa_lib.bookgen` from results/: do not edit -->", ""]
+    table_ids = [t for t in reproduced_table_ids(tables_dir) if section_of(t) == "data"]
+    for table_id in table_ids:
+        table = read_reproduced(table_id, tables_dir)
+        caption = (table.provenance or {}).get("caption", "")
+        parts.append(_render_additional_table(table_id, caption, table))
+    figures = _render_figures("data", Path(results_root) / "figures", snippet_dir)
+    parts.append(figures)
+    if not table_ids and not figures:
+        parts.append("*No data summary in `results/` yet: `fa-lib reproduce` writes it.*\n")
+    return "\n".join(parts)
+
+
+def chapter_status(chapter: int, thesis: pd.DataFrame, results_root: Path) -> dict:
+    tables_dir = Path(results_root) / "tables"
+    thesis_ids = sorted({t for t in thesis["table"] if chapter_of(t) == chapter}, key=_id_key)
+    done, profiles = [], set()
+    for table_id in thesis_ids:
+        table = read_reproduced(table_id, tables_dir)
+        if table is not None and any(format_value(v) for v in table.cells["reproduced"]):
+            done.append(table_id)
+            profiles.add(str((table.provenance or {}).get("profile", "unknown")))
+    return {"chapter": chapter, "tables": thesis_ids, "reproduced": done, "profiles": sorted(profiles)}
+
+
+def render_status(thesis: pd.DataFrame, results_root: Path) -> str:
+    lines = ["| Chapter | Thesis tables | Reproduced (with values) | Profile |", "|:--|--:|:--|:--|"]
+    for chapter, title in CHAPTERS.items():
+        s = chapter_status(chapter, thesis, results_root)
+        done = ", ".join(s["reproduced"]) if s["reproduced"] else "none yet"
+        lines.append(f"| {chapter}. {title} | {len(s['tables'])} | {done} | {', '.join(s['profiles']) or '—'} |")
+    return "\n".join(lines) + "\n"
+
+
+def generate(results_root: str | Path | None = None, out_dir: str | Path | None = None,
+             thesis_csv: str | Path = THESIS_TABLES_CSV) -> list[Path]:
+    """Write ``ch<N>_tables.md`` for chapters 3-6, ``data_results.md`` and ``status.md`` into ``out_dir``
+    (replaced whole)."""
+    root = _project_root()
+    results_root = Path(results_root) if results_root is not None else root / "results"
+    out_dir = Path(out_dir) if out_dir is not None else root / "book" / "_generated"
+    thesis = load_thesis_tables(Path(thesis_csv))
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    written = []
+    for chapter in CHAPTERS:
+        path = out_dir / f"ch{chapter}_tables.md"
+        path.write_text(render_chapter(chapter, thesis, results_root, out_dir), encoding="utf-8")
+        written.append(path)
+    data = out_dir / "data_results.md"
+    data.write_text(render_data_section(results_root, out_dir), encoding="utf-8")
+    written.append(data)
+    status = out_dir / "status.md"
+    status.write_text(render_status(thesis, results_root), encoding="utf-8")
+    written.append(status)
+    return written
+
+
+def missing_executed_notebooks(book_root: str | Path) -> list[str]:
+    """Pages of ``_toc.yml`` under book/_executed/ whose executed notebook does not exist yet."""
+    import yaml
+
+    toc = yaml.safe_load((Path(book_root) / "_toc.yml").read_text(encoding="utf-8"))
+    entries = [toc.get("root", "")]
+    for part in toc.get("parts", []):
+        entries += [chapter["file"] for chapter in part.get("chapters", [])]
+    entries += [chapter["file"] for chapter in toc.get("chapters", [])]
+    return [e + ".ipynb" for e in entries
+            if e.startswith("book/_executed/") and not (Path(book_root) / f"{e}.ipynb").is_file()]
+
+
+def _project_root() -> Path:
+    """The book's root (the folder holding _toc.yml): the working directory or above, else the checkout
+    this package lives in."""
+    for base in [Path.cwd(), *Path.cwd().parents]:
+        if (base / "_toc.yml").is_file():
+            return base
+    return PACKAGE_DIR.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Render results/ into the book's table snippets.")
+    parser.add_argument("--results", type=Path, default=None, help="results folder (default: <repo>/results)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <repo>/book/_generated)")
+    parser.add_argument("--require-executed", action="store_true",
+                        help="fail unless every notebook page of _toc.yml has its executed copy in book/_executed")
+    args = parser.parse_args(argv)
+    if args.require_executed:
+        missing = missing_executed_notebooks(_project_root())
+        if missing:
+            print("bookgen: executed notebooks missing: " + ", ".join(missing) + "; run "
+                  "`fa-lib reproduce --profile quick` (or `make main`) before building the book", file=sys.stderr)
+            return 1
+    try:
+        written = generate(args.results, args.out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"bookgen: {exc}", file=sys.stderr)
+        return 1
+    print("bookgen: wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,379 @@
+"""The book: table snippets from results/ (fa_lib.bookgen), configuration, vendored widget JavaScript,
+and a real headless-browser test of the built book (tests/browser/book.test.mjs).
+
+The browser test builds the book from the session's smoke-profile reproduction (conftest.py) unless
+``FA_BOOK_HTML`` names an already built book (``_build/html`` after ``make book``). Explorer pages come
+from tests/browser/explorers.json (``BOOK_TEST_EXPLORERS`` overrides it with the same JSON) plus every
+built page whose saved widget state contains an explorer. With ``CI=true`` missing prerequisites (node,
+/usr/bin/chromium, node_modules) make it fail; elsewhere it is skipped with the reason.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fa_lib import bookgen
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(os.environ.get("BOOK_TEST_CHROMIUM", "/usr/bin/chromium"))
+NODE_TEST = ROOT / "tests" / "browser" / "book.test.mjs"
+EXPLORERS_JSON = ROOT / "tests" / "browser" / "explorers.json"
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+# --------------------------------------------------------------------------------------- bookgen
+
+def _write_result(tables: Path, table_id: str, cells: list[tuple], provenance: dict | None) -> None:
+    tables.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(cells, columns=["row", "column", "paper", "reproduced"])
+    df.to_csv(tables / f"table_{table_id}.csv", index=False)
+    if provenance is not None:
+        (tables / f"table_{table_id}.json").write_text(json.dumps(provenance))
+
+
+@pytest.fixture
+def fake_results(tmp_path):
+    tables = tmp_path / "results" / "tables"
+    # Table 4.2 of the thesis has three cells (3D-FAN at three yaw ranges); two are "reproduced"
+    _write_result(tables, "4.2", [("3D-FAN", "[0-30]", "73.5", 61.234567),
+                                  ("3D-FAN", "[30-60]", "74.6", 58.5),
+                                  ("3D-FAN", "[60-90]", "68.8", None)],
+                  {"profile": "quick", "dataset": "synthetic yaw-balanced", "dataset_size": 600, "seed": 3,
+                   "git_commit": "0123456789abcdef", "wall_time_s": 12.5, "device": "cpu"})
+    # a table the thesis does not have (extra analysis of chapter 4), with its own caption
+    _write_result(tables, "4.1.3_normalisation", [("yaw 0", "NME box", "", 2.0)],
+                  {"profile": "smoke", "caption": "Box vs eye normalisation across yaw."})
+    return tmp_path / "results"
+
+
+def test_bookgen_puts_paper_and_reproduced_side_by_side(fake_results, tmp_path):
+    out = tmp_path / "generated"
+    written = bookgen.generate(fake_results, out)
+    assert {p.name for p in written} == {"ch3_tables.md", "ch4_tables.md", "ch5_tables.md",
+                                         "ch6_tables.md", "data_results.md", "status.md"}
+    ch4 = (out / "ch4_tables.md").read_text()
+    table_42 = ch4.split("### Table 4.2")[1].split("### Table")[0]
+    assert "| 3D-FAN | \\[0-30] | 73.5 | 61.23 |" in table_42       # 4 significant digits, no more
+    assert "| \\[30-60] | 74.6 | 58.5 |" in table_42
+    assert "| \\[60-90] | 68.8 | *not reproduced yet* |" in table_42  # empty cell: said, not invented
+    assert "2 of 3 cells" in table_42
+    assert "profile **quick**" in table_42 and "seed 3" in table_42 and "600 samples" in table_42
+    assert "commit `0123456789ab`" in table_42
+    assert "synthetic benchmark" in table_42                          # quick profile -> warning
+    # tables without results: thesis values only, clearly marked
+    table_43 = ch4.split("### Table 4.3")[1].split("### Table")[0]
+    assert "**Not reproduced yet**" in table_43 and "| noise 0% | \\[0-30] | 74.5 |" in table_43
+    assert table_43.count("*not reproduced yet*") == 12
+    # extra table: present in its chapter with the caption of its provenance, said not to be a thesis table
+    extra = ch4.split("### Additional table 4.1.3\\_normalisation")[1]
+    assert "Box vs eye normalisation across yaw." in extra and "Not a thesis table" in extra
+    assert "| yaw 0 | NME box | 2 |" in extra and "**smoke** profile" in extra
+    status = (out / "status.md").read_text()
+    assert "| 4. FAN and the LS3D-W dataset | 4 | 4.2 | quick |" in status
+    assert "| 3. CALE: convolutional aggregation of local evidence | 4 | none yet | — |" in status
+
+
+def test_bookgen_data_section_and_figures(fake_results, tmp_path):
+    from matplotlib.figure import Figure
+    from fa_lib.results import write_figure
+
+    _write_result(fake_results / "tables", "data_synthetic", [("train", "faces", "", 2000)], {"profile": "quick"})
+    for fig_id in ("data_montage", "4_1_3_ced", "1_2"):
+        fig = Figure(figsize=(1, 1))
+        write_figure(fig, fig_id, profile="smoke", dataset="d", seed=0, caption=f"caption of {fig_id}",
+                     results_root=fake_results)
+    out = tmp_path / "generated"
+    bookgen.generate(fake_results, out)
+    data = (out / "data_results.md").read_text()
+    assert "### Additional table data\\_synthetic" in data and "| train | faces | 2000 |" in data
+    assert "caption of data\\_montage" in data and "fig_data_montage.png" in data
+    ch4 = (out / "ch4_tables.md").read_text()
+    assert ":::{figure} results/figures/fig_4_1_3_ced.png" in ch4  # relative to the including page's folder
+    assert "data\\_synthetic" not in ch4
+    assert not any("fig_1_2" in p.read_text() for p in out.glob("*.md"))  # no chapter page for chapter 1
+    assert "No data summary" in bookgen.render_data_section(tmp_path / "nothing", out)
+
+
+def test_bookgen_never_prints_a_number_it_did_not_read(fake_results, tmp_path):
+    out = tmp_path / "generated"
+    bookgen.generate(fake_results, out)
+    thesis_values = set(bookgen.load_thesis_tables()["value"])
+    allowed = thesis_values | {"61.23", "58.5", "2"}
+    for path in out.glob("ch*_tables.md"):
+        for line in path.read_text().splitlines():
+            if line.startswith("| ") and not line.startswith("| Row"):
+                cells = [c.strip() for c in line.strip("|").split("|")]
+                for value in cells[2:]:
+                    if re.fullmatch(r"-?\d+(\.\d+)?", value):
+                        assert value in allowed, f"{path.name}: {value!r} comes from nowhere: {line}"
+
+
+def test_bookgen_without_results_says_nothing_is_reproduced(tmp_path):
+    bookgen.generate(tmp_path / "no_results", tmp_path / "out")
+    for chapter in (3, 4, 5, 6):
+        text = (tmp_path / "out" / f"ch{chapter}_tables.md").read_text()
+        assert "Reproduced with" not in text and "**Reproduced**" not in text
+        n_tables = text.count("### Table")
+        assert n_tables and text.count("**Not reproduced yet**") == n_tables
+    assert (tmp_path / "out" / "status.md").read_text().count("none yet") == 4
+
+
+def test_bookgen_rejects_a_malformed_table(tmp_path):
+    tables = tmp_path / "results" / "tables"
+    tables.mkdir(parents=True)
+    (tables / "table_4.2.csv").write_text("row,column,value\na,b,1\n")
+    with pytest.raises(ValueError, match="table_4.2.csv.*missing columns"):
+        bookgen.generate(tmp_path / "results", tmp_path / "out")
+
+
+def test_bookgen_command_line(fake_results, tmp_path):
+    out = tmp_path / "cli_out"
+    proc = subprocess.run([sys.executable, "-m", "fa_lib.bookgen", "--results", str(fake_results),
+                           "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "ch4_tables.md").is_file()
+
+
+def test_format_value():
+    assert bookgen.format_value("61.234567") == "61.23"
+    assert bookgen.format_value(0.000123456) == "0.0001235"
+    assert bookgen.format_value(3.0) == "3"
+    assert bookgen.format_value("") == "" and bookgen.format_value(float("nan")) == ""
+    assert bookgen.format_value("n/a") == "n/a"
+
+
+def test_every_thesis_table_has_a_caption():
+    ids = set(bookgen.load_thesis_tables()["table"])
+    assert ids == set(bookgen.THESIS_CAPTIONS)
+
+
+# ------------------------------------------------------------------------- configuration and pages
+
+def _toc_files() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    files = [toc["root"]]
+    for part in toc.get("parts", []):
+        files += [c["file"] for c in part.get("chapters", [])]
+    return files
+
+
+def test_config_builds_offline_from_executed_notebooks():
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert cfg["execute"]["execute_notebooks"] == "off"
+    assert cfg["only_build_toc_files"] is True
+    sphinx = cfg["sphinx"]["config"]
+    scripts = list(sphinx["nb_ipywidgets_js"]) + [sphinx["mathjax_path"]] + sphinx["html_js_files"]
+    assert not [s for s in scripts if "://" in s or s.startswith("//")], "a script from another host"
+    assert cfg["launch_buttons"]["binderhub_url"] and cfg["launch_buttons"]["colab_url"]
+    assert cfg["repository"]["url"].startswith("https://github.com/")
+
+
+def test_toc_pages_exist():
+    for entry in _toc_files():
+        if entry.startswith("book/_executed/"):
+            source = ROOT / "notebooks" / (Path(entry).name + ".ipynb")
+            assert source.is_file(), f"_toc.yml lists {entry} but {source} does not exist"
+        else:
+            assert (ROOT / f"{entry}.md").is_file(), f"_toc.yml lists {entry}, no {entry}.md"
+
+
+def test_chapter_pages_include_their_generated_tables():
+    for chapter, page in [(3, "ch3_cale"), (4, "ch4_fan"), (5, "ch5_binary"), (6, "ch6_superfan")]:
+        text = (ROOT / "book" / f"{page}.md").read_text()
+        assert f"{{include}} _generated/ch{chapter}_tables.md" in text
+
+
+def test_launch_links_point_at_source_notebooks():
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        import page_fixes
+    finally:
+        sys.path.pop(0)
+    assert page_fixes.rewrite_url("https://colab.research.google.com/github/o/r/blob/main/book/_executed/"
+                                  "metrics.ipynb").endswith("/blob/main/notebooks/metrics.ipynb")
+    assert page_fixes.rewrite_url("https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book%2F_executed%2Fm.ipynb") \
+        == "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks%2Fm.ipynb"
+    buttons = [{"type": "group", "buttons": [{"url": "x/book/_executed/a.ipynb"},
+                                             {"url": "https://github.com/o/r/issues/new?title=book/_executed/a"}]}]
+    page_fixes._rewrite_buttons(buttons)
+    assert buttons[0]["buttons"][0]["url"] == "x/notebooks/a.ipynb"
+    assert "book/_executed/a" in buttons[0]["buttons"][1]["url"]
+
+
+# ---------------------------------------------------------------------------- vendored JavaScript
+
+def _vendor_module():
+    sys.path.insert(0, str(ROOT / "tools"))
+    try:
+        import vendor_widgets
+    finally:
+        sys.path.pop(0)
+    return vendor_widgets
+
+
+def test_vendor_needs_node_modules(tmp_path):
+    with pytest.raises(FileNotFoundError, match="npm ci"):
+        _vendor_module().vendor(tmp_path / "node_modules", tmp_path / "vendor")
+
+
+@pytest.mark.skipif(not (ROOT / "node_modules" / "@jupyter-widgets" / "html-manager").is_dir(),
+                    reason="node_modules not installed (npm ci)")
+def test_vendor_copies_the_files_the_config_names(tmp_path):
+    dest = tmp_path / "vendor"
+    versions = _vendor_module().vendor(ROOT / "node_modules", dest)
+    assert set(versions) == {"requirejs", "@jupyter-widgets/html-manager", "mathjax"}
+    cfg = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]["config"]
+    static = dest.parent  # the config's paths are relative to _static, which holds vendor/
+    for rel in [*cfg["nb_ipywidgets_js"], cfg["mathjax_path"]]:
+        if rel.startswith("vendor/"):
+            assert (static / rel).is_file(), f"_config.yml names {rel}, not vendored"
+    # the manager's font files sit beside embed-amd.js (its module path is mapped there)
+    assert list((dest / "html-manager").glob("*.woff2"))
+
+
+# ----------------------------------------------------------------------------------- the browser
+
+def _browser_prerequisites_missing() -> list[str]:
+    missing = []
+    if shutil.which("node") is None:
+        missing.append("node (Debian package nodejs)")
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} (apt-get install chromium)")
+    for package in ("playwright-core", "@jupyter-widgets/html-manager", "requirejs", "mathjax"):
+        if not (ROOT / "node_modules" / package).is_dir():
+            missing.append(f"node_modules/{package} (npm ci)")
+    return missing
+
+
+def _require_browser() -> None:
+    missing = _browser_prerequisites_missing()
+    if missing:
+        message = "browser test prerequisites missing: " + ", ".join(missing)
+        if IN_CI:
+            pytest.fail(message + " -- with CI=true the browser test must run, not be skipped")
+        pytest.skip(message)
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 300) -> None:
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def build_book(project: Path, results: Path) -> Path:
+    """The Makefile's book steps, run inside ``project``: vendor, bookgen, clean build. Returns html/."""
+    _run([sys.executable, str(ROOT / "tools" / "vendor_widgets.py"), "--node-modules", str(ROOT / "node_modules"),
+          "--dest", str(project / "book" / "_static" / "vendor")], cwd=project)
+    _run([sys.executable, "-m", "fa_lib.bookgen", "--results", str(results),
+          "--out", str(project / "book" / "_generated")], cwd=project)
+    shutil.rmtree(project / "_build", ignore_errors=True)
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    # -W: a warning (a missing include, a broken reference, an unknown output type) fails the build
+    _run([str(jupyter_book) if jupyter_book.exists() else "jupyter-book", "build", str(project), "--all",
+          "--path-output", str(project), "-W", "--keep-going"], cwd=project)
+    return project / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def built_book(request):
+    _require_browser()  # before the (slow) build: skip or fail at once when the browser cannot run
+    if os.environ.get("FA_BOOK_HTML"):
+        html = Path(os.environ["FA_BOOK_HTML"])
+        if not (html / "index.html").is_file():
+            pytest.fail(f"FA_BOOK_HTML={html} holds no built book (index.html missing)")
+        return html
+    project = request.getfixturevalue("smoke_project")
+    runs, results = request.getfixturevalue("smoke_reproduction")
+    failed = {name: run.message for name, run in runs.items() if run.status != "ok"}
+    assert not failed, f"notebooks failed under the smoke profile: {failed}"
+    return build_book(project, results)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest's output clean
+        pass
+
+
+@pytest.fixture(scope="session")
+def served_book(built_book):
+    """The built book on http://127.0.0.1:<free port>/ for the duration of the session."""
+    handler = functools.partial(_QuietHandler, directory=str(built_book))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", built_book
+    server.shutdown()
+    server.server_close()
+
+
+def _explorer_specs(html: Path) -> list[dict]:
+    specs = json.loads(os.environ.get("BOOK_TEST_EXPLORERS") or EXPLORERS_JSON.read_text())
+    listed = {s["page"] for s in specs}
+    # every page whose saved widget state holds an explorer must render it too
+    for page in sorted(html.rglob("*.html")):
+        rel = page.relative_to(html).as_posix()
+        if rel not in listed and '"fa-explorer"' in page.read_text(errors="ignore"):
+            specs.append({"page": rel, "selector": ".fa-explorer", "min": 1})
+    return specs
+
+
+@pytest.mark.browser
+def test_book_in_headless_browser(served_book):
+    _require_browser()
+    base_url, html = served_book
+    pages = [f"{entry}.html" for entry in _toc_files()] + ["index.html"]
+    explorers = _explorer_specs(html)
+    for spec in explorers:
+        assert (html / spec["page"]).is_file(), f"explorer page {spec['page']} was not built"
+    # launch buttons of notebook pages open the source notebook, not the git-ignored executed copy
+    repo = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+    org_repo = repo["url"].removeprefix("https://github.com/").strip("/")
+    for entry in _toc_files():
+        if entry.startswith("book/_executed/"):
+            page_html = (html / f"{entry}.html").read_text()
+            name = Path(entry).name
+            assert (f"colab.research.google.com/github/{org_repo}/blob/{repo['branch']}/notebooks/{name}.ipynb"
+                    in page_html)
+            assert f"mybinder.org/v2/gh/{org_repo}/{repo['branch']}?urlpath=tree/notebooks/{name}.ipynb" in page_html
+            assert "blob/main/book/_executed" not in page_html
+    config = {"baseUrl": base_url, "pages": pages, "explorers": explorers, "executablePath": str(CHROMIUM)}
+    proc = subprocess.run(["node", str(NODE_TEST)], cwd=ROOT, capture_output=True, text=True, timeout=240,
+                          env={**os.environ, "BOOK_TEST_CONFIG": json.dumps(config)})
+    try:
+        report = json.loads(proc.stdout)
+    except ValueError:
+        pytest.fail(f"browser test gave no report (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    assert report["externalRequests"] == [], "requests left 127.0.0.1"
+    for result in report["explorers"]:
+        assert result["found"] >= 1, f"{result['page']}: no explorer rendered"
+        for entry in result["checked"]:
+            assert entry["sliders"] >= 1 and entry["hasImage"], f"{result['page']}: {entry}"
+            assert entry["moves"] and all(m["changed"] for m in entry["moves"]), f"{result['page']}: {entry}"
+    assert report["ok"], "browser test failures:\n" + "\n".join(report["failures"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_bookgen_requires_executed_notebooks_when_asked(tmp_path):
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nparts:\n  - chapters:\n"
+                                       "      - file: book/_executed/metrics\n      - file: book/data\n")
+    assert bookgen.missing_executed_notebooks(tmp_path) == ["book/_executed/metrics.ipynb"]
+    proc = subprocess.run([sys.executable, "-m", "fa_lib.bookgen", "--require-executed", "--results",
+                           str(tmp_path / "results"), "--out", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "fa-lib reproduce" in proc.stderr and not (tmp_path / "out").exists()
+    (tmp_path / "book" / "_executed").mkdir(parents=True)
+    (tmp_path / "book" / "_executed" / "metrics.ipynb").write_text("{}")
+    assert bookgen.missing_executed_notebooks(tmp_path) == []
