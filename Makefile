@@ -38,5 +38,15 @@ test: setup-test
 	CI=$${CI:-} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing on purpose"; exit 1; fi; exit $$rc
 
+# The binary-conv kernels under AddressSanitizer + UBSan (every ISA), then valgrind (scalar/AVX2).
+sanitize:
+	mkdir -p build
+	$(CC) -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fopenmp \
+	    fa_lib/kernels/xnor.c fa_lib/kernels/xnor_selftest.c -lm -o build/xnor_selftest_asan
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 ./build/xnor_selftest_asan
+	if command -v valgrind >/dev/null; then \
+	  $(CC) -O2 -g -fopenmp fa_lib/kernels/xnor.c fa_lib/kernels/xnor_selftest.c -lm -o build/xnor_selftest && \
+	  valgrind -q --error-exitcode=1 ./build/xnor_selftest; fi
+
 clean-book:
 	rm -rf _build book/_executed book/_generated

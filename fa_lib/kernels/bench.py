@@ -1,0 +1,207 @@
+"""Speed of the bit-packed binary convolution against torch's float convolution (thesis 5.4 "Performance").
+
+The thesis expects "of the order of 58x" on CPU from XNOR-Net's operation count; what a CPU can deliver is
+bounded by its popcount vs FMA throughput (FACTS: ~21x on a Zen 4 core with one 512-bit FMA pipe, ~11x on
+Intel cores with two).  :func:`run_bench` measures, side by side in one process and interleaved (each
+repeat runs torch, then binary, then binary + packing), the minimum wall time of:
+
+* single 3x3 convolutions of the hourglass shapes (256->128, 128->64, 64->64) at 64x64 ... 4x4;
+* one hierarchical block (Fig. 5.1b, 256->256 at 64x64): packed block vs the same block in float;
+* the single-hourglass binary network end to end (``network`` rows): packed vs the same network in float.
+
+For a single convolution ``binary_ms`` excludes packing the input (BN + sign + bit-packing) and
+``binary_with_pack_ms`` includes it; block and network rows always include everything.
+
+On an AVX-512 machine torch's float convolution uses AVX-512, so the ``avx2`` rows compare the AVX2 kernel
+against an AVX-512 float baseline.  To emulate an AVX2-only machine (torch limited to AVX2 too), run
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m fa_lib.kernels.bench --isas avx2``.
+On a shared machine use ``--threads 1 --timer cpu`` (calling-thread CPU time) for steadier numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import packed as packed_mod
+from . import xnor
+
+COLUMNS = ["layer", "isa", "threads", "torch_ms", "binary_ms", "binary_with_pack_ms", "speedup", "speedup_with_pack"]
+CONV_SHAPES = [(256, 128), (128, 64), (64, 64)]  # the three 3x3 layers of a 256-channel hierarchical block
+RESOLUTIONS = [64, 32, 16, 8, 4]  # hourglass levels (depth 4) of a 64x64 heatmap network
+
+
+_CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def _interleaved_min_ms(candidates: Sequence[Callable[[], object]], repeats: int, timer: str = "wall") -> list[float]:
+    """Min time (ms) of each candidate, run round-robin so that load changes hit all alike.
+
+    ``timer="cpu"`` measures the calling thread's CPU time (valid for 1 thread only: torch and the kernels
+    then run in the calling thread), which ignores time lost to other processes on a shared machine."""
+    clock = _CLOCKS[timer]
+    with torch.no_grad():
+        for fn in candidates:  # warm-up: allocations, caches, lazy initialisation
+            fn()
+        best = [float("inf")] * len(candidates)
+        for _ in range(repeats):
+            for i, fn in enumerate(candidates):
+                start = clock()
+                fn()
+                best[i] = min(best[i], clock() - start)
+    return [b * 1e3 for b in best]
+
+
+def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial BN statistics (negative gammas included) so that signs are not all equal."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(torch.randn(m.num_features, generator=gen))
+                m.bias.copy_(torch.randn(m.num_features, generator=gen))
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+def _row(layer, isa, threads, torch_ms, binary_ms, with_pack_ms) -> dict:
+    return {"layer": layer, "isa": isa, "threads": threads, "torch_ms": torch_ms, "binary_ms": binary_ms,
+            "binary_with_pack_ms": with_pack_ms, "speedup": torch_ms / binary_ms,
+            "speedup_with_pack": torch_ms / with_pack_ms}
+
+
+def bench_conv(cin: int, cout: int, size: int, isa: str, threads: int, repeats: int, timer: str = "wall") -> dict:
+    gen = torch.Generator().manual_seed(cin * 1000 + size)
+    x = torch.randn(1, cin, size, size, generator=gen)
+    weight = torch.randn(cout, cin, 3, 3, generator=gen)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    pw = xnor.pack_weights(weight)
+    lo, hi = xnor.sign_thresholds(None, cin)
+    act = xnor.pack_activations(x_cl, lo, hi, pad=1, isa=isa, threads=threads)
+    t_torch, t_bin, t_pack = _interleaved_min_ms([
+        lambda: F.conv2d(x, weight, padding=1),
+        lambda: xnor.binary_conv(act, pw, isa=isa, threads=threads),
+        lambda: xnor.binary_conv(xnor.pack_activations(x_cl, lo, hi, pad=1, isa=isa, threads=threads), pw,
+                                 isa=isa, threads=threads),
+    ], repeats, timer)
+    return _row(f"conv3x3 {cin}->{cout} @{size}x{size}", isa, threads, t_torch, t_bin, t_pack)
+
+
+def bench_module(name: str, binary_model: torch.nn.Module, float_model: torch.nn.Module, x: torch.Tensor,
+                 isa: str, threads: int, repeats: int, timer: str = "wall") -> dict:
+    packed = packed_mod.pack_model(binary_model, isa=isa, threads=threads)
+    # Each side gets its own layout: torch NCHW, the packed module channels-last (what the previous
+    # packed layer of a network hands it; a network's input image is converted inside the timed call).
+    x_packed = x if x.shape[1] <= 4 else x.contiguous(memory_format=torch.channels_last)
+    t_torch, t_packed = _interleaved_min_ms([lambda: float_model(x), lambda: packed(x_packed)], repeats, timer)
+    return _row(name, isa, threads, t_torch, t_packed, t_packed)
+
+
+def _block_models(width: int = 256):
+    from fa_lib.models.blocks import make_block
+    return (_randomize_bn(make_block("hierarchical", width, width, binary=True)),
+            make_block("hierarchical", width, width, binary=False).eval())
+
+
+def _network_models():
+    from fa_lib.models.fan import binary_hourglass_net
+    return (_randomize_bn(binary_hourglass_net(stacks=1, binary=True)),
+            binary_hourglass_net(stacks=1, binary=False).eval())
+
+
+def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.csv",
+              threads: Iterable[int] = (1, 2), isas: Optional[Iterable[str]] = None, repeats: int = 10,
+              resolutions: Sequence[int] = RESOLUTIONS, include_block: bool = True,
+              include_network: bool = True, network_repeats: int = 3, timer: str = "wall") -> pd.DataFrame:
+    """Runs the benchmark; writes ``out_csv`` (atomically) unless it is None; returns the table.
+
+    ``timer``: "wall" (min of wall times, the default) or "cpu" (calling-thread CPU time, threads=(1,) only)."""
+    if timer not in _CLOCKS:
+        raise ValueError(f"timer must be one of {sorted(_CLOCKS)}, got {timer!r}")
+    threads = [int(t) for t in threads]
+    if timer == "cpu" and threads != [1]:
+        raise ValueError("timer='cpu' measures one thread: use threads=(1,)")
+    isas = list(isas) if isas is not None else xnor.available_isas()
+    for isa in isas:
+        xnor.resolve_isa(isa)  # clear error for an unsupported or unknown ISA
+    previous_threads = torch.get_num_threads()
+    rows = []
+    try:
+        block = _block_models() if include_block else None
+        network = _network_models() if include_network else None
+        for t in threads:
+            torch.set_num_threads(int(t))
+            for isa in isas:
+                for size in resolutions:
+                    for cin, cout in CONV_SHAPES:
+                        rows.append(bench_conv(cin, cout, size, isa, int(t), repeats, timer))
+                if block is not None:
+                    x = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
+                    rows.append(bench_module("hierarchical block 256->256 @64x64", *block, x, isa, int(t),
+                                             max(2, repeats // 2), timer))
+                if network is not None:
+                    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+                    rows.append(bench_module("network: binary HG (1 stack, 256 ch, 256x256 input)", *network, x,
+                                             isa, int(t), network_repeats, timer))
+    finally:
+        torch.set_num_threads(previous_threads)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    if out_csv is not None:
+        out = Path(out_csv)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        df.to_csv(tmp, index=False, float_format="%.4f")
+        os.replace(tmp, out)
+    return df
+
+
+def bench_figure(df: pd.DataFrame, threads: int = 1):
+    """Bar chart of speedup (incl. packing) per layer and ISA at ``threads`` threads."""
+    from matplotlib.figure import Figure
+
+    sub = df[df["threads"] == threads]
+    if sub.empty:
+        raise ValueError(f"no rows with threads == {threads}")
+    layers = list(dict.fromkeys(sub["layer"]))
+    isas = list(dict.fromkeys(sub["isa"]))
+    fig = Figure(figsize=(9, 0.32 * len(layers) * len(isas) + 1.5))
+    ax = fig.add_subplot(1, 1, 1)
+    height = 0.8 / len(isas)
+    for j, isa in enumerate(isas):
+        values = [sub[(sub["layer"] == layer) & (sub["isa"] == isa)]["speedup_with_pack"].max() for layer in layers]
+        ax.barh([i + j * height for i in range(len(layers))], values, height=height, label=isa)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(layers))])
+    ax.set_yticklabels(layers, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="k", lw=0.8)
+    ax.set_xlabel("speed-up over torch float32 (incl. BN+sign+packing)")
+    ax.set_title(f"Bit-packed binary convolution vs float, {threads} thread(s)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="results/tables/bench_xnor.csv")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--isas", nargs="+", default=None)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="64x64 and 4x4 only, few repeats")
+    parser.add_argument("--timer", choices=sorted(_CLOCKS), default="wall")
+    args = parser.parse_args(argv)
+    kwargs = dict(resolutions=[64, 4], repeats=3, network_repeats=2) if args.quick else dict(repeats=args.repeats)
+    df = run_bench(args.out, threads=args.threads, isas=args.isas, timer=args.timer, **kwargs)
+    with pd.option_context("display.width", 200, "display.max_rows", 200):
+        print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
+if __name__ == "__main__":
+    main()

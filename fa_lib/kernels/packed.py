@@ -1,0 +1,363 @@
+"""Packed (bit-packed, XNOR/popcount) inference for the binary networks of chapter 5.
+
+:func:`pack_model` turns a trained network built from :mod:`fa_lib.models.binary` layers into an inference
+module whose binary convolutions run through the C kernels of :mod:`fa_lib.kernels.xnor` while every real
+layer (stem, heads, pooling, upsampling, residual adds) stays in PyTorch:
+
+* each binary ``PreActConv`` (BN -> sign -> ``BinaryConv2d``) becomes one :class:`PackedBinaryConv`:
+  BN + sign are folded into per-channel thresholds applied while packing (one pass over the input),
+  the convolution is XNOR + popcount (eq. 5.1) with ``alpha`` of eq. 5.2;
+* a lone ``BinaryConv2d`` (sign of its raw input) becomes a :class:`PackedBinaryConv` with plain sign
+  thresholds;
+* the hierarchical, parallel & multi-scale block (thesis Fig. 5.1b) becomes a :class:`PackedHierarchicalBlock`
+  whose three convolutions write straight into channel slices of one output tensor (the concatenation
+  costs nothing); each convolution's epilogue also packs the next layer's input and adds the shortcut.
+
+Activations between layers are float32 NCHW tensors in ``torch.channels_last`` storage.  The integer
+popcounts equal the training-time forward bit for bit; outputs match it to float tolerance (the real
+layers may sum in a different order for channels-last tensors, and the shortcut is added per slice).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import xnor
+
+
+class PackedBinaryConv(nn.Module):
+    """Inference form of BN -> sign -> binary conv (eq. 5.1-5.2), stride 1, "same" zero padding.
+
+    ``lo``/``hi`` are the folded BN + sign thresholds (:func:`fa_lib.kernels.xnor.sign_thresholds`),
+    ``relu_after`` applies the optional ReLU after the convolution (thesis Table 5.9)."""
+
+    def __init__(self, weights: xnor.PackedWeights, lo: torch.Tensor, hi: torch.Tensor,
+                 relu_after: bool = False, isa: Optional[str] = None, threads: Optional[int] = None):
+        super().__init__()
+        if lo.shape != (weights.in_channels,) or hi.shape != (weights.in_channels,):
+            raise ValueError(f"thresholds must have shape ({weights.in_channels},)")
+        self.weights = weights
+        self.lo = lo.detach().float().contiguous()
+        self.hi = hi.detach().float().contiguous()
+        self.relu_after = bool(relu_after)
+        self.isa = isa
+        self.threads = threads
+
+    @property
+    def in_channels(self) -> int:
+        return self.weights.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.weights.out_channels
+
+    @property
+    def kernel_size(self) -> int:
+        return self.weights.kernel_size
+
+    @classmethod
+    def from_conv(cls, conv: nn.Module, bn: Optional[nn.BatchNorm2d] = None, relu_after: bool = False,
+                  **kwargs) -> "PackedBinaryConv":
+        """Packs a ``BinaryConv2d`` (alpha from its own ``scale()``) preceded by ``bn`` (or a plain sign)."""
+        _check_supported_conv(conv)
+        weights = xnor.PackedWeights(xnor.pack_weight_bits(conv.weight), conv.scale().detach(),
+                                     conv.in_channels, conv.kernel_size[0])
+        lo, hi = xnor.sign_thresholds(bn, conv.in_channels)
+        return cls(weights, lo, hi, relu_after=relu_after, **kwargs)
+
+    @classmethod
+    def from_preact(cls, unit: nn.Module, **kwargs) -> "PackedBinaryConv":
+        """Packs a binary ``PreActConv`` (submodules ``bn``, ``act`` = Identity, ``conv``)."""
+        if not isinstance(unit.act, nn.Identity):
+            raise ValueError(f"binary PreActConv expected an Identity activation before the sign, got "
+                             f"{type(unit.act).__name__}")
+        return cls.from_conv(unit.conv, unit.bn, relu_after=unit.relu_after, **kwargs)
+
+    def forward(self, x: torch.Tensor, out: Optional[torch.Tensor] = None, out_channel_offset: int = 0):
+        """``x``: (N, Cin, H, W) float (any layout); returns (or fills the slice of) a channels-last tensor."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        packed = xnor.pack_activations(x, self.lo, self.hi, pad=(self.kernel_size - 1) // 2,
+                                       isa=self.isa, threads=self.threads)
+        return xnor.binary_conv(packed, self.weights, out=out, out_channel_offset=out_channel_offset,
+                                isa=self.isa, threads=self.threads, relu=self.relu_after)
+
+    def integer_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The popcount-derived integer dot products (before alpha), for exactness checks."""
+        packed = xnor.pack_activations(x, self.lo, self.hi, pad=(self.kernel_size - 1) // 2,
+                                       isa=self.isa, threads=self.threads)
+        return xnor.binary_conv(packed, self.weights, scale=False, isa=self.isa, threads=self.threads)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"relu_after={self.relu_after}")
+
+
+def _check_supported_conv(conv: nn.Module) -> None:
+    k = conv.kernel_size
+    if (k[0] != k[1] or k[0] % 2 == 0 or tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1)
+            or conv.groups != 1 or tuple(conv.padding) != (k[0] // 2, k[0] // 2)):
+        raise ValueError(f"packed kernels support square odd kernels, stride 1, dilation 1, groups 1 and "
+                         f"'same' zero padding; got {conv}")
+
+
+def _is_binary_preact(module: nn.Module) -> bool:
+    from fa_lib.models.binary import PreActConv
+    return isinstance(module, PreActConv) and module.binary
+
+
+def _is_binary_conv(module: nn.Module) -> bool:
+    from fa_lib.models.binary import BinaryConv2d
+    return isinstance(module, BinaryConv2d)
+
+
+def _pack_children(module: nn.Module, **kwargs) -> None:
+    """Replaces binary units in place, depth first (block-level converters first, see pack_model)."""
+    for name, child in list(module.named_children()):
+        replacement = None
+        for matches, convert in _BLOCK_CONVERTERS:
+            if matches(child):
+                replacement = convert(child, **kwargs)
+                break
+        if replacement is None and _is_binary_preact(child):
+            replacement = PackedBinaryConv.from_preact(child, **kwargs)
+        if replacement is None and _is_binary_conv(child):
+            replacement = PackedBinaryConv.from_conv(child, None, **kwargs)
+        if replacement is not None:
+            setattr(module, name, replacement)
+        else:
+            _pack_children(child, **kwargs)
+
+
+class PackedHierarchicalBlock(nn.Module):
+    """Packed hierarchical, parallel & multi-scale block (thesis Fig. 5.1b / 5.3e, any depth/cardinality).
+
+    Each path's 3x3 layers read the previous layer's output slice and write their own slice of one
+    channels-last output tensor, so the concatenation is free; then the shortcut (identity, fold of the
+    two input halves, or a packed 1x1 projection) is added in place."""
+
+    def __init__(self, chains: list[list[PackedBinaryConv]], out_channels: int, shortcut: str,
+                 downsample: Optional[nn.Module] = None):
+        super().__init__()
+        self.chains = nn.ModuleList(nn.ModuleList(chain) for chain in chains)
+        self.in_channels = chains[0][0].in_channels
+        self.out_channels = out_channels
+        self.shortcut = shortcut
+        self.downsample = downsample
+        if sum(conv.out_channels for chain in chains for conv in chain) != out_channels:
+            raise ValueError("the hierarchical layers' widths do not add up to the block's output channels")
+
+    @classmethod
+    def from_block(cls, block: nn.Module, **kwargs) -> "PackedHierarchicalBlock":
+        owners = [block] if block.branches is None else list(block.branches)
+        if not all(isinstance(owner.act, nn.Identity) for owner in owners):
+            raise ValueError("binary hierarchical block expected Identity activations before the sign")
+        chains = [[PackedBinaryConv.from_conv(getattr(owner, f"conv{i}"), getattr(owner, f"bn{i}"),
+                                              relu_after=block.relu_after, **kwargs)
+                   for i in range(1, block.depth + 1)] for owner in owners]
+        downsample = None
+        if block.shortcut == "project":
+            downsample = _pack_projection(block.downsample, **kwargs)
+        return cls(chains, block.out_channels, block.shortcut, downsample)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"block expects (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        x = xnor.to_channels_last(x)
+        n, _, h, w = x.shape
+        out = torch.empty((n, self.out_channels, h, w), dtype=torch.float32, memory_format=torch.channels_last)
+        # The shortcut is added inside each convolution's epilogue, after that output's sign bits for the
+        # next layer were taken (the next layer sees the pre-shortcut value, as in the float block).
+        if self.shortcut == "project":
+            if isinstance(self.downsample, PackedBinaryConv):
+                self.downsample(x, out=out)  # written first, then accumulated into
+            else:
+                out.copy_(self.downsample(x))
+            shortcut = out
+        elif self.shortcut == "fold":
+            half = self.out_channels
+            shortcut = xnor.to_channels_last(x[:, :half] + x[:, half:])
+        else:
+            shortcut = x
+        offset = 0
+        for chain in self.chains:
+            first = chain[0]
+            act = xnor.pack_activations(x, first.lo, first.hi, pad=1, isa=first.isa, threads=first.threads)
+            for i, conv in enumerate(chain):
+                nxt = chain[i + 1] if i + 1 < len(chain) else None
+                next_act = xnor.empty_packed(n, conv.out_channels, h, w, pad=1) if nxt is not None else None
+                xnor.binary_conv(act, conv.weights, out=out, out_channel_offset=offset, isa=conv.isa,
+                                 threads=conv.threads, relu=conv.relu_after,
+                                 residual=shortcut[:, offset:offset + conv.out_channels],
+                                 next_act=next_act, next_lo=nxt.lo if nxt else None, next_hi=nxt.hi if nxt else None)
+                act = next_act
+                offset += conv.out_channels
+        return out
+
+
+def _is_binary_hierarchical(module: nn.Module) -> bool:
+    from fa_lib.models.blocks import HierarchicalBlock
+    if not isinstance(module, HierarchicalBlock):
+        return False
+    owners = [module] if module.branches is None else list(module.branches)
+    return all(_is_binary_conv(getattr(owner, f"conv{i}")) for owner in owners for i in range(1, module.depth + 1))
+
+
+def _is_binary_projection(module: nn.Module) -> bool:
+    """``Sequential(BatchNorm2d, Identity, BinaryConv2d)``: the binary projection shortcut of the blocks."""
+    return (isinstance(module, nn.Sequential) and len(module) == 3 and isinstance(module[0], nn.BatchNorm2d)
+            and isinstance(module[1], nn.Identity) and _is_binary_conv(module[2]))
+
+
+def _pack_projection(module: nn.Module, **kwargs) -> nn.Module:
+    if _is_binary_projection(module):
+        return PackedBinaryConv.from_conv(module[2], module[0], **kwargs)
+    return module  # a real projection stays in PyTorch
+
+
+# (predicate, converter) pairs for modules that get a dedicated packed implementation.
+_BLOCK_CONVERTERS: list = [
+    (_is_binary_hierarchical, PackedHierarchicalBlock.from_block),
+    (_is_binary_projection, _pack_projection),
+]
+
+
+def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[int] = None) -> nn.Module:
+    """A packed-inference copy of ``model`` (which is left untouched); needs ``model.eval()`` first.
+
+    Every binary layer is replaced; real layers are kept.  Raises ValueError if a binary convolution
+    cannot be packed (stride != 1, ...)."""
+    if model.training:
+        raise ValueError("pack_model needs a model in eval mode (BatchNorm running statistics); call model.eval()")
+    wrapper = nn.Sequential(copy.deepcopy(model))  # so that the model itself can be replaced too
+    _pack_children(wrapper, isa=isa, threads=threads)
+    packed = wrapper[0].eval()
+    # Feed the network channels-last images: the real stem then hands the first binary block the layout
+    # the kernels read, instead of a full-resolution NCHW -> NHWC copy.
+    packed.register_forward_pre_hook(_images_to_channels_last)
+    return packed
+
+
+def _images_to_channels_last(module: nn.Module, args: tuple):
+    return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4
+                 else a for a in args)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Saving and loading (file format: fa_lib.kernels.fileformat)
+# ---------------------------------------------------------------------------------------------------
+
+
+def _negative_signs(weights: xnor.PackedWeights) -> np.ndarray:
+    """Boolean "is negative" array (Cout, Cin, k, k) from the kernel words."""
+    cout, kk, cw = weights.bits.shape
+    k, cin = weights.kernel_size, weights.in_channels
+    bits = np.unpackbits(weights.bits.numpy().view(np.uint8).reshape(cout, kk, cw * 8), axis=-1,
+                         bitorder="little")[..., :cin].astype(bool)
+    return bits.reshape(cout, k, k, cin).transpose(0, 3, 1, 2)
+
+
+def _weights_from_signs(negative: np.ndarray, alpha: torch.Tensor) -> xnor.PackedWeights:
+    cout, cin, k, _ = negative.shape
+    words = xnor.pack_weight_bits(torch.from_numpy(np.where(negative, -1.0, 1.0).astype(np.float32)))
+    return xnor.PackedWeights(words, alpha.float(), cin, k)
+
+
+def save_packed(packed: nn.Module, path, config: Optional[dict] = None) -> int:
+    """Writes a packed network: binary convs as 1-bit signs + alpha + folded BN thresholds (2 floats per
+    input channel instead of BN's 4), every real parameter/buffer as float32 (int64 counters as int64).
+    ``config`` (JSON) may say how to rebuild the skeleton: ``{"builder": "module:function", "kwargs": {...}}``.
+    Returns the file size in bytes."""
+    from . import fileformat
+    entries: dict = {}
+    for name, module in packed.named_modules():
+        if isinstance(module, PackedBinaryConv):
+            prefix = f"{name}." if name else ""
+            entries[prefix + "weight"] = ("binary", _negative_signs(module.weights))
+            entries[prefix + "alpha"] = ("float32", module.weights.alpha)
+            entries[prefix + "lo"] = ("float32", module.lo)
+            entries[prefix + "hi"] = ("float32", module.hi)
+    for key, value in packed.state_dict().items():
+        entries[key] = ("int64" if value.dtype == torch.int64 else "float32", value)
+    return fileformat.save(path, entries, config)
+
+
+def _build_from_config(config: Optional[dict]) -> nn.Module:
+    import importlib
+    if not config or "builder" not in config:
+        raise ValueError("the file has no config.builder: pass the float model skeleton as `model`")
+    module_name, _, attr = config["builder"].partition(":")
+    # Only fa_lib's own model constructors: a file must not be able to name arbitrary callables.
+    if not module_name.startswith("fa_lib.models.") or not attr or attr.startswith("_"):
+        raise ValueError(f"config.builder must name a fa_lib.models constructor, got {config['builder']!r}")
+    builder = getattr(importlib.import_module(module_name), attr)
+    return builder(**config.get("kwargs", {}))
+
+
+def load_packed(path, model: Optional[nn.Module] = None, isa: Optional[str] = None,
+                threads: Optional[int] = None) -> nn.Module:
+    """Rebuilds a packed network from a file written by :func:`save_packed`.
+
+    ``model`` is an (untrained) float skeleton of the same architecture; without it the file's
+    ``config.builder`` is called."""
+    from . import fileformat
+    config, entries = fileformat.load(path)
+    skeleton = model if model is not None else _build_from_config(config)
+    packed = pack_model(skeleton.eval(), isa=isa, threads=threads)
+    used = set()
+    for name, module in packed.named_modules():
+        if isinstance(module, PackedBinaryConv):
+            prefix = f"{name}." if name else ""
+            keys = [prefix + s for s in ("weight", "alpha", "lo", "hi")]
+            missing = [k for k in keys if k not in entries]
+            if missing:
+                raise ValueError(f"{path}: missing entries {missing}")
+            negative, alpha, lo, hi = (entries[k][1] for k in keys)
+            if tuple(negative.shape) != (module.out_channels, module.in_channels, module.kernel_size,
+                                         module.kernel_size):
+                raise ValueError(f"{path}: {keys[0]} has shape {negative.shape}, the model expects "
+                                 f"{(module.out_channels, module.in_channels, module.kernel_size, module.kernel_size)}")
+            module.weights = _weights_from_signs(negative, alpha)
+            module.lo, module.hi = lo.float().contiguous(), hi.float().contiguous()
+            used.update(keys)
+    state = {k: v for k, (kind, v) in entries.items() if k not in used}
+    packed.load_state_dict(state, strict=True)
+    return packed
+
+
+def compression_report(model: nn.Module, path) -> dict:
+    """Sizes of ``model`` as a float32 state_dict and as a packed file (written to ``path``), thesis Fig. 5.4.
+
+    ``binary_params`` are the weights of binary convolutions (1 bit each in the file: ``binary_bits_bytes``),
+    ``real_params`` everything else (stem, heads, BN; the BN before each binary conv is stored as 2
+    thresholds per channel); ``other_bytes`` = alphas, thresholds, real layers, header and alignment.
+
+    The thesis's 39x exceeds the 32x of 1-bit weights, so its float baseline must have held more than 32
+    bits per binary weight (e.g. Torch7 modules serialise ``gradWeight``/``gradBias`` next to the weights,
+    doubling the float file); against weights only, 1-bit packing cannot pass 32x."""
+    import io
+    model = model.eval()
+    float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.is_floating_point())
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    binary_params = sum(m.weight.numel() for m in model.modules() if _is_binary_conv(m))
+    real_params = sum(p.numel() for p in model.parameters()) - binary_params
+    packed_bytes = save_packed(pack_model(model), path)
+    from . import fileformat
+    _, entries = fileformat.load(path)
+    bits_bytes = sum(-(-v.size // 8) for kind, v in entries.values() if kind == "binary")
+    return {
+        "binary_bits_bytes": bits_bytes,
+        "other_bytes": packed_bytes - bits_bytes,
+        "float32_state_dict_bytes": float_bytes,
+        "torch_save_bytes": buf.getbuffer().nbytes,
+        "packed_file_bytes": packed_bytes,
+        "ratio_vs_float32": float_bytes / packed_bytes,
+        "ratio_vs_torch_save": buf.getbuffer().nbytes / packed_bytes,
+        "binary_params": binary_params,
+        "real_params": real_params,
+    }

@@ -1,0 +1,448 @@
+/* Bit-packed binary convolution kernels: XNOR/popcount implementation of eq. 5.1 of the thesis.
+ *
+ * One shared library holds three code paths selected at run time:
+ *   - AVX-512 (F, BW, VL, DQ, VPOPCNTDQ): one output channel per 64-bit lane, a tile of 4 pixels x 32
+ *     output channels held in 16 zmm accumulators; XOR with an embedded broadcast + VPOPCNTQ + add.
+ *   - AVX2: the same layout in ymm registers; popcount by the nibble look-up table (VPSHUFB), bytes summed
+ *     with VPSADBW every 31 steps (a byte can hold 31 * 8 = 248 ones before it overflows).
+ *   - portable scalar C (built for every target; a hardware POPCNT variant is used where available).
+ * SIMD paths use per-function target attributes, so the file compiles with the compiler's default flags on
+ * any x86-64 and only the scalar path exists on other architectures.  See xnor.h for the data layouts.
+ */
+#include "xnor.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* FA_XNOR_NO_SIMD builds the portable path only, as on non-x86 targets (used to test that build). */
+#if !defined(FA_XNOR_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define FA_X86 1
+#include <immintrin.h>
+#define FA_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,popcnt")))
+#define FA_T256 __attribute__((target("avx2,popcnt")))
+#define FA_TPOP __attribute__((target("popcnt")))
+#endif
+
+#define FA_INLINE static inline __attribute__((always_inline))
+
+/* ------------------------------------------------------------------------------------------------ */
+/* ISA detection                                                                                      */
+/* ------------------------------------------------------------------------------------------------ */
+
+int fa_isa_supported(int isa) {
+    if (isa == FA_ISA_SCALAR) return 1;
+#ifdef FA_X86
+    __builtin_cpu_init();
+    if (isa == FA_ISA_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt");
+    if (isa == FA_ISA_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512vpopcntdq") && __builtin_cpu_supports("popcnt");
+#endif
+    return 0;
+}
+
+int fa_best_isa(void) {
+    if (fa_isa_supported(FA_ISA_AVX512)) return FA_ISA_AVX512;
+    if (fa_isa_supported(FA_ISA_AVX2)) return FA_ISA_AVX2;
+    return FA_ISA_SCALAR;
+}
+
+int fa_has_openmp(void) {
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef FA_X86
+static int has_scalar_popcnt(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("popcnt");
+}
+#endif
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Activation packing fused with BN + sign: channel c is +1 iff lo[c] <= v <= hi[c].                 */
+/* A BN with gamma > 0 gives [t, +inf], gamma < 0 gives [-inf, t], gamma == 0 gives everything or   */
+/* nothing (the thresholds are computed in Python from the BN module itself).                        */
+/* ------------------------------------------------------------------------------------------------ */
+
+FA_INLINE uint64_t pack_word_scalar(const float *x, const float *lo, const float *hi, int64_t nch) {
+    uint64_t word = 0;
+    for (int64_t j = 0; j < nch; j++) {
+        float v = x[j];
+        int positive = (v >= lo[j]) & (v <= hi[j]);
+        word |= (uint64_t)(!positive) << j;
+    }
+    return word;
+}
+
+#ifdef FA_X86
+FA_T512 FA_INLINE uint64_t pack_word_avx512(const float *x, const float *lo, const float *hi, int64_t nch) {
+    uint64_t word = 0;
+    if (nch == 64) { /* full word: unmasked loads */
+        for (int q = 0; q < 4; q++) {
+            const __m512 v = _mm512_loadu_ps(x + 16 * q);
+            const __mmask16 pos = _mm512_cmp_ps_mask(v, _mm512_loadu_ps(lo + 16 * q), _CMP_GE_OQ) &
+                                  _mm512_cmp_ps_mask(v, _mm512_loadu_ps(hi + 16 * q), _CMP_LE_OQ);
+            word |= (uint64_t)(uint16_t)~pos << (16 * q);
+        }
+        return word;
+    }
+    for (int q = 0; q < 4 && 16 * q < nch; q++) {
+        int64_t left = nch - 16 * q;
+        __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + 16 * q);
+        __m512 l = _mm512_maskz_loadu_ps(m, lo + 16 * q);
+        __m512 h = _mm512_maskz_loadu_ps(m, hi + 16 * q);
+        __mmask16 pos = _mm512_cmp_ps_mask(v, l, _CMP_GE_OQ) & _mm512_cmp_ps_mask(v, h, _CMP_LE_OQ);
+        word |= (uint64_t)(uint16_t)(~pos & m) << (16 * q);
+    }
+    return word;
+}
+
+FA_T256 FA_INLINE uint64_t pack_word_avx2(const float *x, const float *lo, const float *hi, int64_t nch) {
+    uint64_t word = 0;
+    int64_t j = 0;
+    for (; j + 8 <= nch; j += 8) {
+        __m256 v = _mm256_loadu_ps(x + j);
+        __m256 pos = _mm256_and_ps(_mm256_cmp_ps(v, _mm256_loadu_ps(lo + j), _CMP_GE_OQ),
+                                   _mm256_cmp_ps(v, _mm256_loadu_ps(hi + j), _CMP_LE_OQ));
+        word |= (uint64_t)(uint8_t)~_mm256_movemask_ps(pos) << j;
+    }
+    if (j < nch) word |= pack_word_scalar(x + j, lo + j, hi + j, nch - j) << j;
+    return word;
+}
+#endif
+
+/* Packs one image row (w pixels) into d (pixel stride cw words); one function per ISA so that the word
+ * packer is inlined and the ISA test is made once per row. */
+#define FA_PACK_ROW_BODY(word_fn)                                                                   \
+    for (int64_t xx = 0; xx < w; xx++) {                                                            \
+        const float *src = x + xx * pixel_stride;                                                   \
+        uint64_t *dw = d + xx * cw;                                                                 \
+        for (int64_t j = 0; j < cw; j++) {                                                          \
+            const int64_t c0 = 64 * j, nch = c - c0 < 64 ? c - c0 : 64;                             \
+            dw[j] = word_fn(src + c0, lo + c0, hi + c0, nch);                                        \
+        }                                                                                           \
+    }
+
+static void pack_row_scalar(const float *x, int64_t w, int64_t c, int64_t pixel_stride, const float *lo,
+                            const float *hi, uint64_t *d, int64_t cw) {
+    FA_PACK_ROW_BODY(pack_word_scalar)
+}
+
+#ifdef FA_X86
+FA_T512 static void pack_row_avx512(const float *x, int64_t w, int64_t c, int64_t pixel_stride, const float *lo,
+                                    const float *hi, uint64_t *d, int64_t cw) {
+    FA_PACK_ROW_BODY(pack_word_avx512)
+}
+
+FA_T256 static void pack_row_avx2(const float *x, int64_t w, int64_t c, int64_t pixel_stride, const float *lo,
+                                  const float *hi, uint64_t *d, int64_t cw) {
+    FA_PACK_ROW_BODY(pack_word_avx2)
+}
+#endif
+
+int fa_pack_activations(int isa, const float *x, int64_t n, int64_t h, int64_t w, int64_t c,
+                        int64_t pixel_stride, const float *lo, const float *hi, int64_t pad,
+                        uint64_t *out, int threads) {
+    if (!fa_isa_supported(isa)) return FA_ERR_ISA;
+    if (!x || !lo || !hi || !out || n < 1 || h < 1 || w < 1 || c < 1 || pad < 0 || pixel_stride < c)
+        return FA_ERR_ARG;
+    const int64_t cw = (c + 63) / 64, hp = h + 2 * pad, wp = w + 2 * pad;
+    const int64_t rows = n * hp;
+    if (threads < 1) threads = 1;
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t b = r / hp, yp = r % hp, y = yp - pad;
+        uint64_t *dst = out + r * wp * cw;
+        if (y < 0 || y >= h) {
+            memset(dst, 0, (size_t)(wp * cw) * sizeof(uint64_t));
+            continue;
+        }
+        memset(dst, 0, (size_t)(pad * cw) * sizeof(uint64_t));
+        memset(dst + (pad + w) * cw, 0, (size_t)(pad * cw) * sizeof(uint64_t));
+        const float *src = x + (b * h + y) * w * pixel_stride;
+        uint64_t *d = dst + pad * cw;
+#ifdef FA_X86
+        if (isa == FA_ISA_AVX512)
+            pack_row_avx512(src, w, c, pixel_stride, lo, hi, d, cw);
+        else if (isa == FA_ISA_AVX2)
+            pack_row_avx2(src, w, c, pixel_stride, lo, hi, d, cw);
+        else
+#endif
+            pack_row_scalar(src, w, c, pixel_stride, lo, hi, d, cw);
+    }
+    return FA_OK;
+}
+
+/* ------------------------------------------------------------------------------------------------ */
+/* Convolution                                                                                         */
+/* ------------------------------------------------------------------------------------------------ */
+
+/* Everything a row kernel needs, derived once per call. */
+typedef struct {
+    const fa_conv_args *a;
+    int64_t kk, kpad, wp, cb, full_k;
+    int64_t tap_offset[49]; /* word offset of tap t relative to the tap-(0,0) pixel, k <= 7 */
+} conv_plan;
+
+/* Sum of tapsum over the taps of output pixel (y, x) that fall in the zero padding: the packed buffer
+ * read them as +1, the zero-padded convolution must count them as 0. */
+FA_INLINE void border_correction(const conv_plan *pl, int64_t y, int64_t x, const int64_t *tapsum_block,
+                                 int64_t corr[FA_BLOCK]) {
+    const int64_t k = pl->a->k, kpad = pl->kpad, h = pl->a->h, w = pl->a->w;
+    memset(corr, 0, FA_BLOCK * sizeof(int64_t));
+    for (int64_t ky = 0; ky < k; ky++) {
+        const int64_t yy = y + ky - kpad;
+        for (int64_t kx = 0; kx < k; kx++) {
+            const int64_t xx = x + kx - kpad;
+            if (yy >= 0 && yy < h && xx >= 0 && xx < w) continue;
+            const int64_t *ts = tapsum_block + (ky * k + kx) * FA_BLOCK;
+            for (int r = 0; r < FA_BLOCK; r++) corr[r] += ts[r];
+        }
+    }
+}
+
+FA_INLINE int is_border(const conv_plan *pl, int64_t y, int64_t x) {
+    return pl->kpad > 0 && (y < pl->kpad || y >= pl->a->h - pl->kpad || x < pl->kpad || x >= pl->a->w - pl->kpad);
+}
+
+/* Address of the 32-bit half-word of the next layer's packed buffer that holds this block's sign bits. */
+FA_INLINE uint32_t *next_bits_slot(const fa_conv_args *a, int64_t cb, int64_t n, int64_t y, int64_t x) {
+    const int64_t c = a->next_channel_offset + cb * FA_BLOCK; /* multiple of 32 */
+    uint64_t *word = a->next_bits + ((n * (a->h + 2 * a->next_pad) + y + a->next_pad) * (a->w + 2 * a->next_pad) +
+                                     x + a->next_pad) * a->next_cw + c / 64;
+    return (uint32_t *)word + (c % 64) / 32; /* little-endian: low half = channels 0..31 of the word */
+}
+
+/* Writes one pixel's 32 (or fewer) output channels from popcounts cnt[r] (r < 32). */
+FA_INLINE void store_scalar(const conv_plan *pl, int64_t cb, int64_t n, int64_t y, int64_t x,
+                            const int64_t cnt[FA_BLOCK]) {
+    const fa_conv_args *a = pl->a;
+    int64_t corr[FA_BLOCK];
+    if (is_border(pl, y, x))
+        border_correction(pl, y, x, a->tapsum + cb * pl->kk * FA_BLOCK, corr);
+    else
+        memset(corr, 0, sizeof(corr));
+    const int64_t pixel = (n * a->h + y) * a->w + x;
+    float *o = a->out + pixel * a->out_pixel_stride;
+    const float *res = a->residual ? a->residual + pixel * a->residual_pixel_stride : NULL;
+    const int64_t c0 = cb * FA_BLOCK;
+    uint32_t negative = 0;
+    for (int r = 0; r < FA_BLOCK && c0 + r < a->cout; r++) {
+        const float dot = (float)(pl->full_k - 2 * cnt[r] - corr[r]);
+        float v = a->alpha ? a->alpha[c0 + r] * dot : dot;
+        if (a->relu && !(v >= 0.0f)) v = 0.0f;
+        if (a->next_bits) negative |= (uint32_t)!(v >= a->next_lo[c0 + r] && v <= a->next_hi[c0 + r]) << r;
+        o[c0 + r] = res ? v + res[c0 + r] : v;
+    }
+    if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
+}
+
+/* --- portable scalar path ------------------------------------------------------------------------ */
+
+FA_INLINE void row_scalar_body(const conv_plan *pl, int64_t n, int64_t cb, int64_t y) {
+    const fa_conv_args *a = pl->a;
+    const int64_t cw = a->cw, off = a->pad_in - pl->kpad;
+    const uint64_t *wblock = a->weights + cb * pl->kk * cw * FA_BLOCK;
+    for (int64_t x = 0; x < a->w; x++) {
+        const uint64_t *src = a->act + ((n * (a->h + 2 * a->pad_in) + y + off) * pl->wp + x + off) * cw;
+        int64_t cnt[FA_BLOCK] = {0};
+        for (int64_t t = 0; t < pl->kk; t++) {
+            const uint64_t *s = src + pl->tap_offset[t];
+            const uint64_t *wt = wblock + t * cw * FA_BLOCK;
+            for (int64_t j = 0; j < cw; j++) {
+                const uint64_t v = s[j];
+                for (int r = 0; r < FA_BLOCK; r++) cnt[r] += __builtin_popcountll(v ^ wt[j * FA_BLOCK + r]);
+            }
+        }
+        store_scalar(pl, cb, n, y, x, cnt);
+    }
+}
+
+static void row_scalar(const conv_plan *pl, int64_t n, int64_t cb, int64_t y) { row_scalar_body(pl, n, cb, y); }
+
+#ifdef FA_X86
+/* Same C, compiled with the POPCNT instruction (every x86-64 of the last 15 years has it). */
+FA_TPOP static void row_scalar_popcnt(const conv_plan *pl, int64_t n, int64_t cb, int64_t y) {
+    row_scalar_body(pl, n, cb, y);
+}
+
+/* --- AVX-512 path ---------------------------------------------------------------------------------- */
+
+/* Writes P pixels x 32 channels from int64 popcount accumulators, vectorised: 8 channels per store. */
+FA_T512 FA_INLINE void store_avx512(const conv_plan *pl, int64_t cb, int64_t n, int64_t y, int64_t x0, int P,
+                                    __m512i acc[][4]) {
+    const fa_conv_args *a = pl->a;
+    const int64_t c0 = cb * FA_BLOCK;
+    const __m512i full_k = _mm512_set1_epi64(pl->full_k);
+    for (int p = 0; p < P; p++) {
+        const int64_t x = x0 + p, pixel = (n * a->h + y) * a->w + x;
+        int64_t corr[FA_BLOCK];
+        const int border = is_border(pl, y, x);
+        if (border) border_correction(pl, y, x, a->tapsum + cb * pl->kk * FA_BLOCK, corr);
+        float *o = a->out + pixel * a->out_pixel_stride + c0;
+        uint32_t negative = 0;
+        for (int r = 0; r < 4; r++) {
+            const int64_t left = a->cout - c0 - 8 * r;
+            if (left <= 0) break;
+            __m512i v = _mm512_sub_epi64(full_k, _mm512_slli_epi64(acc[p][r], 1));
+            if (border) v = _mm512_sub_epi64(v, _mm512_loadu_si512((const void *)(corr + 8 * r)));
+            __m256 f = _mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(v));
+            const __mmask8 m = left >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left) - 1u);
+            if (a->alpha) f = _mm256_mul_ps(f, _mm256_maskz_loadu_ps(m, a->alpha + c0 + 8 * r));
+            if (a->relu) f = _mm256_max_ps(f, _mm256_setzero_ps()); /* max(v, 0): v >= 0 kept, else 0 */
+            if (a->next_bits) {
+                const __mmask8 pos =
+                    _mm256_mask_cmp_ps_mask(m, f, _mm256_maskz_loadu_ps(m, a->next_lo + c0 + 8 * r), _CMP_GE_OQ) &
+                    _mm256_mask_cmp_ps_mask(m, f, _mm256_maskz_loadu_ps(m, a->next_hi + c0 + 8 * r), _CMP_LE_OQ);
+                negative |= (uint32_t)(uint8_t)(~pos & m) << (8 * r);
+            }
+            if (a->residual)
+                f = _mm256_add_ps(f, _mm256_maskz_loadu_ps(m, a->residual + pixel * a->residual_pixel_stride + c0 + 8 * r));
+            _mm256_mask_storeu_ps(o + 8 * r, m, f);
+        }
+        if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
+    }
+}
+
+/* One tile: P consecutive pixels of a row x 32 output channels.  P is a compile-time constant after
+ * inlining, so the 4*P accumulators live in registers. */
+FA_T512 FA_INLINE void tile_avx512(const conv_plan *pl, const uint64_t *src, const uint64_t *wblock, int64_t n,
+                                   int64_t cb, int64_t y, int64_t x0, const int P) {
+    const int64_t cw = pl->a->cw;
+    __m512i acc[4][4];
+    for (int p = 0; p < P; p++)
+        for (int r = 0; r < 4; r++) acc[p][r] = _mm512_setzero_si512();
+    for (int64_t t = 0; t < pl->kk; t++) {
+        const uint64_t *s = src + pl->tap_offset[t];
+        const uint64_t *wt = wblock + t * cw * FA_BLOCK;
+        for (int64_t j = 0; j < cw; j++) {
+            const __m512i w0 = _mm512_loadu_si512((const void *)(wt + j * FA_BLOCK));
+            const __m512i w1 = _mm512_loadu_si512((const void *)(wt + j * FA_BLOCK + 8));
+            const __m512i w2 = _mm512_loadu_si512((const void *)(wt + j * FA_BLOCK + 16));
+            const __m512i w3 = _mm512_loadu_si512((const void *)(wt + j * FA_BLOCK + 24));
+            for (int p = 0; p < P; p++) {
+                const __m512i v = _mm512_set1_epi64((long long)s[p * cw + j]);
+                acc[p][0] = _mm512_add_epi64(acc[p][0], _mm512_popcnt_epi64(_mm512_xor_si512(v, w0)));
+                acc[p][1] = _mm512_add_epi64(acc[p][1], _mm512_popcnt_epi64(_mm512_xor_si512(v, w1)));
+                acc[p][2] = _mm512_add_epi64(acc[p][2], _mm512_popcnt_epi64(_mm512_xor_si512(v, w2)));
+                acc[p][3] = _mm512_add_epi64(acc[p][3], _mm512_popcnt_epi64(_mm512_xor_si512(v, w3)));
+            }
+        }
+    }
+    store_avx512(pl, cb, n, y, x0, P, acc);
+}
+
+FA_T512 static void row_avx512(const conv_plan *pl, int64_t n, int64_t cb, int64_t y) {
+    const fa_conv_args *a = pl->a;
+    const int64_t cw = a->cw, off = a->pad_in - pl->kpad;
+    const uint64_t *wblock = a->weights + cb * pl->kk * cw * FA_BLOCK;
+    const uint64_t *row = a->act + ((n * (a->h + 2 * a->pad_in) + y + off) * pl->wp + off) * cw;
+    int64_t x = 0;
+    for (; x + 4 <= a->w; x += 4) tile_avx512(pl, row + x * cw, wblock, n, cb, y, x, 4);
+    for (; x < a->w; x++) tile_avx512(pl, row + x * cw, wblock, n, cb, y, x, 1);
+}
+
+/* --- AVX2 path ------------------------------------------------------------------------------------- */
+
+FA_T256 static void row_avx2(const conv_plan *pl, int64_t n, int64_t cb, int64_t y) {
+    const fa_conv_args *a = pl->a;
+    const int64_t cw = a->cw, off = a->pad_in - pl->kpad;
+    const uint64_t *wblock = a->weights + cb * pl->kk * cw * FA_BLOCK;
+    const __m256i lut = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    for (int64_t x = 0; x < a->w; x++) {
+        const uint64_t *src = a->act + ((n * (a->h + 2 * a->pad_in) + y + off) * pl->wp + x + off) * cw;
+        __m256i bytes[8], total[8];
+        for (int r = 0; r < 8; r++) bytes[r] = total[r] = _mm256_setzero_si256();
+        int steps = 0;
+        for (int64_t t = 0; t < pl->kk; t++) {
+            const uint64_t *s = src + pl->tap_offset[t];
+            const uint64_t *wt = wblock + t * cw * FA_BLOCK;
+            for (int64_t j = 0; j < cw; j++) {
+                const __m256i v = _mm256_set1_epi64x((long long)s[j]);
+                for (int r = 0; r < 8; r++) {
+                    const __m256i d = _mm256_xor_si256(v, _mm256_loadu_si256((const __m256i *)(wt + j * FA_BLOCK + 4 * r)));
+                    const __m256i lo = _mm256_shuffle_epi8(lut, _mm256_and_si256(d, low4));
+                    const __m256i hi = _mm256_shuffle_epi8(lut, _mm256_and_si256(_mm256_srli_epi16(d, 4), low4));
+                    bytes[r] = _mm256_add_epi8(bytes[r], _mm256_add_epi8(lo, hi));
+                }
+                if (++steps == 31) { /* flush before a byte can overflow */
+                    for (int r = 0; r < 8; r++) {
+                        total[r] = _mm256_add_epi64(total[r], _mm256_sad_epu8(bytes[r], _mm256_setzero_si256()));
+                        bytes[r] = _mm256_setzero_si256();
+                    }
+                    steps = 0;
+                }
+            }
+        }
+        int64_t cnt[FA_BLOCK];
+        for (int r = 0; r < 8; r++) {
+            total[r] = _mm256_add_epi64(total[r], _mm256_sad_epu8(bytes[r], _mm256_setzero_si256()));
+            _mm256_storeu_si256((__m256i *)(cnt + 4 * r), total[r]);
+        }
+        store_scalar(pl, cb, n, y, x, cnt);
+    }
+}
+#endif /* FA_X86 */
+
+int fa_binary_conv(int isa, const fa_conv_args *a, int threads) {
+    if (!fa_isa_supported(isa)) return FA_ERR_ISA;
+    if (!a || !a->act || !a->weights || !a->tapsum || !a->out) return FA_ERR_ARG;
+    if (a->n < 1 || a->h < 1 || a->w < 1 || a->cin < 1 || a->cout < 1 || a->cw != (a->cin + 63) / 64)
+        return FA_ERR_ARG;
+    if (a->k < 1 || a->k > 7 || a->k % 2 == 0 || a->pad_in < (a->k - 1) / 2 || a->out_pixel_stride < a->cout)
+        return FA_ERR_ARG;
+    if (a->residual && a->residual_pixel_stride < a->cout) return FA_ERR_ARG;
+    if (a->next_bits && (!a->next_lo || !a->next_hi || a->next_pad < 0 || a->next_channel_offset % FA_BLOCK != 0 ||
+                         a->next_channel_offset < 0 ||
+                         a->next_cw < (a->next_channel_offset + a->cout + 63) / 64))
+        return FA_ERR_ARG;
+    conv_plan pl;
+    pl.a = a;
+    pl.kk = a->k * a->k;
+    pl.kpad = (a->k - 1) / 2;
+    pl.wp = a->w + 2 * a->pad_in;
+    pl.cb = (a->cout + FA_BLOCK - 1) / FA_BLOCK;
+    pl.full_k = pl.kk * a->cin;
+    for (int64_t ky = 0; ky < a->k; ky++)
+        for (int64_t kx = 0; kx < a->k; kx++) pl.tap_offset[ky * a->k + kx] = (ky * pl.wp + kx) * a->cw;
+
+    void (*row)(const conv_plan *, int64_t, int64_t, int64_t) = row_scalar;
+#ifdef FA_X86
+    if (isa == FA_ISA_AVX512)
+        row = row_avx512;
+    else if (isa == FA_ISA_AVX2)
+        row = row_avx2;
+    else if (has_scalar_popcnt())
+        row = row_scalar_popcnt;
+#endif
+    /* Work items: (image, 32-channel block, output row); rows innermost so that a thread's static chunk
+     * reuses the same weight block from L1. */
+    const int64_t items = a->n * pl.cb * a->h;
+    if (threads < 1) threads = 1;
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(threads)
+#endif
+    for (int64_t i = 0; i < items; i++) {
+        const int64_t y = i % a->h, cb = (i / a->h) % pl.cb, n = i / (a->h * pl.cb);
+        row(&pl, n, cb, y);
+    }
+    return FA_OK;
+}

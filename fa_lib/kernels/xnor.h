@@ -1,0 +1,66 @@
+/* Bit-packed binary convolution (thesis ch. 5, eq. 5.1-5.2) for fa_lib.kernels.
+ *
+ * Conventions shared by every function here (the "binary layer rule" of fa_lib):
+ *   - sign(v) = +1 if v >= 0 else -1 (a comparison, so -0.0 -> +1; NaN -> -1).
+ *   - A packed word holds 64 channels; bit j set <=> channel 64*w + j is -1.  Unused high bits of the last
+ *     word are 0 in activations and weights, so they never count in the popcount.
+ *   - Activations are packed channels-last into a zero-bit padded buffer
+ *     uint64[N][H + 2*pad][W + 2*pad][CW], CW = ceil(C / 64).  The padding bits read as +1, and the
+ *     convolution subtracts their contribution again (border correction), so the result equals a conv with
+ *     ZERO padding applied after the sign.
+ *   - Weights are blocked: uint64[CB][K*K][CW][32] (CB = ceil(Cout / 32), one output channel per 64-bit
+ *     SIMD lane), with tapsum int64[CB][K*K][32] = sum over input channels of sign(W[c, :, tap]).
+ *   - Output (float, channels-last): out[((n*H + y)*W + x)*out_pixel_stride + c] for c < Cout, i.e. the
+ *     caller passes a pointer already advanced by the channel offset of a larger (concatenated) tensor.
+ *     Value = alpha[c] * (K*K*Cin - 2*popcount - border_correction), or the plain integer if alpha == NULL.
+ * All entry points return 0 on success and a negative code on bad arguments / unsupported ISA.
+ */
+#ifndef FA_XNOR_H
+#define FA_XNOR_H
+#include <stdint.h>
+
+#define FA_ISA_SCALAR 0
+#define FA_ISA_AVX2 1
+#define FA_ISA_AVX512 2
+#define FA_BLOCK 32
+
+#define FA_OK 0
+#define FA_ERR_ISA -1
+#define FA_ERR_ARG -2
+
+typedef struct {
+    const uint64_t *act;     /* packed activations, [N][H+2*pad_in][W+2*pad_in][CW] */
+    int64_t n, h, w;         /* batch and output spatial size (stride 1, "same" size) */
+    int64_t cin, cw;         /* input channels and words per pixel */
+    int64_t pad_in;          /* padding of the packed buffer, >= (k-1)/2 */
+    const uint64_t *weights; /* blocked weights [CB][k*k][CW][32] */
+    const int64_t *tapsum;   /* [CB][k*k][32] */
+    const float *alpha;      /* [Cout] or NULL for the integer result */
+    int64_t cout, k;         /* output channels, odd kernel size */
+    float *out;              /* first output channel of pixel (0,0,0) */
+    int64_t out_pixel_stride;/* floats between consecutive pixels of out */
+    /* Optional fused epilogue (all may be 0/NULL).  Per output value v = alpha * dot:
+     *   relu:     v = max(v, 0)                      (ReLU after the conv, thesis Table 5.9)
+     *   next_*:   the sign bit of v under the next layer's thresholds (+1 iff next_lo <= v <= next_hi)
+     *             is written into next_bits [N][H+2*next_pad][W+2*next_pad][next_cw] at channel
+     *             next_channel_offset + c (a multiple of 32; the caller zeroes the buffer first)
+     *   residual: out = v + residual[pixel * residual_pixel_stride + c] (may alias out: accumulate)
+     * so that a hierarchical block's next layer needs no separate packing pass and its shortcut
+     * no separate add. */
+    int64_t relu;
+    const float *residual;
+    int64_t residual_pixel_stride;
+    uint64_t *next_bits;
+    int64_t next_cw, next_pad, next_channel_offset;
+    const float *next_lo, *next_hi; /* indexed by the conv's output channel c */
+} fa_conv_args;
+
+int fa_isa_supported(int isa);
+int fa_best_isa(void);
+int fa_has_openmp(void);
+int fa_pack_activations(int isa, const float *x, int64_t n, int64_t h, int64_t w, int64_t c,
+                        int64_t pixel_stride, const float *lo, const float *hi, int64_t pad,
+                        uint64_t *out, int threads);
+int fa_binary_conv(int isa, const fa_conv_args *args, int threads);
+
+#endif

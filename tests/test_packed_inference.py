@@ -1,0 +1,157 @@
+"""Packed inference (fa_lib.kernels.packed) against the training-time forward of fa_lib.models.binary:
+integer popcounts bit for bit, outputs to float tolerance; packed-weights file round trip and size."""
+import struct
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from fa_lib.kernels import fileformat, packed, xnor
+from fa_lib.models.binary import BinaryConv2d, bn_sign_conv
+from fa_lib.models.blocks import make_block
+from fa_lib.models.fan import binary_hourglass_net
+
+ISAS = xnor.available_isas()
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0, zero_fraction: float = 0.1) -> torch.nn.Module:
+    """Eval-mode model whose BNs have negative, zero and positive gammas and non-trivial statistics."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                gamma = torch.randn(m.num_features, generator=gen)
+                gamma[torch.rand(m.num_features, generator=gen) < zero_fraction] = 0.0
+                m.weight.copy_(gamma)
+                m.bias.copy_(torch.randn(m.num_features, generator=gen))
+                m.running_mean.copy_(torch.randn(m.num_features, generator=gen))
+                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+    return model.eval()
+
+
+def close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a, b, rtol=1e-5, atol=1e-5 * float(b.abs().max().clamp(min=1)))
+
+
+@settings(max_examples=25, deadline=None)
+@given(cin=st.integers(1, 140), cout=st.integers(1, 70), k=st.sampled_from([1, 3]), h=st.integers(1, 8),
+       w=st.integers(1, 8), relu_after=st.booleans(), isa=st.sampled_from(ISAS), seed=st.integers(0, 2**31 - 1))
+def test_preact_unit_bit_exact(cin, cout, k, h, w, relu_after, isa, seed):
+    unit = randomize_bn(bn_sign_conv(cin, cout, k, binary=True, relu_after=relu_after), seed)
+    with torch.no_grad():
+        unit.conv.weight.copy_(torch.randn(cout, cin, k, k, generator=torch.Generator().manual_seed(seed)))
+    x = torch.randn(2, cin, h, w, generator=torch.Generator().manual_seed(seed + 1))
+    p = packed.pack_model(unit, isa=isa)
+    assert isinstance(p, packed.PackedBinaryConv)
+    with torch.no_grad():
+        expected_int = unit.conv.integer_forward(unit.bn(x))
+        assert torch.equal(p.integer_forward(x), expected_int)
+        assert torch.equal(p(x), unit(x))  # alpha * integer, one rounding on both sides
+
+
+def test_lone_binary_conv_uses_plain_sign():
+    conv = BinaryConv2d(70, 20, 3, padding=1).eval()
+    x = torch.randn(1, 70, 5, 6)
+    x[0, :, 0, 0] = -0.0  # the sign rule: -0.0 -> +1
+    for isa in ISAS:
+        with torch.no_grad():
+            assert torch.equal(packed.pack_model(conv, isa=isa)(x), conv(x))
+
+
+@pytest.mark.parametrize("name,cin,cout,kwargs", [
+    ("hierarchical", 64, 64, {}),
+    ("hierarchical", 64, 128, {}),  # binary 1x1 projection shortcut
+    ("hierarchical", 128, 64, {"shortcut": "fold"}),
+    ("hierarchical", 96, 96, {"depth": 4, "cardinality": 2, "relu_after": True}),
+    ("bottleneck", 64, 64, {}),
+    ("bottleneck_no1x1", 64, 128, {}),
+    ("multiscale", 64, 64, {}),
+    ("multiscale_no1x1", 64, 64, {"relu_after": True}),
+])
+def test_blocks_match_training_forward(name, cin, cout, kwargs):
+    block = randomize_bn(make_block(name, cin, cout, binary=True, **kwargs), seed=cin + cout)
+    x = torch.randn(2, cin, 6, 7, generator=torch.Generator().manual_seed(5))
+    for isa in ISAS:
+        p = packed.pack_model(block, isa=isa)
+        assert not any(isinstance(m, BinaryConv2d) for m in p.modules())
+        with torch.no_grad():
+            assert close(p(x), block(x)), (name, isa)
+    if name == "hierarchical":
+        assert isinstance(p, packed.PackedHierarchicalBlock)
+
+
+@pytest.mark.parametrize("hourglass,stacks", [("standard", 1), ("improved", 2)])
+def test_networks_match_training_forward(hourglass, stacks):
+    net = randomize_bn(binary_hourglass_net(stacks=stacks, width=64, hourglass=hourglass, hg_depth=2,
+                                            num_outputs=5), seed=stacks)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    p = packed.pack_model(net)
+    with torch.no_grad():
+        expected, got = net(x), p(x)
+    assert len(got) == stacks
+    for e, g in zip(expected, got):
+        assert close(g, e)
+    assert net.training is False and any(isinstance(m, BinaryConv2d) for m in net.modules())  # untouched
+
+
+def test_pack_model_errors():
+    with pytest.raises(ValueError, match="eval mode"):
+        packed.pack_model(bn_sign_conv(8, 8, 3, binary=True))
+    strided = bn_sign_conv(8, 8, 3, binary=True, stride=2).eval()
+    with pytest.raises(ValueError, match="stride 1"):
+        packed.pack_model(strided)
+
+
+def test_file_round_trip_and_format(tmp_path):
+    net = randomize_bn(binary_hourglass_net(stacks=1, width=64, hg_depth=2, num_outputs=5), seed=3)
+    p = packed.pack_model(net)
+    path = tmp_path / "net.fabin"
+    size = packed.save_packed(p, path, config={"builder": "fa_lib.models.fan:FAN", "kwargs": net.config})
+    assert path.stat().st_size == size
+    raw = path.read_bytes()
+    assert raw[:8] == fileformat.MAGIC and struct.unpack("<I", raw[8:12])[0] == fileformat.VERSION
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(8))
+    loaded = packed.load_packed(path)  # skeleton rebuilt from the stored config
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[0], p(x)[0])
+    # Corrupt files fail clearly.
+    with pytest.raises(FileNotFoundError):
+        packed.load_packed(tmp_path / "missing.fabin")
+    unsafe = tmp_path / "unsafe.fabin"
+    packed.save_packed(p, unsafe, config={"builder": "os:system", "kwargs": {"command": "true"}})
+    with pytest.raises(ValueError, match="fa_lib.models"):
+        packed.load_packed(unsafe)
+    bad = tmp_path / "bad.fabin"
+    bad.write_bytes(b"NOTMAGIC" + raw[8:])
+    with pytest.raises(ValueError, match="magic"):
+        fileformat.load(bad)
+    bad.write_bytes(raw[:8] + struct.pack("<I", 99) + raw[12:])
+    with pytest.raises(ValueError, match="version"):
+        fileformat.load(bad)
+
+
+def test_binary_entries_are_dense_sign_bits(tmp_path):
+    weight = torch.randn(3, 5, 3, 3)
+    weight[0, 0, 0, 0] = -0.0  # +1 under the sign rule
+    negative = ~(weight.numpy() >= 0)
+    path = tmp_path / "w.fabin"
+    fileformat.save(path, {"w": ("binary", negative)})
+    config, entries = fileformat.load(path)
+    assert config is None
+    np.testing.assert_array_equal(entries["w"][1], negative)
+    # 135 bits -> 17 bytes in the file: 32x less than float32 (up to the last byte).
+    assert fileformat.encode_binary(negative).__len__() == -(-weight.numel() // 8)
+    assert not entries["w"][1][0, 0, 0, 0]
+
+
+def test_compression_report(tmp_path):
+    net = binary_hourglass_net(stacks=1, width=128, hg_depth=2, num_outputs=5).eval()
+    report = packed.compression_report(net, tmp_path / "net.fabin")
+    float_bytes = sum(v.numel() * 4 for v in net.state_dict().values() if v.is_floating_point())
+    assert report["float32_state_dict_bytes"] == float_bytes
+    assert report["packed_file_bytes"] == (tmp_path / "net.fabin").stat().st_size
+    # Binary weights dominate, so the file is far smaller than float32, but cannot beat 32x.
+    assert 10 < report["ratio_vs_float32"] < 32
+    n_binary_convs = sum(isinstance(m, BinaryConv2d) for m in net.modules())
+    assert report["binary_params"] <= 8 * report["binary_bits_bytes"] < report["binary_params"] + 8 * n_binary_convs
