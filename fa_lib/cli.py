@@ -3,6 +3,8 @@
 Sub-commands:
   reproduce   execute the chapter notebooks with papermill and collect results/ (fa_lib.reproduce)
   profiles    print the scale knobs of the smoke / quick / full profiles
+  landmarks   2D / 3D / 3D-full landmarks of faces in photos (FaceAligner; needs trained weights)
+  convert-ls3dw  2D -> 3D landmark conversion of an annotated image folder (thesis 4.5), yaw-balanced subset
   bench       side-by-side benchmarks: ``render`` (synthetic faces/s), ``fan`` (FAN CPU inference
               vs the official module), ``xnor`` (bit-packed binary convolution vs torch float conv)
 """
@@ -133,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-progress", action="store_true")
     rep.add_argument("--log-output", action="store_true", help="stream notebook output to the log")
     rep.set_defaults(func=_cmd_reproduce)
+
+    from fa_lib.api import add_landmarks_parser
+    from fa_lib.convert_ls3dw import add_convert_ls3dw_parser
+
+    add_landmarks_parser(sub)
+    add_convert_ls3dw_parser(sub)
 
     prof = sub.add_parser("profiles", help="print the profiles' scale knobs")
     prof.add_argument("name", nargs="?", choices=PROFILE_NAMES)

@@ -1,0 +1,553 @@
+"""``FaceAligner``: 2D / 3D / full-3D landmarks of the faces in real photos (thesis 4.3, 4.8).
+
+The thesis's networks as a tool (DESIGN.md, "What users expect beyond the thesis"):
+
+- **2D** (2D-FAN, 4.3): 68 points on the visible face contour;
+- **3D** (3D-FAN, 4.3): the 2D projections of the 68 3D landmarks (the LS3D-W markup, 4.5);
+- **3D-full** (3D-FAN-full, 4.8): (x, y) from 3D-FAN and the depth z from the ResNet-152 depth
+  network (Fig. 4.11), z in image-pixel units, larger = nearer the camera (project convention).
+
+Each face is found by an offline detector (:mod:`fa_lib.detectors`) or given as a box, cropped with
+the official FAN convention (:func:`fa_lib.geometry.box_to_center_scale`, 256x256 crop, 64x64
+heatmaps), and decoded with the argmax + quarter-pixel rule (:func:`fa_lib.heatmaps.decode_heatmaps`).
+Unlike the official package: landmarks stay floats (never rounded to int), every face of every image
+of a batch goes through the network in one forward pass (chunks of ``batch_size`` faces), several
+faces per image are returned, flip test-time augmentation is optional (off by default), nothing is
+ever downloaded, and a batch goes on when one of its images fails (the error is reported per image).
+
+Weights: ``weights=PATH`` takes an official face-alignment checkpoint (2DFAN4 / 3DFAN4, plain,
+``{"state_dict": ...}`` or TorchScript; and ``depth_weights=PATH`` for the official depth network) or
+a checkpoint written by this project's trainer (:func:`fa_lib.models.save_model`). No pretrained
+weights ship with this project; without weights the aligner refuses to run unless
+``allow_random_weights=True`` (tests, timing).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from . import geometry
+from .detectors import FaceDetector, as_rgb_uint8, make_detector, _as_scored_boxes
+from .heatmaps import decode_heatmaps
+from .landmarks import FLIP_PERMUTATION_68
+from .peers import LandmarkPredictor
+
+__all__ = ["FaceAligner", "Faces", "load_network", "read_image", "optimize_for_inference",
+           "LANDMARK_TYPES", "IMAGE_EXTENSIONS", "NO_WEIGHTS_MESSAGE", "add_landmarks_parser",
+           "landmarks_main"]
+
+LANDMARK_TYPES = ("2D", "3D", "3D-full")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+INPUT_SIZE, HEATMAP_SIZE = 256, 64
+
+NO_WEIGHTS_MESSAGE = (
+    "FaceAligner needs trained weights and none ship with fa_lib (nothing is ever downloaded). "
+    "Either pass weights=PATH to (a) a checkpoint trained with this project "
+    "(fa_lib.train, e.g. the chapter-4 notebook or `fa-lib reproduce --profile full`; saved by "
+    "fa_lib.models.save_model), or (b) an official face-alignment checkpoint you obtained "
+    "yourself (2DFAN4 for landmarks='2D', 3DFAN4 for '3D'; for '3D-full' also "
+    "depth_weights=PATH to the official depth network). For tests and timing only, "
+    "allow_random_weights=True runs an untrained network (its landmarks are meaningless).")
+
+
+def optimize_for_inference(model: nn.Module) -> nn.Module:
+    """Exact, faster inference version of a FAN / FanFull (see :mod:`fa_lib.inference`)."""
+    from .inference import optimize_for_inference as optimize
+
+    return optimize(model)
+
+
+# ------------------------------------------------------------------------------ results
+@dataclasses.dataclass
+class Faces:
+    """The faces of one image.
+
+    ``landmarks``: one float32 (68, 2) or (68, 3) array per face, image pixels (centre of pixel
+    (row i, col j) at (j + 0.5, i + 0.5)); ``scores``: float32 (68,) heatmap maxima per face (a
+    confidence per landmark); ``boxes``: float32 (K, 5) [x1, y1, x2, y2, detector score], the boxes
+    the faces were cropped from; ``source``: file name or ``"<array i>"``; ``error``: why the image
+    could not be processed (then everything else is empty); ``note``: e.g. "no face found".
+    """
+
+    landmarks: list[np.ndarray]
+    scores: list[np.ndarray]
+    boxes: np.ndarray
+    source: str = ""
+    error: str | None = None
+    note: str | None = None
+
+    @classmethod
+    def failed(cls, source: str, error: str) -> "Faces":
+        return cls([], [], np.zeros((0, 5), np.float32), source, error=error)
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "error": self.error, "note": self.note,
+                "faces": [{"box": box[:4].tolist(), "box_score": float(box[4]),
+                           "landmarks": points.tolist(), "scores": score.tolist()}
+                          for points, score, box in zip(self.landmarks, self.scores, self.boxes)]}
+
+
+# ------------------------------------------------------------------------------- images
+def read_image(image, name: str | None = None) -> tuple[np.ndarray, str]:
+    """A path, a numpy array (grey, RGB, RGBA; uint8 or float in [0, 1]) or a torch tensor (H, W, C
+    or C, H, W) -> (uint8 RGB (H, W, 3), a name for messages)."""
+    if isinstance(image, (str, os.PathLike)):
+        from .data.formats import load_image
+
+        path = Path(image)
+        return load_image(path), str(path)
+    if isinstance(image, torch.Tensor):
+        array = image.detach().cpu().numpy()
+        if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):
+            array = array.transpose(1, 2, 0)
+        image = array
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"image must be a file path, a numpy array or a torch tensor, got "
+                         f"{type(image).__name__}")
+    label = name or "<array>"
+    return as_rgb_uint8(image, label), label
+
+
+def _crop_face(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The official FAN crop (256 px) of ``box``: (float32 (3, 256, 256) RGB / 255, centre, scale).
+
+    When the face is much larger than the crop, the image is first shrunk with area averaging so
+    that bilinear resampling does not alias (the crop's geometry is unchanged: the shrink is
+    composed into the affine).
+    """
+    import cv2
+
+    center, scale = geometry.box_to_center_scale(np.asarray(box[:4], np.float64))
+    matrix = geometry.crop_matrix(center, float(scale), INPUT_SIZE)
+    shrink = geometry.CROP_SIDE_PER_SCALE * float(scale) / INPUT_SIZE
+    source = image
+    if shrink > 2.0:
+        height, width = image.shape[:2]
+        size = (max(1, round(width / shrink)), max(1, round(height / shrink)))
+        source = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        # small px -> full px is diag(W / w, H / h) in the continuous convention.
+        matrix = matrix @ np.diag([width / size[0], height / size[1], 1.0])
+    crop = geometry.warp_image(source, matrix, INPUT_SIZE)
+    return (crop.astype(np.float32) / 255.0).transpose(2, 0, 1), np.asarray(center), float(scale)
+
+
+# ------------------------------------------------------------------------------ network
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device='cuda' was asked for but CUDA is not available; use device='cpu'")
+    return torch.device(device)
+
+
+def _random_network(landmarks: str, network: Mapping[str, Any] | None) -> nn.Module:
+    from .models import FAN, FanFull, ResNetDepth
+
+    config = dict(network or {})
+    if landmarks != "3D-full":
+        return FAN(**config)
+    fan_config = dict(config.get("fan", {}))
+    depth_config = dict(config.get("depth", {}))
+    n = fan_config.get("num_landmarks", 68)
+    depth_config.setdefault("in_channels", 3 + n)
+    depth_config.setdefault("num_outputs", n)
+    return FanFull(FAN(**fan_config), ResNetDepth(**depth_config))
+
+
+def _load_checkpoint(path) -> nn.Module:
+    """Our checkpoint (any model kind) or an official FAN checkpoint."""
+    from .models.checkpoints import load_model, load_official_fan
+
+    try:
+        model, _ = load_model(path)
+        return model
+    except ValueError:
+        return load_official_fan(path)
+
+
+def load_network(landmarks: str = "2D", weights=None, depth_weights=None, network=None,
+                 allow_random_weights: bool = False) -> nn.Module:
+    """The network behind a :class:`FaceAligner`: a FAN ("2D", "3D") or a FanFull ("3D-full").
+
+    ``network``: an ``nn.Module`` (used as it is, ``weights`` loaded into it if given) or a dict
+    of constructor arguments (FAN kwargs; for "3D-full" ``{"fan": {...}, "depth": {...}}``) for a
+    randomly initialised network (``allow_random_weights=True``).
+    """
+    from .models import FAN, FanFull
+    from .models.checkpoints import load_official_depth, load_weights
+
+    if landmarks not in LANDMARK_TYPES:
+        raise ValueError(f"landmarks must be one of {LANDMARK_TYPES}, got {landmarks!r}")
+    if isinstance(network, nn.Module):
+        model = network
+        if weights is not None:
+            load_weights(model, weights)
+    elif weights is not None:
+        if not Path(weights).is_file():
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        model = _load_checkpoint(weights)
+    elif allow_random_weights:
+        model = _random_network(landmarks, network)
+    else:
+        raise ValueError(NO_WEIGHTS_MESSAGE)
+
+    if landmarks == "3D-full" and isinstance(model, FAN):
+        if depth_weights is None:
+            raise ValueError("landmarks='3D-full' needs the depth network too: pass "
+                             "depth_weights=PATH (official depth checkpoint or one of ours), or a "
+                             "3D-FAN-full checkpoint saved by this project as weights")
+        from .models.checkpoints import load_model
+
+        try:
+            depth, _ = load_model(depth_weights)
+        except ValueError:
+            depth = load_official_depth(depth_weights)
+        model = FanFull(model, depth)
+    elif landmarks != "3D-full" and isinstance(model, FanFull):
+        model = model.fan  # its 3D-FAN gives the "3D" landmarks
+    if isinstance(model, FAN) and model.in_channels != 3:
+        raise ValueError(f"this network takes {model.in_channels} input channels (a 2D-to-3D-FAN "
+                         "needs 2D landmarks as input): use `fa-lib convert-ls3dw` / "
+                         "fa_lib.convert_ls3dw for it")
+    if not isinstance(model, (FAN, FanFull)):
+        raise ValueError(f"expected a FAN or FanFull network, got {type(model).__name__}")
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------ aligner
+class FaceAligner(LandmarkPredictor):
+    """Landmarks of every face in photos (see the module docstring).
+
+    Args:
+        landmarks: "2D", "3D" or "3D-full".
+        device: "auto" (CUDA when available), "cpu" or "cuda".
+        detector: "dlib" (HOG), "opencv" (Haar cascades), a :class:`~fa_lib.detectors.FaceDetector`,
+            any callable image -> (K, 4|5) boxes, or None (then pass ``boxes`` to every call).
+        weights, depth_weights, network, allow_random_weights: see :func:`load_network`.
+        flip_tta: also run the mirrored crop and average the un-mirrored heatmaps (in the same
+            forward pass; twice the compute).
+        batch_size: faces per forward pass.
+        optimize: use :func:`fa_lib.inference.optimize_for_inference` (exact, faster on CPU).
+    """
+
+    def __init__(self, landmarks: str = "2D", device: str = "auto", detector="dlib", weights=None,
+                 network=None, flip_tta: bool = False, batch_size: int = 16, depth_weights=None,
+                 allow_random_weights: bool = False, optimize: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.landmarks_type = landmarks
+        self.device = _resolve_device(device)
+        model = load_network(landmarks, weights, depth_weights, network, allow_random_weights)
+        self.network = (optimize_for_inference(model) if optimize else model).to(self.device).eval()
+        self.detector: FaceDetector | None = make_detector(detector)
+        self.flip_tta = bool(flip_tta)
+        self.batch_size = int(batch_size)
+        self.name = f"FaceAligner ({landmarks})"
+
+    def __repr__(self) -> str:
+        return (f"FaceAligner(landmarks={self.landmarks_type!r}, device={str(self.device)!r}, "
+                f"detector={self.detector!r}, flip_tta={self.flip_tta}, batch_size={self.batch_size})")
+
+    # -- network ---------------------------------------------------------------------
+    def _fan(self) -> nn.Module:
+        return self.network.fan if self.landmarks_type == "3D-full" else self.network
+
+    def _heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
+        """Last-stack heatmaps (N, 68, 64, 64), flip-averaged when ``flip_tta``."""
+        n = crops.shape[0]
+        inputs = torch.cat([crops, crops.flip(-1)]) if self.flip_tta else crops
+        heatmaps = self._fan()(inputs)[-1].float()
+        if self.flip_tta:
+            mirrored = heatmaps[n:][:, torch.as_tensor(FLIP_PERMUTATION_68)].flip(-1)
+            heatmaps = (heatmaps[:n] + mirrored) / 2
+        return heatmaps
+
+    def _predict_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, 256, 256) crops -> (points (N, 68, 2|3) in crop px, scores (N, 68))."""
+        points, scores = [], []
+        with torch.inference_mode():
+            for start in range(0, len(crops), self.batch_size):
+                batch = torch.from_numpy(crops[start:start + self.batch_size]).to(self.device)
+                heatmaps = self._heatmaps(batch)
+                xy, score = decode_heatmaps(heatmaps)
+                xy = xy.cpu() * (INPUT_SIZE / heatmaps.shape[-1])
+                if self.landmarks_type == "3D-full":
+                    z = self.network.depth(self.network.depth_input(batch[:, :3], xy.to(self.device)))
+                    xy = torch.cat([xy, z.float().cpu()[..., None]], -1)
+                points.append(xy.numpy())
+                scores.append(score.cpu().numpy())
+        if not points:
+            dims = 3 if self.landmarks_type == "3D-full" else 2
+            return np.zeros((0, 68, dims), np.float32), np.zeros((0, 68), np.float32)
+        return np.concatenate(points).astype(np.float32), np.concatenate(scores).astype(np.float32)
+
+    # -- faces -----------------------------------------------------------------------
+    def _boxes_for(self, image: np.ndarray, boxes) -> np.ndarray:
+        if boxes is not None:
+            return _as_scored_boxes(boxes, "boxes")
+        if self.detector is None:
+            raise ValueError("this FaceAligner has no detector (detector=None): pass boxes=[[x1, y1, "
+                             "x2, y2], ...] for every image")
+        return self.detector.detect(image)
+
+    def get_landmarks_from_batch(self, images: Sequence, boxes: Sequence | None = None,
+                                 return_details: bool = False, names: Sequence[str] | None = None,
+                                 raise_errors: bool = False) -> list:
+        """Landmarks of every face of every image, with one forward pass per ``batch_size`` faces.
+
+        ``images``: paths and/or arrays (or a (B, H, W, 3) array / (B, 3, H, W) tensor);
+        ``boxes``: None (detect) or one entry per image ((K, 4|5) boxes or None to detect).
+        Returns one entry per image: a list of (68, 2|3) float32 arrays (``None`` for an image that
+        failed, with a warning), or :class:`Faces` with ``return_details``. A failing image (missing
+        file, undecodable, bad shape) never stops the batch unless ``raise_errors``.
+        """
+        if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
+            images = list(images)
+        elif isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)):
+            raise ValueError("get_landmarks_from_batch takes a sequence of images; use "
+                             "get_landmarks_from_image for one")
+        images = list(images)
+        if boxes is not None and len(boxes) != len(images):
+            raise ValueError(f"boxes must have one entry per image ({len(images)}), got {len(boxes)}")
+        results: list[Faces] = []
+        crops, owners, centers, scales = [], [], [], []
+        for index, image in enumerate(images):
+            label = names[index] if names is not None else (
+                str(image) if isinstance(image, (str, os.PathLike)) else f"<array {index}>")
+            try:
+                array, label = read_image(image, label)
+                face_boxes = self._boxes_for(array, None if boxes is None else boxes[index])
+                for box in face_boxes:
+                    crop, center, scale = _crop_face(array, box)
+                    crops.append(crop)
+                    owners.append(index)
+                    centers.append(center)
+                    scales.append(scale)
+                note = None if len(face_boxes) else "no face found"
+                results.append(Faces([], [], face_boxes, label, note=note))
+            except (FileNotFoundError, ValueError, OSError) as error:
+                if raise_errors:
+                    raise
+                results.append(Faces.failed(label, f"{type(error).__name__}: {error}"))
+        points, scores = self._predict_crops(np.stack(crops) if crops else
+                                             np.zeros((0, 3, INPUT_SIZE, INPUT_SIZE), np.float32))
+        if len(points):
+            image_points = geometry.uncrop_points(points, np.stack(centers), np.asarray(scales),
+                                                  INPUT_SIZE)
+            for face, owner in enumerate(owners):
+                results[owner].landmarks.append(np.asarray(image_points[face], np.float32))
+                results[owner].scores.append(scores[face])
+        for faces in results:
+            if faces.error:
+                warnings.warn(f"{faces.source}: {faces.error}", stacklevel=2)
+            elif faces.note:
+                warnings.warn(f"{faces.source}: {faces.note}", stacklevel=2)
+        if return_details:
+            return results
+        return [None if faces.error else faces.landmarks for faces in results]
+
+    def get_landmarks_from_image(self, image, boxes=None, return_details: bool = False):
+        """Landmarks of the faces in one image (path or array): a list of (68, 2|3) float32 arrays
+        (empty, with a warning, when no face is found), or :class:`Faces` with ``return_details``.
+        Bad input raises ``FileNotFoundError`` / ``ValueError`` naming the file."""
+        result = self.get_landmarks_from_batch([image], None if boxes is None else [boxes],
+                                               return_details=True, raise_errors=True)[0]
+        return result if return_details else result.landmarks
+
+    def get_landmarks_from_directory(self, path, extensions: Iterable[str] = IMAGE_EXTENSIONS,
+                                     recursive: bool = True, show_progress: bool = True,
+                                     return_details: bool = False, images_per_batch: int = 8
+                                     ) -> dict:
+        """Landmarks of every image under ``path`` -> {file path: landmarks list (None on error)
+        or :class:`Faces`}. Images are processed ``images_per_batch`` at a time (their faces in one
+        forward pass); a tqdm progress bar counts images; failures are reported per file."""
+        folder = Path(path)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"image folder not found: {folder}")
+        wanted = {e.lower() if e.startswith(".") else "." + e.lower() for e in extensions}
+        files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
+                       if p.is_file() and p.suffix.lower() in wanted)
+        results: dict = {}
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(files), desc="landmarks", unit="image", disable=not show_progress) as bar:
+            for start in range(0, len(files), max(1, images_per_batch)):
+                chunk = files[start:start + images_per_batch]
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    for file, faces in zip(chunk, self.get_landmarks_from_batch(chunk, return_details=True)):
+                        results[str(file)] = faces if return_details else (
+                            None if faces.error else faces.landmarks)
+                bar.update(len(chunk))
+        return results
+
+    # -- LandmarkPredictor interface ---------------------------------------------------
+    def detect(self, image) -> np.ndarray:
+        if self.detector is None:
+            return np.zeros((0, 4), np.float32)
+        return self.detector.detect(image)[:, :4]
+
+    def predict_in_boxes(self, image: np.ndarray, boxes: np.ndarray) -> list[np.ndarray]:
+        faces = self.get_landmarks_from_batch([image], [boxes], return_details=True, raise_errors=True)[0]
+        return [points[:, :2] for points in faces.landmarks]
+
+
+# ---------------------------------------------------------------------------------- CLI
+def _draw_overlay(image: np.ndarray, faces: Faces) -> np.ndarray:
+    """RGB copy of ``image`` with each face box and its landmarks drawn."""
+    import cv2
+
+    canvas = image.copy()
+    thickness = max(1, round(max(image.shape[:2]) / 500))
+    for points, box in zip(faces.landmarks, faces.boxes):
+        x1, y1, x2, y2 = (int(round(v)) for v in box[:4])
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), thickness)
+        radius = max(1, round((box[2] - box[0]) / 80))
+        for x, y in points[:, :2]:
+            # our pixel centres are at +0.5; OpenCV's at integers
+            cv2.circle(canvas, (int(round(x - 0.5)), int(round(y - 0.5))), radius, (255, 64, 0), -1)
+    return canvas
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+    os.replace(temporary, path)
+
+
+def _write_outputs(out_dir: Path, stem: str, image: np.ndarray, faces: Faces, landmarks_type: str) -> None:
+    import cv2
+
+    record = faces.to_json()
+    record.update(width=int(image.shape[1]), height=int(image.shape[0]), landmarks_type=landmarks_type,
+                  convention="pixel (row i, col j) has its centre at (x = j + 0.5, y = i + 0.5)")
+    _atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1))
+    dims = faces.landmarks[0].shape[1] if faces.landmarks else (3 if landmarks_type == "3D-full" else 2)
+    header = ["face", "point", "x", "y"] + (["z"] if dims == 3 else []) + ["score"]
+    lines = [",".join(header)]
+    for f, (points, score) in enumerate(zip(faces.landmarks, faces.scores)):
+        for p, (row, s) in enumerate(zip(points, score)):
+            lines.append(",".join([str(f), str(p)] + [f"{v:.4f}" for v in row] + [f"{s:.5f}"]))
+    _atomic_write_text(out_dir / f"{stem}.csv", "\n".join(lines) + "\n")
+    overlay = _draw_overlay(image, faces)
+    cv2.imwrite(str(out_dir / f"{stem}_overlay.png"), overlay[:, :, ::-1])
+
+
+def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    files = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            files.append(path)  # a missing file is reported per file, not here
+    return files
+
+
+def _read_boxes_json(path: str, files: list[Path]) -> list | None:
+    """--boxes: a JSON list of boxes for every image, or {image path or name: boxes}."""
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--boxes file not found: {path}") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--boxes {path} is not valid JSON: {err}") from err
+    if isinstance(spec, list):
+        return [spec] * len(files)
+    if not isinstance(spec, dict):
+        raise ValueError(f"--boxes {path} must hold a list of boxes or an object {{image: boxes}}")
+    out = []
+    for file in files:
+        boxes = spec.get(str(file), spec.get(file.name))
+        out.append(boxes)
+    return out
+
+
+def landmarks_main(args: argparse.Namespace) -> int:
+    """``fa-lib landmarks``: exit code 0 when at least one image was processed, 1 when none could
+    be, 2 when the aligner cannot be built (e.g. no weights)."""
+    files = _expand_inputs(args.images)
+    if not files:
+        print("fa-lib landmarks: no images given", file=sys.stderr)
+        return 1
+    detector = None if args.detector == "none" else args.detector
+    try:
+        boxes = _read_boxes_json(args.boxes, files) if args.boxes else None
+        if boxes is not None and detector is None:
+            boxes = [b if b is not None else [] for b in boxes]
+        aligner = FaceAligner(landmarks=args.landmarks, device=args.device, detector=detector,
+                              weights=args.weights, depth_weights=args.depth_weights,
+                              flip_tta=args.flip)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"fa-lib landmarks: {error}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    processed = n_faces = 0
+    used_stems: set[str] = set()
+    from tqdm.auto import tqdm
+
+    for start in tqdm(range(0, len(files), args.batch_size), desc="landmarks", unit="batch",
+                      disable=args.quiet):
+        chunk = files[start:start + args.batch_size]
+        chunk_boxes = None if boxes is None else boxes[start:start + args.batch_size]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            results = aligner.get_landmarks_from_batch(chunk, chunk_boxes, return_details=True)
+        for file, faces in zip(chunk, results):
+            if faces.error:
+                print(f"  {file}: FAILED: {faces.error}", file=sys.stderr)
+                continue
+            stem = file.stem
+            k = 2
+            while stem in used_stems:
+                stem, k = f"{file.stem}_{k}", k + 1
+            used_stems.add(stem)
+            image, _ = read_image(file)
+            _write_outputs(out_dir, stem, image, faces, args.landmarks)
+            processed += 1
+            n_faces += len(faces.landmarks)
+            if faces.note:
+                print(f"  {file}: {faces.note}", file=sys.stderr)
+    print(f"fa-lib landmarks: {processed}/{len(files)} images processed, {n_faces} faces, "
+          f"outputs in {out_dir}")
+    return 0 if processed else 1
+
+
+def add_landmarks_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``fa-lib landmarks`` on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "landmarks", help="68 landmarks of the faces in photos (JSON, CSV, overlay PNG per image)",
+        description="Detect faces and localise 68 landmarks with a trained FAN. No weights ship "
+                    "with fa_lib: pass --weights (see FaceAligner).")
+    parser.add_argument("images", nargs="+", help="image files or folders")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--landmarks", default="2D", choices=LANDMARK_TYPES)
+    parser.add_argument("--weights", default=None, help="FAN checkpoint (ours or official)")
+    parser.add_argument("--depth-weights", default=None, help="depth network checkpoint (3D-full)")
+    parser.add_argument("--detector", default="dlib", choices=["dlib", "opencv", "none"])
+    parser.add_argument("--boxes", default=None,
+                        help="JSON file: a list of [x1, y1, x2, y2] boxes for every image, or "
+                             "{image path or file name: boxes}; images without an entry are detected")
+    parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=landmarks_main)
+    return parser

@@ -1,0 +1,194 @@
+"""FaceAligner and `fa-lib landmarks` (fa_lib.api) with small random-weight networks."""
+import argparse
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from fa_lib import geometry
+from fa_lib.api import FaceAligner, NO_WEIGHTS_MESSAGE, add_landmarks_parser, load_network
+from fa_lib.heatmaps import decode_heatmaps
+from fa_lib.landmarks import flip_landmarks
+from fa_lib.models import FAN, save_model
+
+SMALL = dict(num_modules=1, width=16, stem_channels=(8, 16))
+
+
+def _randomize_bn(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) * 1.5 - 0.3)
+    return model
+
+
+@pytest.fixture(scope="module")
+def small_fan():
+    torch.manual_seed(0)
+    return _randomize_bn(FAN(**SMALL)).eval()
+
+
+@pytest.fixture(scope="module")
+def image():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+
+
+def _aligner(model, **kw):
+    return FaceAligner("2D", device="cpu", detector=None, network=model, **kw)
+
+
+def test_refuses_without_weights():
+    with pytest.raises(ValueError, match="none ship"):
+        FaceAligner("2D", device="cpu", detector=None)
+    assert "allow_random_weights" in NO_WEIGHTS_MESSAGE
+    with pytest.raises(FileNotFoundError):
+        FaceAligner("2D", device="cpu", detector=None, weights="/nonexistent/2DFAN4.pth")
+    with pytest.raises(ValueError, match="landmarks"):
+        load_network("4D", allow_random_weights=True)
+
+
+def test_matches_manual_pipeline_and_points_are_float(small_fan, image):
+    box = np.array([30, 20, 110, 100], np.float32)
+    aligner = _aligner(small_fan)
+    faces = aligner.get_landmarks_from_image(image, boxes=[box], return_details=True)
+    assert len(faces.landmarks) == 1 and faces.landmarks[0].dtype == np.float32
+    points = faces.landmarks[0]
+    assert points.shape == (68, 2) and not np.allclose(points, np.round(points))
+    # manual: official crop, plain (unoptimised) network, decode, uncrop
+    center, scale = geometry.box_to_center_scale(box.astype(np.float64))
+    crop = geometry.crop_image(image, center, float(scale), 256).astype(np.float32) / 255
+    with torch.no_grad():
+        heatmaps = small_fan(torch.from_numpy(crop.transpose(2, 0, 1))[None])[-1]
+    hm_points, scores = decode_heatmaps(heatmaps)
+    expected = geometry.uncrop_points(hm_points[0].numpy(), center, scale, 64)
+    np.testing.assert_allclose(points, expected, atol=1e-3)
+    np.testing.assert_allclose(faces.scores[0], scores[0].numpy(), atol=1e-4)
+    np.testing.assert_allclose(faces.boxes[0], [30, 20, 110, 100, 1.0])
+
+
+def test_batch_equals_single_calls_and_handles_many_faces(small_fan, image):
+    aligner = _aligner(small_fan, batch_size=3)
+    boxes_a = [[30, 20, 110, 100], [0, 0, 60, 60]]
+    boxes_b = [[40, 30, 100, 90]]
+    second = image[::-1].copy()
+    batch = aligner.get_landmarks_from_batch([image, second], [boxes_a, boxes_b])
+    assert [len(b) for b in batch] == [2, 1]
+    single = aligner.get_landmarks_from_image(second, boxes=boxes_b)
+    np.testing.assert_allclose(batch[1][0], single[0], atol=1e-4)
+
+
+def test_flip_tta_is_mirror_equivariant(small_fan, image):
+    aligner = _aligner(small_fan, flip_tta=True)
+    box = np.array([30, 20, 110, 100], np.float32)
+    width = image.shape[1]
+    mirrored_box = np.array([width - box[2], box[1], width - box[0], box[3]], np.float32)
+    points = aligner.get_landmarks_from_image(image, boxes=[box])[0]
+    mirrored = aligner.get_landmarks_from_image(image[:, ::-1].copy(), boxes=[mirrored_box])[0]
+    np.testing.assert_allclose(flip_landmarks(points, width), mirrored, atol=1e-3)
+
+
+def test_bad_inputs_give_clear_errors_and_batches_go_on(small_fan, image, tmp_path):
+    aligner = _aligner(small_fan)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        aligner.get_landmarks_from_image(tmp_path / "missing.jpg", boxes=[[0, 0, 10, 10]])
+    with pytest.raises(ValueError, match="no detector"):
+        aligner.get_landmarks_from_image(image)
+    with pytest.raises(ValueError):
+        aligner.get_landmarks_from_image(np.zeros((10, 10, 2), np.uint8), boxes=[[0, 0, 5, 5]])
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"not a png")
+    grey = image[..., 0]
+    rgba = np.concatenate([image, np.full(image.shape[:2] + (1,), 255, np.uint8)], 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        results = aligner.get_landmarks_from_batch([corrupt, grey, rgba],
+                                                   [[[0, 0, 50, 50]]] * 3, return_details=True)
+    assert "corrupt.png" in results[0].error and not results[0].landmarks
+    assert results[1].error is None and len(results[1].landmarks) == 1
+    np.testing.assert_allclose(results[2].landmarks[0],
+                               aligner.get_landmarks_from_image(image, boxes=[[0, 0, 50, 50]])[0], atol=1e-4)
+
+
+def test_no_face_found_returns_empty_with_warning(small_fan):
+    aligner = FaceAligner("2D", device="cpu", detector=lambda img: np.zeros((0, 4)), network=small_fan)
+    with pytest.warns(UserWarning, match="no face"):
+        assert aligner.get_landmarks_from_image(np.zeros((64, 64, 3), np.uint8)) == []
+
+
+def test_huge_image_is_handled(small_fan):
+    big = np.zeros((2000, 3000, 3), np.uint8)
+    big[500:1500, 1000:2000] = 200
+    points = _aligner(small_fan).get_landmarks_from_image(big, boxes=[[900, 400, 2100, 1600]])[0]
+    assert np.isfinite(points).all()
+
+
+def test_3d_full_returns_depth():
+    aligner = FaceAligner("3D-full", device="cpu", detector=None, allow_random_weights=True,
+                          network={"fan": SMALL, "depth": {"layers": (1, 1, 1, 1)}})
+    points = aligner.get_landmarks_from_image(np.zeros((100, 100, 3), np.uint8), boxes=[[20, 20, 80, 80]])
+    assert points[0].shape == (68, 3) and points[0].dtype == np.float32
+
+
+def test_plain_state_dict_loads_into_given_network(small_fan, image, tmp_path):
+    path = tmp_path / "plain.pth"
+    torch.save({"state_dict": {"module." + k: v for k, v in small_fan.state_dict().items()}}, path)
+    from_file = FaceAligner("2D", device="cpu", detector=None, weights=path, network=FAN(**SMALL))
+    from_module = _aligner(small_fan)
+    box = [[30, 20, 110, 100]]
+    np.testing.assert_allclose(from_file.get_landmarks_from_image(image, box)[0],
+                               from_module.get_landmarks_from_image(image, box)[0], atol=1e-5)
+
+
+def test_predictor_interface(small_fan, image):
+    prediction = _aligner(small_fan).predict(image, [[30, 20, 110, 100]])
+    assert prediction.landmarks[0].shape == (68, 2) and prediction.boxes.shape == (1, 4)
+
+
+def test_directory_mode_reports_per_file(small_fan, tmp_path):
+    import cv2
+
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.png"), np.full((64, 64, 3), 90, np.uint8))
+    cv2.imwrite(str(folder / "sub" / "b.jpg"), np.full((64, 80, 3), 120, np.uint8))
+    (folder / "broken.png").write_bytes(b"xx")
+    aligner = FaceAligner("2D", device="cpu", detector=lambda img: np.array([[8, 8, 56, 56]]),
+                          network=small_fan)
+    results = aligner.get_landmarks_from_directory(folder, show_progress=False)
+    assert len(results) == 3
+    assert results[str(folder / "broken.png")] is None
+    assert results[str(folder / "a.png")][0].shape == (68, 2)
+    with pytest.raises(FileNotFoundError):
+        aligner.get_landmarks_from_directory(tmp_path / "nope")
+
+
+def test_cli_writes_json_csv_overlay(small_fan, tmp_path):
+    import cv2
+
+    weights = save_model(small_fan, tmp_path / "fan_small.pt")
+    image_path = tmp_path / "face.png"
+    cv2.imwrite(str(image_path), np.full((80, 100, 3), 100, np.uint8))
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"face.png": [[10, 10, 70, 70], [30, 5, 90, 60]]}))
+    parser = argparse.ArgumentParser()
+    add_landmarks_parser(parser.add_subparsers())
+    out = tmp_path / "out"
+    args = parser.parse_args(["landmarks", str(image_path), str(tmp_path / "missing.png"), "--out", str(out),
+                              "--weights", str(weights), "--detector", "none", "--boxes", str(boxes),
+                              "--device", "cpu", "--quiet"])
+    assert args.func(args) == 0
+    record = json.loads((out / "face.json").read_text())
+    assert len(record["faces"]) == 2 and len(record["faces"][0]["landmarks"]) == 68
+    assert (out / "face.csv").read_text().count("\n") == 1 + 2 * 68
+    assert (out / "face_overlay.png").is_file()
+    args = parser.parse_args(["landmarks", str(tmp_path / "missing.png"), "--out", str(out), "--weights",
+                              str(weights), "--detector", "none", "--quiet"])
+    assert args.func(args) == 1
+    args = parser.parse_args(["landmarks", str(image_path), "--out", str(out), "--detector", "none", "--quiet"])
+    assert args.func(args) == 2  # no weights: refused with the explanation
