@@ -96,7 +96,11 @@ _PROFILES: dict[str, Profile] = {
         # (whole smoke notebook ~30-60 s here); nothing is expected to learn in 3 steps
         extra=(("ch4_stem_channels", (16, 32)), ("ch4_depth_layers", (1, 1, 1, 1)),
                ("ch4_depth_input_size", 32), ("ch4_resolutions", (8, 16)),
-               ("ch4_speed_thesis_scale", False)),
+               ("ch4_speed_thesis_scale", False),
+               # chapter 5 (fa_lib.experiments.ch5): every table, figure and the explorer with the
+               # smallest networks (32 px crops, width 16: ~40 runs of 2 steps); nothing learns
+               ("ch5_input_size", 32), ("ch5_width", 16), ("ch5_hg_depth", 2), ("ch5_batch_size", 4),
+               ("ch5_iterations", 2), ("ch5_timing_repeats", 1), ("ch5_max_stacks", 2), ("ch5_threads", 1)),
     ),
     "quick": Profile(
         name="quick",
@@ -118,9 +122,14 @@ _PROFILES: dict[str, Profile] = {
         #   the all-zero level) but was not yet better than the mean shape (test NME 21.9%):
         #   hence more iterations (ch4_iterations) and one late lr drop (ch4_lr_milestones).
         #   Not measured further: the machine was shared by ~7 jobs (load 5-7).
-        # - ch4_iterations 600: nine networks (2D-, 3D-, 2D-to-3D-FAN, the depth ResNet and five
-        #   more Table 4.4 sizes) at ~2-3 s wall per iteration of all nine at batch 10 (estimate
-        #   from the batch-16 step times, 2 threads): 20-30 min of training.
+        # - ch4_iterations 800: a probe (1-stack 2D-FAN, this config, lr drop at 80%) went from
+        #   validation NME 18.1% (step 270) to 12.8% (540), 8.9% (810) and 8.0% (1000; test 7.9%,
+        #   mean shape 21.4%): it learns, still improving at the end. 0.6 s/step (batch 10) with the
+        #   machine shared; ~0.3 s/step 1-stack and ~0.45 s 2-stack expected on 2 free cores.
+        # - ch4_size_iterations 250: Table 4.4 trains six more 3D-FANs (4..1 stacks, 2 narrower);
+        #   at 800 steps each they alone would take ~40 min, so every row of that table (the 2-stack
+        #   one included, for a like-with-like comparison) gets 250 steps: an ordering by size at a
+        #   short budget, labelled as such.
         # - ch4_depth_layers/ch4_depth_input_size: ResNet-152 at 128 px would dominate the budget;
         #   one bottleneck per stage at 64 px: 8.4M parameters, 378 ms/step (batch 16).
         # - ch4_lr_2d_to_3d: the thesis's 10x rate for 2D-to-3D-FAN is not used (1e-3 is already
@@ -129,10 +138,35 @@ _PROFILES: dict[str, Profile] = {
         #   process's 2-thread pool on a busy machine they cost 30 ms/sample (more than the step
         #   itself), in a 1-thread loader process 1.3 ms (2D-to-3D-FAN's guide maps: 8.7 ms).
         extra=(("ch4_stem_channels", (32, 64)), ("ch4_batch_size", 10), ("ch4_sigma", 2.0),
-               ("ch4_lr", 1e-3), ("ch4_lr_milestones", (0.8,)), ("ch4_iterations", 600),
+               ("ch4_lr", 1e-3), ("ch4_lr_milestones", (0.8,)), ("ch4_iterations", 800),
+               ("ch4_size_iterations", 250),
                ("ch4_loader_workers", 1), ("ch4_depth_layers", (1, 1, 1, 1)),
-               ("ch4_depth_input_size", 64), ("ch4_depth_iterations", 600), ("ch4_lr_2d_to_3d", 1e-3),
-               ("ch4_resolutions", (10, 15, 20, 30, 40, 60, 80))),
+               ("ch4_depth_input_size", 64), ("ch4_depth_iterations", 400), ("ch4_lr_2d_to_3d", 1e-3),
+               ("ch4_resolutions", (10, 15, 20, 30, 40, 60, 80)),
+               # chapter 5 (fa_lib.experiments.ch5; notebook ch5_binary times the candidates). Measured
+               # here, one thread, CPU time, machine shared by ~7 jobs (load 4-7), so orders only:
+               # - ch5_input_size 64 / width 64 / hg_depth 2 (16 px heatmaps): a binary "Ours" step at
+               #   batch 16 costs ~130 ms (real twin ~80 ms); 128 px crops cost 3.4x, 96 px 2x. The
+               #   chapter trains ~50 runs (5 blocks, twins, ablations, sweeps, stacks, parsing, 2 seeds).
+               # - ch5_threads 1 and ch5_workers 2: with two torch threads on the busy machine a step
+               #   took 10x longer (OpenMP threads waiting for each other); two runs in two 1-thread
+               #   processes use both cores fully.
+               # - ch5_sigma 2, ch5_lr 1e-3, one late drop (x0.2 = the thesis's 2.5e-4 -> 5e-5): with
+               #   sigma 1 and the thesis's four evenly spaced drops from 2.5e-4 every network was still
+               #   at ~mean-shape error after 300 steps (NME 24-43%); late drop alone: real "Ours"
+               #   14%, binary 31%; + sigma 2: 11% / 20%.
+               # - ch5_batch_size 4, ch5_iterations 800: at equal compute, batch 8 x 600 steps gave
+               #   9.3% / 17.7% and batch 4 x 1200 steps 9.9% / 14.3%: binary nets gain from more
+               #   updates. 800 steps keep the ~50 runs near 20 minutes on two quiet cores.
+               # - ch5_parsing_zoom 0.6: the parsing crop is 0.6x FAN's, so the eyes and lips cover a
+               #   few pixels of the 16 px output instead of ~1.
+               # - ch5_cardinalities (1, 2, 4): cardinality 8 has 24 tiny convolutions per block and
+               #   costs several times a base step.
+               ("ch5_input_size", 64), ("ch5_width", 64), ("ch5_hg_depth", 2), ("ch5_batch_size", 4),
+               ("ch5_iterations", 800), ("ch5_lr", 1e-3), ("ch5_lr_milestones", (0.8,)),
+               ("ch5_lr_gamma", 0.2), ("ch5_sigma", 2.0), ("ch5_seeds", (0, 1)), ("ch5_sweep_seeds", (0,)),
+               ("ch5_parsing_zoom", 0.6), ("ch5_cardinalities", (1, 2, 4)), ("ch5_workers", 2),
+               ("ch5_threads", 1)),
     ),
     "full": Profile(
         name="full",
@@ -146,7 +180,10 @@ _PROFILES: dict[str, Profile] = {
         # chapter 4: the thesis's networks (official stem, ResNet-152 depth network at 256 px,
         # 2D-to-3D-FAN at lr 1e-3, section 4.3.2)
         extra=(("ch4_stem_channels", (64, 128)), ("ch4_depth_layers", (3, 8, 36, 3)),
-               ("ch4_depth_input_size", 256), ("ch4_lr_2d_to_3d", 1e-3)),
+               ("ch4_depth_input_size", 256), ("ch4_lr_2d_to_3d", 1e-3),
+               # chapter 5: the thesis's networks and schedule (5.5.1: 55 epochs, RMSprop 2.5e-4
+               # dropped four times to 5e-5, batch 10); one run at a time on the GPU
+               ("ch5_epochs", 55), ("ch5_workers", 1)),
     ),
 }
 

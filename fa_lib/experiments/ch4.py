@@ -128,6 +128,7 @@ class Ch4Setup:
     speed_thesis_scale: bool
     loader_workers: int = 0
     sigma: float = 1.0
+    size_iterations: int | None = None   # Table 4.4's budget per variant (None: the 3D-FAN budget)
 
     @property
     def name(self) -> str:
@@ -179,6 +180,7 @@ def ch4_setup(profile: str | Profile = "quick") -> Ch4Setup:
         train_size=data.train_size, test_size=data.test_size, image_size=data.image_size,
         speed_thesis_scale=bool(prof.get("ch4_speed_thesis_scale", True)),
         loader_workers=int(prof.get("ch4_loader_workers", tr.workers)),
+        size_iterations=prof.get("ch4_size_iterations", None),
     )
 
 
@@ -730,8 +732,10 @@ def table_4_4(models, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, device: 
               ) -> tuple[pd.DataFrame, dict[str, TrainedModel]]:
     """Table 4.4: AUC@7% of 3D-FAN by network size: 4..1 stacks, then 1 stack with narrower blocks.
 
-    Each variant is trained with the 3D-FAN budget (the variant equal to the chapter's 3D-FAN is
-    that network, not retrained). Extra columns: our parameter count at this scale and the count of
+    Each variant is trained with the same budget: the 3D-FAN budget, or ``setup.size_iterations``
+    when the profile sets a smaller one so that six networks fit its time (then every row, the
+    chapter's own layout included, is trained with it, so the table compares like with like; with
+    the 3D-FAN budget the variant equal to the chapter's 3D-FAN is that network, not retrained). Extra columns: our parameter count at this scale and the count of
     the same layout at the thesis's scale (256 channels, which is what the thesis's row label
     counts). Returns (long table, {label: TrainedModel})."""
     from fa_lib.models.sizes import SIZE_ROWS
@@ -741,11 +745,14 @@ def table_4_4(models, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, device: 
     thesis_counts = {r.row: r for r in SIZE_ROWS if r.table == "4.4"}
     rows, variants = {}, {}
     bins = data.test_bins
+    size_setup = setup
+    if setup.size_iterations is not None and setup.size_iterations != setup.iterations:
+        size_setup = replace(setup, iterations=int(setup.size_iterations), epochs=None)
     for label, stacks, width in setup.size_rows:
-        if (stacks, width) == (setup.stacks, setup.width):
+        if (stacks, width) == (setup.stacks, setup.width) and size_setup is setup:
             tm = models["3D-FAN"]
         else:
-            tm = train_fan("3d", setup, data, seed=seed, stacks=stacks, width=width, root=root, device=device,
+            tm = train_fan("3d", size_setup, data, seed=seed, stacks=stacks, width=width, root=root, device=device,
                            progress=progress, name=f"3D-FAN {stacks} stacks width {width}")
         variants[label] = tm
         ev = evaluate_fan(tm.model, data.test, setup, landmarks="3d", seed=seed, device=device)
