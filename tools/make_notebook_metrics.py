@@ -1,7 +1,5 @@
 """Writes notebooks/metrics.ipynb (kept as a script so the notebook's source is reviewable as text)."""
-import nbformat as nbf
-
-md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
+from nbtools import PARAMETERS, code, md, write_notebook
 cells = [
     md("""# Metrics of section 4.1.3 and the 68-point markup
 
@@ -11,11 +9,7 @@ definitions with `fa_lib.metrics` on landmark sets whose error is known in advan
 68-point markup of Fig. 1.2. Nothing here is trained: the ground truth comes from the embedded 3D face
 model (random identities, expressions and poses; see the data page), so every number below is a property
 of the metric, not of a dataset."""),
-    code("""# parameters (papermill injects the values of `fa-lib reproduce` after this cell)
-profile = "quick"
-device = "auto"
-data_root = None
-seed = 0""", metadata={"tags": ["parameters"]}),
+    PARAMETERS,
     code("""import time
 import pandas as pd
 from IPython.display import display
@@ -96,7 +90,4 @@ grid_explorer(grid, [f"sigma = {s:g} px" for s in sigmas], [f"offset = {o:.1f} p
               title="<b>Gaussian target and decoded point</b>")"""),
     code("""print(f"notebook wall time {time.perf_counter() - started:.1f} s")"""),
 ]
-nb = nbf.v4.new_notebook(cells=cells)
-nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-nb.metadata["language_info"] = {"name": "python"}
-nbf.write(nb, "notebooks/metrics.ipynb")
+write_notebook(cells, "notebooks/metrics.ipynb")
