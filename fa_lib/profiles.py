@@ -122,15 +122,16 @@ _PROFILES: dict[str, Profile] = {
         #   the all-zero level) but was not yet better than the mean shape (test NME 21.9%):
         #   hence more iterations (ch4_iterations) and one late lr drop (ch4_lr_milestones).
         #   Not measured further: the machine was shared by ~7 jobs (load 5-7).
-        # - ch4_iterations 600, ch4_stacks 1: a probe (1-stack 2D-FAN, this config, lr drop at 80%)
+        # - ch4_iterations 1200, ch4_stacks 1: a probe (1-stack 2D-FAN, this config, lr drop at 80%)
         #   went from validation NME 18.1% (step 270) to 12.8% (540), 8.9% (810) and 8.0% (1000;
-        #   test 7.9%, mean shape 21.4%): it learns and is still improving at the end. Steps cost
-        #   0.6 s (1 stack) and 1.35 s (2 stacks) at batch 10 while a second chapter trained on the
-        #   same 2 cores, so the quick run uses 1 stack and 600 steps to stay near 30 minutes.
-        # - ch4_size_iterations 200, ch4_size_rows: Table 4.4 retrains 3D-FAN per size; at this
-        #   budget only the 12M/6M/4M/2M layouts (2 and 1 stacks, then narrower) fit; every row run
-        #   gets the same 200 steps (the chapter's own layout included) so the table compares like
-        #   with like at a short budget; the 24M/18M rows (4 and 3 stacks) stay paper-only here.
+        #   test 7.9%, mean shape 21.4%): it learns and is still improving at the end. A 600-step
+        #   run left every AUC@7% at 0 (test NME 11.8% 2D, 13.7% 3D). On the free 2-core machine a
+        #   1-stack step costs 0.18 s at batch 10 (2 stacks ~0.3 s), so 1200 steps per network keep
+        #   the chapter near 25 minutes. (Two chapters training at once made steps 5-7x slower.)
+        # - ch4_size_iterations 300, ch4_size_rows: Table 4.4 retrains 3D-FAN per size; the 12M/6M/
+        #   4M/2M layouts (2 and 1 stacks, then narrower) each get the same 300 steps (the chapter's
+        #   own layout included) so the table compares like with like at a short budget; the
+        #   24M/18M rows (4 and 3 stacks) stay paper-only at this budget.
         # - ch4_depth_layers/ch4_depth_input_size: ResNet-152 at 128 px would dominate the budget;
         #   one bottleneck per stage at 64 px: 8.4M parameters, 378 ms/step (batch 16).
         # - ch4_lr_2d_to_3d: the thesis's 10x rate for 2D-to-3D-FAN is not used (1e-3 is already
@@ -139,11 +140,11 @@ _PROFILES: dict[str, Profile] = {
         #   process's 2-thread pool on a busy machine they cost 30 ms/sample (more than the step
         #   itself), in a 1-thread loader process 1.3 ms (2D-to-3D-FAN's guide maps: 8.7 ms).
         extra=(("ch4_stem_channels", (32, 64)), ("ch4_batch_size", 10), ("ch4_sigma", 2.0),
-               ("ch4_lr", 1e-3), ("ch4_lr_milestones", (0.8,)), ("ch4_iterations", 600),
-               ("ch4_stacks", 1), ("ch4_size_iterations", 200),
+               ("ch4_lr", 1e-3), ("ch4_lr_milestones", (0.8,)), ("ch4_iterations", 1200),
+               ("ch4_stacks", 1), ("ch4_size_iterations", 300),
                ("ch4_size_rows", ("12M", "6M", "4M", "2M")),
                ("ch4_loader_workers", 1), ("ch4_depth_layers", (1, 1, 1, 1)),
-               ("ch4_depth_input_size", 64), ("ch4_depth_iterations", 300), ("ch4_lr_2d_to_3d", 1e-3),
+               ("ch4_depth_input_size", 64), ("ch4_depth_iterations", 400), ("ch4_lr_2d_to_3d", 1e-3),
                ("ch4_resolutions", (10, 15, 20, 30, 40, 60, 80)),
                # chapter 5 (fa_lib.experiments.ch5; notebook ch5_binary times the candidates). Measured
                # here, one thread, CPU time, machine shared by ~7 jobs (load 4-7), so orders only:
