@@ -797,17 +797,23 @@ def _ced_axes(ax, curves: Mapping[str, np.ndarray], threshold: float = 0.07, tit
         ax.set_title(title, fontsize=9)
 
 
-def fig_4_8(preds: Predictions, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, models=None,
-            write: bool = True) -> Figure:
-    """Fig. 4.8: CED of 2D-FAN on 2D landmarks, one panel per yaw bin and one for all images."""
+def _ced_by_yaw(bins: np.ndarray, curves: Mapping[str, np.ndarray], suptitle: str) -> Figure:
+    """CED panels for each |yaw| bin and for all images (the layout of thesis Figs. 4.8/4.9)."""
     fig = Figure(figsize=(11, 3.2))
     panels = [(b, f"|yaw| {YAW_BIN_LABELS[b]}") for b in range(3)] + [(None, "all")]
     for i, (b, title) in enumerate(panels):
-        sel = np.ones_like(preds.bins, bool) if b is None else preds.bins == b
-        ax = fig.add_subplot(1, 4, i + 1)
-        _ced_axes(ax, {"2D-FAN": preds.fan2d.nme[sel], "mean shape": preds.baseline2d[sel]}, title=title)
-    fig.suptitle("2D-FAN on the 2D landmarks of the synthetic test set (cf. thesis Fig. 4.8)", fontsize=10)
+        sel = np.ones_like(bins, bool) if b is None else bins == b
+        _ced_axes(fig.add_subplot(1, 4, i + 1), {k: v[sel] for k, v in curves.items()}, title=title)
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
+    return fig
+
+
+def fig_4_8(preds: Predictions, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, models=None,
+            write: bool = True) -> Figure:
+    """Fig. 4.8: CED of 2D-FAN on 2D landmarks, one panel per yaw bin and one for all images."""
+    fig = _ced_by_yaw(preds.bins, {"2D-FAN": preds.fan2d.nme, "mean shape": preds.baseline2d},
+                      "2D-FAN on the 2D landmarks of the synthetic test set (cf. thesis Fig. 4.8)")
     _write_figure(fig, "4_8", setup, data, seed=seed, write=write,
                   budget=training_budgets(models, ["2D-FAN"]) if models else None,
                   caption="CED curves of 2D-FAN by yaw (synthetic test set, 10% box noise)")
@@ -817,15 +823,10 @@ def fig_4_8(preds: Predictions, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0
 def fig_4_9(preds: Predictions, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, models=None,
             write: bool = True) -> Figure:
     """Fig. 4.9: CED of 3D-FAN (and 2D-to-3D-FAN, the mean shape) on the 3D landmarks."""
-    fig = Figure(figsize=(11, 3.2))
-    panels = [(b, f"|yaw| {YAW_BIN_LABELS[b]}") for b in range(3)] + [(None, "all")]
-    for i, (b, title) in enumerate(panels):
-        sel = np.ones_like(preds.bins, bool) if b is None else preds.bins == b
-        ax = fig.add_subplot(1, 4, i + 1)
-        _ced_axes(ax, {"3D-FAN": preds.fan3d.nme[sel], "2D-to-3D-FAN (2D-FAN guide)": preds.converted_pred.nme[sel],
-                       "mean shape": preds.baseline3d[sel]}, title=title)
-    fig.suptitle("3D-FAN on the 3D landmarks of the synthetic test set (cf. thesis Fig. 4.9)", fontsize=10)
-    fig.tight_layout()
+    fig = _ced_by_yaw(preds.bins, {"3D-FAN": preds.fan3d.nme,
+                                   "2D-to-3D-FAN (2D-FAN guide)": preds.converted_pred.nme,
+                                   "mean shape": preds.baseline3d},
+                      "3D-FAN on the 3D landmarks of the synthetic test set (cf. thesis Fig. 4.9)")
     _write_figure(fig, "4_9", setup, data, seed=seed, write=write,
                   budget=training_budgets(models, ["3D-FAN", "2D-to-3D-FAN"]) if models else None,
                   caption="CED curves of 3D-FAN by yaw (synthetic test set, 10% box noise)")
