@@ -48,7 +48,7 @@ setup(
     ext_modules=[
         Extension(
             "fa_lib.kernels._xnor",
-            sources=["fa_lib/kernels/xnor.c", "fa_lib/kernels/_xnor_module.c"],
+            sources=["fa_lib/kernels/xnor.c", "fa_lib/kernels/xnor_amx.c", "fa_lib/kernels/_xnor_module.c"],
             depends=["fa_lib/kernels/xnor.h"],
         )
     ],

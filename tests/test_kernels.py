@@ -12,6 +12,18 @@ from fa_lib.kernels import xnor
 ISAS = xnor.available_isas()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def amx_tile_kernel_everywhere():
+    """Small maps normally leave the "amx" path for the AVX-512 kernel (xnor.set_amx_min_pixels); the
+    exactness tests here use small maps, so force the tile kernel itself on every shape."""
+    if "amx" not in ISAS:
+        yield
+        return
+    previous = xnor.set_amx_min_pixels(0)
+    yield
+    xnor.set_amx_min_pixels(previous)
+
+
 def sign(v: torch.Tensor) -> torch.Tensor:
     """The project's sign: a comparison against 0 (so -0.0 -> +1)."""
     return torch.where(v >= 0, 1.0, -1.0)
@@ -181,7 +193,8 @@ def test_c_selftest_under_address_sanitizer(tmp_path):
     src = Path(xnor.__file__).parent
     exe = tmp_path / "xnor_selftest_asan"
     build = subprocess.run([cc, "-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined", "-fopenmp",
-                            str(src / "xnor.c"), str(src / "xnor_selftest.c"), "-lm", "-o", str(exe)],
+                            str(src / "xnor.c"), str(src / "xnor_amx.c"), str(src / "xnor_selftest.c"), "-lm",
+                            "-o", str(exe)],
                            capture_output=True, text=True)
     if build.returncode != 0 and "sanitize" in build.stderr:
         pytest.skip(f"compiler lacks AddressSanitizer: {build.stderr[-200:]}")
@@ -191,6 +204,8 @@ def test_c_selftest_under_address_sanitizer(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "all cases passed" in run.stdout
+    for isa in xnor.available_isas():  # every path the Python side can pick was exercised, not skipped
+        assert f"{isa:<7} ok" in run.stdout, run.stdout
 
 
 def test_bench_schema_and_figure(tmp_path):
@@ -206,3 +221,30 @@ def test_bench_schema_and_figure(tmp_path):
     assert len(fig.axes) == 1
     with pytest.raises(ValueError, match="timer"):
         bench.run_bench(None, threads=(1, 2), timer="cpu")
+
+
+@pytest.mark.skipif("amx" not in ISAS, reason="this CPU (or kernel) has no AMX-INT8 tiles")
+def test_amx_small_maps_route_to_the_popcount_kernel_with_identical_results():
+    gen = torch.Generator().manual_seed(5)
+    weight = torch.randn(40, 70, 3, 3, generator=gen)
+    pw = xnor.pack_weights(weight)
+    assert pw.amx_weights() is pw.amx_weights()  # expanded once, cached
+    assert pw.amx_weights().numel() == 2 * 9 * 2 * 2 * 1024  # [CB=2][k*k][CW=2][2][16x64]
+    for size, tiles in ((4, False), (6, True), (9, True)):  # 16 pixels < 32 <= 36, 81
+        x = torch.randn(1, 70, size, size, generator=gen).contiguous(memory_format=torch.channels_last)
+        act = xnor.pack_activations(x, pad=1)
+        expected = reference_integer_conv(sign(x), weight)
+        previous = xnor.set_amx_min_pixels(32)
+        try:
+            got = xnor.binary_conv(act, pw, scale=False, isa="amx")
+        finally:
+            xnor.set_amx_min_pixels(previous)
+        assert torch.equal(got, expected), (size, tiles)
+
+
+def test_amx_peak_rate_is_measured_or_absent():
+    rate = xnor.amx_peak_gmacs(steps=2000, repeats=1)
+    if "amx" in ISAS:
+        assert rate is not None and rate > 50  # any real tile unit does far more than 50 GMAC/s
+    else:
+        assert rate is None

@@ -2,7 +2,12 @@
 
 The thesis expects "of the order of 58x" on CPU from XNOR-Net's operation count; what a CPU can deliver is
 bounded by its popcount vs FMA throughput (FACTS: ~21x on a Zen 4 core with one 512-bit FMA pipe, ~11x on
-Intel cores with two).  :func:`run_bench` measures, side by side in one process and interleaved (each
+Intel cores with two: XOR + VPOPCNTQ + add is 3 micro-ops per 512 binary MACs, ~341 MACs per cycle, against
+32 fp32 MACs per cycle).  On Intel cores with AMX-INT8 the ``amx`` rows run the same +-1 products as int8
+tile matrix products (TDPBSSD, 1024 MACs per cycle; :func:`fa_lib.kernels.xnor.amx_peak_gmacs` measures the
+unit's rate and the CLI records it with the results); in practice the tile-store drain after every 32x32
+output block and streaming the expanded weights from L2 hold the convolution well below that rate.
+:func:`run_bench` measures, side by side in one process and interleaved (each
 repeat runs torch, then binary, then binary + packing), the minimum wall time of:
 
 * single 3x3 convolutions of the hourglass shapes (256->128, 128->64, 64->64) at 64x64 ... 4x4;

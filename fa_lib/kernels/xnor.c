@@ -1,6 +1,6 @@
 /* Bit-packed binary convolution kernels: XNOR/popcount implementation of eq. 5.1 of the thesis.
  *
- * One shared library holds three code paths selected at run time:
+ * One shared library holds four code paths selected at run time (the fourth, Intel AMX, lives in xnor_amx.c):
  *   - AVX-512 (F, BW, VL, DQ, VPOPCNTDQ): one output channel per 64-bit lane, a tile of 4 pixels x 32
  *     output channels held in 16 zmm accumulators; XOR with an embedded broadcast + VPOPCNTQ + add.
  *   - AVX2: the same layout in ymm registers; popcount by the nibble look-up table (VPSHUFB), bytes summed
@@ -36,6 +36,7 @@
 
 int fa_isa_supported(int isa) {
     if (isa == FA_ISA_SCALAR) return 1;
+    if (isa == FA_ISA_AMX) return fa_amx_supported();
 #ifdef FA_X86
     __builtin_cpu_init();
     if (isa == FA_ISA_AVX2)
@@ -48,7 +49,16 @@ int fa_isa_supported(int isa) {
     return 0;
 }
 
+int fa_amx_min_pixels = 32;
+
+int fa_amx_set_min_pixels(int pixels) {
+    const int previous = fa_amx_min_pixels;
+    fa_amx_min_pixels = pixels < 0 ? 0 : pixels;
+    return previous;
+}
+
 int fa_best_isa(void) {
+    if (fa_isa_supported(FA_ISA_AMX)) return FA_ISA_AMX;
     if (fa_isa_supported(FA_ISA_AVX512)) return FA_ISA_AVX512;
     if (fa_isa_supported(FA_ISA_AVX2)) return FA_ISA_AVX2;
     return FA_ISA_SCALAR;
@@ -177,7 +187,7 @@ int fa_pack_activations(int isa, const float *x, int64_t n, int64_t h, int64_t w
         const float *src = x + (b * h + y) * w * pixel_stride;
         uint64_t *d = dst + pad * cw;
 #ifdef FA_X86
-        if (isa == FA_ISA_AVX512)
+        if (isa == FA_ISA_AVX512 || isa == FA_ISA_AMX)
             pack_row_avx512(src, w, c, pixel_stride, lo, hi, d, cw);
         else if (isa == FA_ISA_AVX2)
             pack_row_avx2(src, w, c, pixel_stride, lo, hi, d, cw);
@@ -413,6 +423,12 @@ int fa_binary_conv(int isa, const fa_conv_args *a, int threads) {
                          a->next_channel_offset < 0 ||
                          a->next_cw < (a->next_channel_offset + a->cout + 63) / 64))
         return FA_ERR_ARG;
+    if (isa == FA_ISA_AMX) {
+        /* below one 32-pixel block the tile set-up and drain cost more than the products (measured:
+         * 4x4 maps run faster on the popcount kernel), so small maps take the AVX-512 path */
+        if (a->n * a->h * a->w >= fa_amx_min_pixels) return fa_amx_binary_conv(a, threads);
+        isa = FA_ISA_AVX512;
+    }
     conv_plan pl;
     pl.a = a;
     pl.kk = a->k * a->k;

@@ -22,6 +22,7 @@
 #define FA_ISA_SCALAR 0
 #define FA_ISA_AVX2 1
 #define FA_ISA_AVX512 2
+#define FA_ISA_AMX 3 /* Intel AMX int8 tiles (xnor_amx.c): the +-1 products as an int8 matrix product */
 #define FA_BLOCK 32
 
 #define FA_OK 0
@@ -53,6 +54,9 @@ typedef struct {
     uint64_t *next_bits;
     int64_t next_cw, next_pad, next_channel_offset;
     const float *next_lo, *next_hi; /* indexed by the conv's output channel c */
+    /* FA_ISA_AMX only (optional): the weights already expanded by fa_amx_pack_weights; when NULL they are
+     * expanded from `weights` on every call. */
+    const int8_t *weights_i8;
 } fa_conv_args;
 
 int fa_isa_supported(int isa);
@@ -62,5 +66,18 @@ int fa_pack_activations(int isa, const float *x, int64_t n, int64_t h, int64_t w
                         int64_t pixel_stride, const float *lo, const float *hi, int64_t pad,
                         uint64_t *out, int threads);
 int fa_binary_conv(int isa, const fa_conv_args *args, int threads);
+
+/* AMX path (xnor_amx.c).  fa_amx_weights_size: bytes of the expanded weights of a (cout, cin, k, k) conv;
+ * fa_amx_pack_weights expands the blocked bits (layout above) into them. */
+int fa_amx_supported(void);
+int fa_amx_weights_size(int64_t cout, int64_t cin, int64_t k);
+int fa_amx_pack_weights(const uint64_t *blocked, int64_t cout, int64_t cin, int64_t k, int8_t *out);
+int fa_amx_binary_conv(const fa_conv_args *args, int threads);
+/* FA_ISA_AMX sends maps with fewer than this many pixels (N*H*W, default 32) to the AVX-512 kernel;
+ * returns the previous value (tests set 0 to exercise the tile kernel on tiny shapes). */
+extern int fa_amx_min_pixels;
+/* Runs steps x 4 tile products (16x16x64 int8 MACs each) with no memory traffic, for timing the unit. */
+int fa_amx_peak(int64_t steps);
+int fa_amx_set_min_pixels(int pixels);
 
 #endif

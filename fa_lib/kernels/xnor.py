@@ -15,7 +15,7 @@ float rounding exactly.
 Tensors cross this boundary as logically NCHW float32 torch tensors stored channels-last
 (``torch.channels_last``); other layouts are converted.  The C library (``_xnor``, built by setup.py) is
 called through ctypes and shares torch's OpenMP runtime; ``threads`` defaults to ``torch.get_num_threads()``.
-Set ``FA_LIB_XNOR_ISA=avx512|avx2|scalar`` to force a code path (an error if this CPU lacks it).
+Set ``FA_LIB_XNOR_ISA=amx|avx512|avx2|scalar`` to force a code path (an error if this CPU lacks it).
 """
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ from typing import Optional
 import numpy as np
 import torch  # imported before the C library so that its libgomp is the one the library binds to
 
-ISA_CODES = {"scalar": 0, "avx2": 1, "avx512": 2}
+ISA_CODES = {"scalar": 0, "avx2": 1, "avx512": 2, "amx": 3}
+#: fastest first; "amx" computes the same +-1 dot products as an int8 tile matrix product (xnor_amx.c)
+ISA_ORDER = ("amx", "avx512", "avx2", "scalar")
 ISA_ENV_VAR = "FA_LIB_XNOR_ISA"
 BLOCK = 32  # output channels per weight block (one 64-bit lane each); must match FA_BLOCK in xnor.h
 
@@ -46,6 +48,7 @@ class _ConvArgs(ctypes.Structure):
         ("relu", ctypes.c_int64), ("residual", ctypes.c_void_p), ("residual_pixel_stride", ctypes.c_int64),
         ("next_bits", ctypes.c_void_p), ("next_cw", ctypes.c_int64), ("next_pad", ctypes.c_int64),
         ("next_channel_offset", ctypes.c_int64), ("next_lo", ctypes.c_void_p), ("next_hi", ctypes.c_void_p),
+        ("weights_i8", ctypes.c_void_p),
     ]
 
 
@@ -68,6 +71,14 @@ def _library() -> ctypes.CDLL:
         lib.fa_pack_activations.restype = ctypes.c_int
         lib.fa_binary_conv.argtypes = [ctypes.c_int, ctypes.POINTER(_ConvArgs), ctypes.c_int]
         lib.fa_binary_conv.restype = ctypes.c_int
+        lib.fa_amx_weights_size.argtypes = [i64, i64, i64]
+        lib.fa_amx_weights_size.restype = ctypes.c_int
+        lib.fa_amx_pack_weights.argtypes = [vp, i64, i64, i64, vp]
+        lib.fa_amx_pack_weights.restype = ctypes.c_int
+        lib.fa_amx_set_min_pixels.argtypes = [ctypes.c_int]
+        lib.fa_amx_set_min_pixels.restype = ctypes.c_int
+        lib.fa_amx_peak.argtypes = [i64]
+        lib.fa_amx_peak.restype = ctypes.c_int
         _LIB = lib
     return _LIB
 
@@ -75,12 +86,36 @@ def _library() -> ctypes.CDLL:
 @functools.lru_cache(maxsize=None)
 def _supported_isas() -> tuple[str, ...]:
     lib = _library()
-    return tuple(name for name in ("avx512", "avx2", "scalar") if lib.fa_isa_supported(ISA_CODES[name]))
+    return tuple(name for name in ISA_ORDER if lib.fa_isa_supported(ISA_CODES[name]))
 
 
 def available_isas() -> list[str]:
-    """Code paths this CPU can run, fastest first (e.g. ``["avx512", "avx2", "scalar"]``)."""
+    """Code paths this CPU can run, fastest first (e.g. ``["amx", "avx512", "avx2", "scalar"]``).
+
+    ``amx`` (Intel AMX-INT8, Linux 5.16+) is not an XOR/popcount path: it multiplies the same +-1 values as
+    int8 matrices on the tile unit and gives the same integers; the others are XOR + popcount."""
     return list(_supported_isas())
+
+
+def set_amx_min_pixels(pixels: int) -> int:
+    """Maps with fewer than ``pixels`` pixels (N*H*W; default 32) run the AVX-512 popcount kernel even when
+    ``isa="amx"``: below one 32-pixel tile block the tile unit's set-up and drain cost more than the
+    products.  Returns the previous value; 0 forces the tile kernel everywhere (used by the tests)."""
+    return int(_library().fa_amx_set_min_pixels(int(pixels)))
+
+
+def amx_peak_gmacs(steps: int = 200_000, repeats: int = 3) -> Optional[float]:
+    """Measured int8 multiply-accumulate rate of one core's AMX tile unit (GMAC/s, best of ``repeats``) with
+    the operands in tile registers: the ceiling of the ``amx`` path.  None where the CPU has no AMX."""
+    if "amx" not in available_isas():
+        return None
+    import time
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _check(_library().fa_amx_peak(int(steps)), "amx_peak")
+        best = min(best, time.perf_counter() - start)
+    return steps * 4 * 16 * 16 * 64 / best / 1e9
 
 
 def has_openmp() -> bool:
@@ -297,6 +332,19 @@ class PackedWeights:
     def out_channels(self) -> int:
         return self.bits.shape[0]
 
+    def amx_weights(self) -> torch.Tensor:
+        """The weights expanded to +-1 int8 AMX tiles (xnor_amx.c), computed once and cached."""
+        cached = getattr(self, "_amx", None)
+        if cached is None:
+            lib = _library()
+            size = lib.fa_amx_weights_size(self.out_channels, self.in_channels, self.kernel_size)
+            _check(size if size < 0 else 0, "amx_weights")
+            cached = torch.empty(size, dtype=torch.int8)
+            _check(lib.fa_amx_pack_weights(self.blocked.data_ptr(), self.out_channels, self.in_channels,
+                                           self.kernel_size, cached.data_ptr()), "amx_weights")
+            self._amx = cached
+        return cached
+
 
 def sign_bits(values: np.ndarray) -> np.ndarray:
     """Boolean "is -1" under the project's sign rule (v >= 0 -> +1, so -0.0 -> +1 and NaN -> -1)."""
@@ -387,6 +435,8 @@ def binary_conv(act: PackedActivations, weights: PackedWeights, out: Optional[to
             raise ValueError(f"next_lo/next_hi must be float32 of shape ({cout},)")
         args.next_bits, args.next_cw, args.next_pad = next_act.words.data_ptr(), next_act.words.shape[3], next_act.pad
         args.next_lo, args.next_hi = next_lo.contiguous().data_ptr(), next_hi.contiguous().data_ptr()
-    _check(_library().fa_binary_conv(ISA_CODES[resolve_isa(isa)], ctypes.byref(args), _threads(threads)),
-           "binary_conv")
+    isa = resolve_isa(isa)
+    if isa == "amx":
+        args.weights_i8 = weights.amx_weights().data_ptr()
+    _check(_library().fa_binary_conv(ISA_CODES[isa], ctypes.byref(args), _threads(threads)), "binary_conv")
     return out

@@ -158,14 +158,21 @@ int main(void) {
         {1, 1, 1, 1, 1, 3},   {1, 3, 5, 1, 1, 3},   {2, 64, 32, 4, 4, 3},  {1, 65, 33, 3, 7, 3},
         {1, 130, 70, 5, 9, 3}, {2, 127, 31, 6, 5, 1}, {1, 200, 40, 2, 13, 3}, {1, 256, 128, 8, 8, 3},
     };
-    const char *names[] = {"scalar", "avx2", "avx512"};
+    const char *names[] = {"scalar", "avx2", "avx512", "amx"};
+    /* FA_XNOR_SELFTEST_SKIP_AMX=1: valgrind does not emulate AMX tiles, so its run leaves that path out */
+    const char *skip_amx = getenv("FA_XNOR_SELFTEST_SKIP_AMX");
     int total = 0;
-    for (int isa = 0; isa < 3; isa++) {
+    for (int isa = 0; isa < 4; isa++) {
+        if (isa == FA_ISA_AMX && skip_amx && skip_amx[0] == '1') {
+            printf("%-7s skipped (FA_XNOR_SELFTEST_SKIP_AMX)\n", names[isa]);
+            continue;
+        }
         if (!fa_isa_supported(isa)) {
             printf("%-7s not supported by this CPU: skipped\n", names[isa]);
             continue;
         }
         int failures = 0;
+        if (isa == FA_ISA_AMX) fa_amx_set_min_pixels(0); /* the tile kernel itself, even on tiny maps */
         for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
             for (int threads = 1; threads <= 2; threads++)
                 for (int fused = 0; fused <= 1; fused++)
