@@ -369,6 +369,49 @@ FA_T512 static void row_avx512(const conv_plan *pl, int64_t n, int64_t cb, int64
 
 /* --- AVX2 path ------------------------------------------------------------------------------------- */
 
+/* Four int64 lanes (values < 2^31) of a and of b -> eight int32 lanes [a0..a3, b0..b3]. */
+FA_T256 FA_INLINE __m256i narrow_pair(__m256i a, __m256i b) {
+    const __m256i even = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    return _mm256_permute2x128_si256(_mm256_permutevar8x32_epi32(a, even), _mm256_permutevar8x32_epi32(b, even), 0x20);
+}
+
+/* The epilogue of store_scalar, vectorised: 8 channels per step from the int64 popcount totals
+ * (total[2r] = channels 8r..8r+3, total[2r+1] = 8r+4..8r+7); same arithmetic as store_avx512. */
+FA_T256 FA_INLINE void store_avx2(const conv_plan *pl, int64_t cb, int64_t n, int64_t y, int64_t x,
+                                  const __m256i total[8]) {
+    const fa_conv_args *a = pl->a;
+    const int64_t c0 = cb * FA_BLOCK, pixel = (n * a->h + y) * a->w + x;
+    int64_t corr[FA_BLOCK];
+    const int border = is_border(pl, y, x);
+    if (border) border_correction(pl, y, x, a->tapsum + cb * pl->kk * FA_BLOCK, corr);
+    float *o = a->out + pixel * a->out_pixel_stride + c0;
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i full_k = _mm256_set1_epi32((int)pl->full_k);
+    uint32_t negative = 0;
+    for (int r = 0; r < 4; r++) {
+        const int64_t left = a->cout - c0 - 8 * r;
+        if (left <= 0) break;
+        const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(left < 8 ? left : 8)), lane);
+        __m256i dot = _mm256_sub_epi32(full_k, _mm256_slli_epi32(narrow_pair(total[2 * r], total[2 * r + 1]), 1));
+        if (border)
+            dot = _mm256_sub_epi32(dot, narrow_pair(_mm256_loadu_si256((const __m256i *)(corr + 8 * r)),
+                                                    _mm256_loadu_si256((const __m256i *)(corr + 8 * r + 4))));
+        __m256 f = _mm256_cvtepi32_ps(dot);
+        if (a->alpha) f = _mm256_mul_ps(f, _mm256_maskload_ps(a->alpha + c0 + 8 * r, m));
+        if (a->relu) f = _mm256_max_ps(f, _mm256_setzero_ps());
+        if (a->next_bits) {
+            const __m256 pos = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_maskload_ps(a->next_lo + c0 + 8 * r, m), _CMP_GE_OQ),
+                                             _mm256_cmp_ps(f, _mm256_maskload_ps(a->next_hi + c0 + 8 * r, m), _CMP_LE_OQ));
+            const uint32_t valid = left >= 8 ? 0xFFu : (1u << left) - 1u;
+            negative |= (~(uint32_t)_mm256_movemask_ps(pos) & valid) << (8 * r);
+        }
+        if (a->residual)
+            f = _mm256_add_ps(f, _mm256_maskload_ps(a->residual + pixel * a->residual_pixel_stride + c0 + 8 * r, m));
+        _mm256_maskstore_ps(o + 8 * r, m, f);
+    }
+    if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
+}
+
 FA_T256 static void row_avx2(const conv_plan *pl, int64_t n, int64_t cb, int64_t y) {
     const fa_conv_args *a = pl->a;
     const int64_t cw = a->cw, off = a->pad_in - pl->kpad;
@@ -401,12 +444,9 @@ FA_T256 static void row_avx2(const conv_plan *pl, int64_t n, int64_t cb, int64_t
                 }
             }
         }
-        int64_t cnt[FA_BLOCK];
-        for (int r = 0; r < 8; r++) {
+        for (int r = 0; r < 8; r++)
             total[r] = _mm256_add_epi64(total[r], _mm256_sad_epu8(bytes[r], _mm256_setzero_si256()));
-            _mm256_storeu_si256((__m256i *)(cnt + 4 * r), total[r]);
-        }
-        store_scalar(pl, cb, n, y, x, cnt);
+        store_avx2(pl, cb, n, y, x, total);
     }
 }
 #endif /* FA_X86 */
