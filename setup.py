@@ -49,7 +49,7 @@ setup(
         Extension(
             "fa_lib.kernels._xnor",
             sources=["fa_lib/kernels/xnor.c", "fa_lib/kernels/xnor_amx.c", "fa_lib/kernels/_xnor_module.c"],
-            depends=["fa_lib/kernels/xnor.h"],
+            depends=["fa_lib/kernels/xnor.h", "fa_lib/kernels/xnor_internal.h"],
         )
     ],
     cmdclass={"build_ext": BuildExtWithOptionalOpenMP},

@@ -9,7 +9,7 @@
  * SIMD paths use per-function target attributes, so the file compiles with the compiler's default flags on
  * any x86-64 and only the scalar path exists on other architectures.  See xnor.h for the data layouts.
  */
-#include "xnor.h"
+#include "xnor_internal.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -19,16 +19,11 @@
 #include <omp.h>
 #endif
 
-/* FA_XNOR_NO_SIMD builds the portable path only, as on non-x86 targets (used to test that build). */
-#if !defined(FA_XNOR_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
-#define FA_X86 1
-#include <immintrin.h>
+#ifdef FA_X86 /* (xnor_internal.h) */
 #define FA_T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vpopcntdq,popcnt")))
 #define FA_T256 __attribute__((target("avx2,popcnt")))
 #define FA_TPOP __attribute__((target("popcnt")))
 #endif
-
-#define FA_INLINE static inline __attribute__((always_inline))
 
 /* ------------------------------------------------------------------------------------------------ */
 /* ISA detection                                                                                      */
@@ -230,14 +225,6 @@ FA_INLINE int is_border(const conv_plan *pl, int64_t y, int64_t x) {
     return pl->kpad > 0 && (y < pl->kpad || y >= pl->a->h - pl->kpad || x < pl->kpad || x >= pl->a->w - pl->kpad);
 }
 
-/* Address of the 32-bit half-word of the next layer's packed buffer that holds this block's sign bits. */
-FA_INLINE uint32_t *next_bits_slot(const fa_conv_args *a, int64_t cb, int64_t n, int64_t y, int64_t x) {
-    const int64_t c = a->next_channel_offset + cb * FA_BLOCK; /* multiple of 32 */
-    uint64_t *word = a->next_bits + ((n * (a->h + 2 * a->next_pad) + y + a->next_pad) * (a->w + 2 * a->next_pad) +
-                                     x + a->next_pad) * a->next_cw + c / 64;
-    return (uint32_t *)word + (c % 64) / 32; /* little-endian: low half = channels 0..31 of the word */
-}
-
 /* Writes one pixel's 32 (or fewer) output channels from popcounts cnt[r] (r < 32). */
 FA_INLINE void store_scalar(const conv_plan *pl, int64_t cb, int64_t n, int64_t y, int64_t x,
                             const int64_t cnt[FA_BLOCK]) {
@@ -293,7 +280,7 @@ FA_TPOP static void row_scalar_popcnt(const conv_plan *pl, int64_t n, int64_t cb
 
 /* --- AVX-512 path ---------------------------------------------------------------------------------- */
 
-/* Writes P pixels x 32 channels from int64 popcount accumulators, vectorised: 8 channels per store. */
+/* Writes P pixels x 32 channels from int64 popcount accumulators (acc[p][r] = channels 8r .. 8r+7). */
 FA_T512 FA_INLINE void store_avx512(const conv_plan *pl, int64_t cb, int64_t n, int64_t y, int64_t x0, int P,
                                     __m512i acc[][4]) {
     const fa_conv_args *a = pl->a;
@@ -304,26 +291,18 @@ FA_T512 FA_INLINE void store_avx512(const conv_plan *pl, int64_t cb, int64_t n, 
         int64_t corr[FA_BLOCK];
         const int border = is_border(pl, y, x);
         if (border) border_correction(pl, y, x, a->tapsum + cb * pl->kk * FA_BLOCK, corr);
-        float *o = a->out + pixel * a->out_pixel_stride + c0;
         uint32_t negative = 0;
-        for (int r = 0; r < 4; r++) {
-            const int64_t left = a->cout - c0 - 8 * r;
+        for (int h = 0; h < 2; h++) {
+            const int64_t left = a->cout - c0 - 16 * h;
             if (left <= 0) break;
-            __m512i v = _mm512_sub_epi64(full_k, _mm512_slli_epi64(acc[p][r], 1));
-            if (border) v = _mm512_sub_epi64(v, _mm512_loadu_si512((const void *)(corr + 8 * r)));
-            __m256 f = _mm256_cvtepi32_ps(_mm512_cvtepi64_epi32(v));
-            const __mmask8 m = left >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << left) - 1u);
-            if (a->alpha) f = _mm256_mul_ps(f, _mm256_maskz_loadu_ps(m, a->alpha + c0 + 8 * r));
-            if (a->relu) f = _mm256_max_ps(f, _mm256_setzero_ps()); /* max(v, 0): v >= 0 kept, else 0 */
-            if (a->next_bits) {
-                const __mmask8 pos =
-                    _mm256_mask_cmp_ps_mask(m, f, _mm256_maskz_loadu_ps(m, a->next_lo + c0 + 8 * r), _CMP_GE_OQ) &
-                    _mm256_mask_cmp_ps_mask(m, f, _mm256_maskz_loadu_ps(m, a->next_hi + c0 + 8 * r), _CMP_LE_OQ);
-                negative |= (uint32_t)(uint8_t)(~pos & m) << (8 * r);
+            __m256i dots[2];
+            for (int q = 0; q < 2; q++) {
+                __m512i v = _mm512_sub_epi64(full_k, _mm512_slli_epi64(acc[p][2 * h + q], 1));
+                if (border) v = _mm512_sub_epi64(v, _mm512_loadu_si512((const void *)(corr + 16 * h + 8 * q)));
+                dots[q] = _mm512_cvtepi64_epi32(v);
             }
-            if (a->residual)
-                f = _mm256_add_ps(f, _mm256_maskz_loadu_ps(m, a->residual + pixel * a->residual_pixel_stride + c0 + 8 * r));
-            _mm256_mask_storeu_ps(o + 8 * r, m, f);
+            const __m512i dot = _mm512_inserti64x4(_mm512_castsi256_si512(dots[0]), dots[1], 1);
+            negative |= epilogue16(a, c0 + 16 * h, pixel, dot, lanes16(left)) << (16 * h);
         }
         if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
     }

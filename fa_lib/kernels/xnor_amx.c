@@ -22,7 +22,7 @@
  * holds input channels 64j + 4r .. 64j + 4r + 3 of each of the 16 output channels).
  */
 #define _GNU_SOURCE /* syscall() under -std=c11 */
-#include "xnor.h"
+#include "xnor_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -64,7 +64,6 @@ int fa_amx_peak(int64_t steps) {
 #endif
 
 #define FA_TAMX __attribute__((target("amx-tile,amx-int8,avx512f,avx512bw,avx512vl,avx512dq")))
-#define FA_INLINE static inline __attribute__((always_inline))
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
@@ -212,15 +211,7 @@ FA_TAMX static void unpack_row(const amx_plan *pl, int64_t n, int64_t ys) {
 /* Convolution                                                                                         */
 /* ------------------------------------------------------------------------------------------------ */
 
-FA_INLINE uint32_t *next_slot(const fa_conv_args *a, int64_t cb, int64_t n, int64_t y, int64_t x) {
-    const int64_t c = a->next_channel_offset + cb * FA_BLOCK;
-    uint64_t *word = a->next_bits + ((n * (a->h + 2 * a->next_pad) + y + a->next_pad) * (a->w + 2 * a->next_pad) +
-                                     x + a->next_pad) * a->next_cw + c / 64;
-    return (uint32_t *)word + (c % 64) / 32;
-}
-
-/* Epilogue of one 32-pixel x 32-channel block: identical arithmetic to store_avx512 in xnor.c (int32 dot ->
- * float, times alpha, ReLU, next layer's sign bits, residual), so every ISA gives the same floats. */
+/* Epilogue of one 32-pixel x 32-channel block (epilogue16, shared with the AVX-512 popcount path). */
 FA_TAMX static void store_block(const amx_plan *pl, int64_t n, int64_t cb, int64_t q0, const int32_t acc[2][16][32]) {
     const fa_conv_args *a = pl->a;
     const int64_t c0 = cb * FA_BLOCK;
@@ -233,26 +224,14 @@ FA_TAMX static void store_block(const amx_plan *pl, int64_t n, int64_t cb, int64
         if (y >= a->h || x >= a->w) continue;
         const int64_t pixel = (n * a->h + y) * a->w + x;
         const int32_t *dots = acc[p / 16][p % 16];
-        float *o = a->out + pixel * a->out_pixel_stride + c0;
         uint32_t negative = 0;
         for (int r = 0; r < 2; r++) {
             const int64_t left = a->cout - c0 - 16 * r;
             if (left <= 0) break;
-            const __mmask16 m = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-            __m512 f = _mm512_cvtepi32_ps(_mm512_loadu_si512((const void *)(dots + 16 * r)));
-            if (a->alpha) f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(m, a->alpha + c0 + 16 * r));
-            if (a->relu) f = _mm512_max_ps(f, _mm512_setzero_ps());
-            if (a->next_bits) {
-                const __mmask16 pos =
-                    _mm512_mask_cmp_ps_mask(m, f, _mm512_maskz_loadu_ps(m, a->next_lo + c0 + 16 * r), _CMP_GE_OQ) &
-                    _mm512_mask_cmp_ps_mask(m, f, _mm512_maskz_loadu_ps(m, a->next_hi + c0 + 16 * r), _CMP_LE_OQ);
-                negative |= (uint32_t)(uint16_t)(~pos & m) << (16 * r);
-            }
-            if (a->residual)
-                f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(m, a->residual + pixel * a->residual_pixel_stride + c0 + 16 * r));
-            _mm512_mask_storeu_ps(o + 16 * r, m, f);
+            const __m512i dot = _mm512_loadu_si512((const void *)(dots + 16 * r));
+            negative |= epilogue16(a, c0 + 16 * r, pixel, dot, lanes16(left)) << (16 * r);
         }
-        if (a->next_bits) *next_slot(a, cb, n, y, x) = negative;
+        if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
     }
 }
 

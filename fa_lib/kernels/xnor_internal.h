@@ -1,0 +1,47 @@
+/* Internal helpers shared by the kernel files xnor.c and xnor_amx.c (not part of the API of xnor.h). */
+#ifndef FA_XNOR_INTERNAL_H
+#define FA_XNOR_INTERNAL_H
+#include "xnor.h"
+
+#define FA_INLINE static inline __attribute__((always_inline))
+
+/* Address of the 32-bit half-word of the next layer's packed buffer that holds the sign bits of output
+ * channels [32*cb, 32*cb + 32) of pixel (n, y, x). */
+FA_INLINE uint32_t *next_bits_slot(const fa_conv_args *a, int64_t cb, int64_t n, int64_t y, int64_t x) {
+    const int64_t c = a->next_channel_offset + cb * FA_BLOCK; /* multiple of 32 */
+    uint64_t *word = a->next_bits + ((n * (a->h + 2 * a->next_pad) + y + a->next_pad) * (a->w + 2 * a->next_pad) +
+                                     x + a->next_pad) * a->next_cw + c / 64;
+    return (uint32_t *)word + (c % 64) / 32; /* little-endian: low half = channels 0..31 of the word */
+}
+
+/* FA_XNOR_NO_SIMD builds the portable path only, as on non-x86 targets (used to test that build). */
+#if !defined(FA_XNOR_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define FA_X86 1
+#include <immintrin.h>
+/* the AVX-512 subset the epilogue needs; the popcount and AMX paths' targets both include it */
+#define FA_TEPI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
+
+/* Epilogue of 16 output channels [c, c + 16) of one pixel (lanes beyond mask m untouched): the int32 dot
+ * products times alpha (eq. 5.2), ReLU, the next layer's sign bits (returned: bit i set = channel c+i is -1),
+ * then the residual added to what is stored.  Every SIMD path ends here, so all give the same floats. */
+FA_TEPI FA_INLINE uint32_t epilogue16(const fa_conv_args *a, int64_t c, int64_t pixel, __m512i dot, __mmask16 m) {
+    __m512 f = _mm512_cvtepi32_ps(dot);
+    if (a->alpha) f = _mm512_mul_ps(f, _mm512_maskz_loadu_ps(m, a->alpha + c));
+    if (a->relu) f = _mm512_max_ps(f, _mm512_setzero_ps()); /* max(v, 0): v >= 0 kept, else (NaN too) 0 */
+    uint32_t negative = 0;
+    if (a->next_bits) {
+        const __mmask16 pos = _mm512_mask_cmp_ps_mask(m, f, _mm512_maskz_loadu_ps(m, a->next_lo + c), _CMP_GE_OQ) &
+                              _mm512_mask_cmp_ps_mask(m, f, _mm512_maskz_loadu_ps(m, a->next_hi + c), _CMP_LE_OQ);
+        negative = (uint32_t)(uint16_t)(~pos & m);
+    }
+    if (a->residual) f = _mm512_add_ps(f, _mm512_maskz_loadu_ps(m, a->residual + pixel * a->residual_pixel_stride + c));
+    _mm512_mask_storeu_ps(a->out + pixel * a->out_pixel_stride + c, m, f);
+    return negative;
+}
+
+FA_INLINE __mmask16 lanes16(int64_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+#endif
+
+#endif
