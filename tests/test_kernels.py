@@ -219,6 +219,11 @@ def test_bench_schema_and_figure(tmp_path):
     assert (df["speedup"] == df["torch_ms"] / df["binary_ms"]).all()
     fig = bench.bench_figure(df, threads=1)
     assert len(fig.axes) == 1
+    if "avx2" in ISAS:  # the AVX2-only emulation: a child process, its own rows, the same schema
+        both = bench.run_bench(None, threads=(1,), isas=["scalar"], resolutions=[4], include_block=False,
+                               include_network=False, repeats=1, emulate_avx2_only=True)
+        emulated = both[both["isa"] == bench.AVX2_ONLY_LABEL]
+        assert len(emulated) == len(bench.CONV_SHAPES) and (emulated["torch_ms"] > 0).all()
     with pytest.raises(ValueError, match="timer"):
         bench.run_bench(None, threads=(1, 2), timer="cpu")
 

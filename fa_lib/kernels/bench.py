@@ -18,8 +18,9 @@ For a single convolution ``binary_ms`` excludes packing the input (BN + sign + b
 ``binary_with_pack_ms`` includes it; block and network rows always include everything.
 
 On an AVX-512 machine torch's float convolution uses AVX-512, so the ``avx2`` rows compare the AVX2 kernel
-against an AVX-512 float baseline.  To emulate an AVX2-only machine (torch limited to AVX2 too), run
-``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python -m fa_lib.kernels.bench --isas avx2``.
+against an AVX-512 float baseline.  ``emulate_avx2_only`` (``--emulate-avx2-only``; on by default in
+``fa-lib bench xnor``) adds rows measured in a child process whose torch is limited to AVX2 as well
+(``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``): what an AVX2-only machine sees.
 On a shared machine use ``--threads 1 --timer cpu`` (calling-thread CPU time) for steadier numbers.
 """
 from __future__ import annotations
@@ -124,10 +125,14 @@ def _network_models():
 def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.csv",
               threads: Iterable[int] = (1, 2), isas: Optional[Iterable[str]] = None, repeats: int = 10,
               resolutions: Sequence[int] = RESOLUTIONS, include_block: bool = True,
-              include_network: bool = True, network_repeats: int = 3, timer: str = "wall") -> pd.DataFrame:
+              include_network: bool = True, network_repeats: int = 3, timer: str = "wall",
+              emulate_avx2_only: bool = False) -> pd.DataFrame:
     """Runs the benchmark; writes ``out_csv`` (atomically) unless it is None; returns the table.
 
-    ``timer``: "wall" (min of wall times, the default) or "cpu" (calling-thread CPU time, threads=(1,) only)."""
+    ``timer``: "wall" (min of wall times, the default) or "cpu" (calling-thread CPU time, threads=(1,) only).
+    ``emulate_avx2_only``: also measure an AVX2-only machine on this one (rows with isa
+    :data:`AVX2_ONLY_LABEL`): a child process whose torch is limited to AVX2 (oneDNN and ATen dispatch)
+    runs the AVX2 kernel against that float baseline."""
     if timer not in _CLOCKS:
         raise ValueError(f"timer must be one of {sorted(_CLOCKS)}, got {timer!r}")
     threads = [int(t) for t in threads]
@@ -158,12 +163,43 @@ def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.
     finally:
         torch.set_num_threads(previous_threads)
     df = pd.DataFrame(rows, columns=COLUMNS)
+    if emulate_avx2_only:
+        df = pd.concat([df, avx2_only_rows(threads, repeats, resolutions, include_block, include_network,
+                                           network_repeats, timer)], ignore_index=True)
     if out_csv is not None:
         out = Path(out_csv)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         df.to_csv(tmp, index=False, float_format="%.4f")
         os.replace(tmp, out)
+    return df
+
+
+AVX2_ONLY_LABEL = "avx2 (torch on AVX2 too)"
+#: what limits torch (oneDNN convolutions and ATen kernels) to AVX2 in a child process
+AVX2_ONLY_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+
+
+def avx2_only_rows(threads: Sequence[int], repeats: int, resolutions: Sequence[int], include_block: bool,
+                   include_network: bool, network_repeats: int, timer: str = "wall") -> pd.DataFrame:
+    """The AVX2 kernel against torch limited to AVX2, measured in a child process (the limits must be set
+    before torch loads): what an AVX2-only CPU would see.  Rows carry isa :data:`AVX2_ONLY_LABEL`."""
+    import subprocess
+    import sys
+    import tempfile
+
+    if "avx2" not in xnor.available_isas():
+        return pd.DataFrame(columns=COLUMNS)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "avx2_only.csv"
+        cmd = [sys.executable, "-m", "fa_lib.kernels.bench", "--isas", "avx2", "--out", str(out),
+               "--repeats", str(repeats), "--network-repeats", str(network_repeats), "--timer", timer,
+               "--threads", *map(str, threads), "--resolutions", *map(str, resolutions)]
+        cmd += [] if include_block else ["--no-block"]
+        cmd += [] if include_network else ["--no-network"]
+        subprocess.run(cmd, check=True, env={**os.environ, **AVX2_ONLY_ENV}, stdout=subprocess.DEVNULL)
+        df = pd.read_csv(out)
+    df["isa"] = AVX2_ONLY_LABEL
     return df
 
 
@@ -201,9 +237,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--quick", action="store_true", help="64x64 and 4x4 only, few repeats")
     parser.add_argument("--timer", choices=sorted(_CLOCKS), default="wall")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS))
+    parser.add_argument("--network-repeats", type=int, default=3)
+    parser.add_argument("--no-block", action="store_true")
+    parser.add_argument("--no-network", action="store_true")
+    parser.add_argument("--emulate-avx2-only", action="store_true",
+                        help="add rows of the AVX2 kernel against torch limited to AVX2 (child process)")
     args = parser.parse_args(argv)
-    kwargs = dict(resolutions=[64, 4], repeats=3, network_repeats=2) if args.quick else dict(repeats=args.repeats)
-    df = run_bench(args.out, threads=args.threads, isas=args.isas, timer=args.timer, **kwargs)
+    kwargs = dict(resolutions=[64, 4], repeats=3, network_repeats=2) if args.quick else dict(
+        repeats=args.repeats, resolutions=args.resolutions, network_repeats=args.network_repeats)
+    df = run_bench(args.out, threads=args.threads, isas=args.isas, timer=args.timer,
+                   include_block=not args.no_block, include_network=not args.no_network,
+                   emulate_avx2_only=args.emulate_avx2_only, **kwargs)
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
