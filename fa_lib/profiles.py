@@ -100,7 +100,8 @@ _PROFILES: dict[str, Profile] = {
                # chapter 5 (fa_lib.experiments.ch5): every table, figure and the explorer with the
                # smallest networks (32 px crops, width 16: ~40 runs of 2 steps); nothing learns
                ("ch5_input_size", 32), ("ch5_width", 16), ("ch5_hg_depth", 2), ("ch5_batch_size", 4),
-               ("ch5_iterations", 2), ("ch5_timing_repeats", 1), ("ch5_max_stacks", 2), ("ch5_threads", 1)),
+               ("ch5_iterations", 2), ("ch5_timing_repeats", 1), ("ch5_max_stacks", 2), ("ch5_threads", 1),
+               ("ch5_packed_repeats", 2)),
     ),
     "quick": Profile(
         name="quick",
@@ -165,11 +166,15 @@ _PROFILES: dict[str, Profile] = {
                #   few pixels of the 16 px output instead of ~1.
                # - ch5_cardinalities (1, 2, 4): cardinality 8 has 24 tiny convolutions per block and
                #   costs several times a base step.
+               # - ch5_packed_batch 16, ch5_packed_repeats 5: packed inference (binary nets through the
+               #   XNOR kernels) is timed on 16 test faces, min of 5 interleaved rounds, on 1 thread and
+               #   on every core (ch5_packed_threads defaults to (1, cpu count)); an untrained width-64
+               #   net at 64 px took 2.4-6.2 ms/image float and 0.5-1.2 packed on one thread here.
                ("ch5_input_size", 64), ("ch5_width", 64), ("ch5_hg_depth", 2), ("ch5_batch_size", 4),
                ("ch5_iterations", 800), ("ch5_lr", 1e-3), ("ch5_lr_milestones", (0.8,)),
                ("ch5_lr_gamma", 0.2), ("ch5_sigma", 2.0), ("ch5_seeds", (0, 1)), ("ch5_sweep_seeds", (0,)),
                ("ch5_parsing_zoom", 0.6), ("ch5_cardinalities", (1, 2, 4)), ("ch5_workers", 2),
-               ("ch5_threads", 1)),
+               ("ch5_threads", 1), ("ch5_packed_batch", 16), ("ch5_packed_repeats", 5)),
     ),
     "full": Profile(
         name="full",
@@ -185,8 +190,11 @@ _PROFILES: dict[str, Profile] = {
         extra=(("ch4_stem_channels", (64, 128)), ("ch4_depth_layers", (3, 8, 36, 3)),
                ("ch4_depth_input_size", 256), ("ch4_lr_2d_to_3d", 1e-3),
                # chapter 5: the thesis's networks and schedule (5.5.1: 55 epochs, RMSprop 2.5e-4
-               # dropped four times to 5e-5, batch 10); one run at a time on the GPU
-               ("ch5_epochs", 55), ("ch5_workers", 1)),
+               # dropped four times to 5e-5, batch 10); one run at a time on the GPU. Packed inference
+               # runs on the CPU, where the thesis's float network takes ~0.67 s per image (5.4): its
+               # outputs are compared on 300 test faces and timed on batches of 4, 3 rounds.
+               ("ch5_epochs", 55), ("ch5_workers", 1), ("ch5_packed_images", 300), ("ch5_packed_batch", 4),
+               ("ch5_packed_repeats", 3)),
     ),
 }
 

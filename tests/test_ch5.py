@@ -15,7 +15,8 @@ def tiny_profile():
     """Smoke data with even smaller networks: 32 px crops, width 16, one optimiser step per run."""
     return with_extra(get_profile("smoke"), ch5_input_size=32, ch5_width=16, ch5_hg_depth=2, ch5_iterations=1,
                       ch5_batch_size=2, ch5_max_stacks=2, ch5_depths=(2, 3), ch5_cardinalities=(1, 2),
-                      ch5_real_twins=False, ch5_threads=1, ch5_timing_repeats=1)
+                      ch5_real_twins=False, ch5_threads=1, ch5_timing_repeats=1, ch5_packed_threads=(1, 2),
+                      ch5_packed_repeats=1, ch5_packed_batch=4)
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,9 @@ def test_setup_reads_profiles():
     assert full.lr * full.lr_gamma ** len(full.lr_milestones) == pytest.approx(5e-5)
     with pytest.raises(ValueError, match="multiple of 4"):
         ex.ch5_setup(with_extra(get_profile("smoke"), ch5_input_size=30))
+    # packed inference is timed on one thread first (the explorer's speed), and on a subset on the CPU for full
+    assert quick.packed_threads[0] == 1 and quick.packed_images is None
+    assert full.packed_images is not None and full.packed_batch <= quick.packed_batch
 
 
 def test_default_sweeps_follow_the_thesis_rules():
@@ -155,7 +159,80 @@ def test_figures_and_explorer(chapter):
     ex.fig_5_10(ch)
     assert (root / "figures" / "fig_5_2.png").exists() and (root / "figures" / "fig_5_10.json").exists()
     frames, labels, df = ex.binarization_explorer_frames(ch)
-    assert len(frames) == len(labels) == len(df) and "hierarchical, binary" in labels
+    assert len(frames) == len(labels) == len(df) and "hierarchical, binary" in set(df["network"])
+    assert all(label.startswith(network) for label, network in zip(labels, df["network"]))
     claims = ex.claims_table([ex.table_5_1(ch)])
     assert list(claims["outcome"].unique()[:1])[0] in {"holds", "reversed", "not resolved"}
     assert "orderings" in ex.describe_claims(claims)
+
+
+def test_conv_macs_and_interleaved_timing_hand_cases():
+    conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+    assert ex.conv_macs(conv, 8) == {"": 8 * 8 * 4 * 3 * 9}  # output pixels x Cout x Cin x taps
+    calls = []
+    best = ex.interleaved_min_seconds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=2)
+    assert calls == ["a", "b"] * 3  # one warm-up call each, then every round calls every candidate in turn
+    assert set(best) == {"a", "b"} and all(0 <= v < 1 for v in best.values())
+
+
+def test_packed_inference_of_the_trained_networks(chapter):
+    ch, root = chapter
+    ch.run(ex.NetSpec(stacks=2))  # a trained stack is included
+    result = ex.packed_inference_table(ch)
+    binary = {m["label"]: m for m in result.measurements.values() if m["binary"]}
+    assert {f"{name}, binary" for name in ex.BLOCK_SPECS} | {"hierarchical, binary, improved HG",
+                                                             "hierarchical, binary, 2 stacks"} == set(binary)
+    for label, m in binary.items():
+        # the packed module gives the training-time forward's heatmaps and exactly the same landmarks
+        assert m["relative_diff"] <= 1e-4, label
+        assert m["differing_landmarks"] == 0 and m["landmarks"] == len(ch.data.test) * 68, label
+        assert m["nme_float"] == pytest.approx(m["nme_packed"], abs=1e-9), label
+        assert m["round_trip_exact"], label
+        # every binary convolution runs packed; the real stem conv and 1x1 heads do not
+        assert m["binary_convs"] > 0 and m["binary_convs_left_float"] == 0, label
+        assert 0 < m["packed_macs"] < m["conv_macs"], label
+        assert set(m["timing"]) == {1, 2}
+        for t in (1, 2):
+            timing = m["timing"][t]
+            assert timing["float_ms"] > 0 and timing["packed_ms"] > 0
+            assert timing["speedup"] == pytest.approx(timing["float_ms"] / timing["packed_ms"])
+    # the float side is the chapter's own trained model: same NME as its evaluation
+    assert binary["hierarchical, binary"]["nme_float"] == pytest.approx(ch.run(ex.OURS).mean_nme, rel=1e-6)
+    table = pd.read_csv(root / "tables" / "table_5.packed_inference.csv")
+    assert list(table.columns) == ["row", "column", "paper", "reproduced"] and table["paper"].isna().all()
+    cells = table.set_index(["row", "column"])["reproduced"]
+    expected = {"max |heatmap diff|", "max |heatmap diff| / max |heatmap|", "differing landmarks",
+                "landmarks compared", "NME float (%)", "NME packed (%)", "conv MACs packed (%)",
+                "float32 state_dict (kB)", "packed file (kB)", "size ratio (x)", "file round trip exact",
+                "float ms per image (1 thread)", f"packed ms per image ({result.isa}, 1 thread)", "speed-up (1 thread)",
+                "float ms per image (2 threads)", f"packed ms per image ({result.isa}, 2 threads)",
+                "speed-up (2 threads)"}
+    for label in binary:
+        assert expected <= set(cells.loc[label].index), label
+    assert cells.loc[("hierarchical, binary", "differing landmarks")] == 0
+    assert "speed-up vs real twin (1 thread)" in cells.loc["hierarchical, binary"].index  # real twin timed too
+    assert cells.loc[("hierarchical, real", "float ms per image (1 thread)")] > 0
+    prov = json.loads((root / "tables" / "table_5.packed_inference.json").read_text())
+    from fa_lib.kernels import xnor
+
+    assert prov["isa"] == result.isa == xnor.resolve_isa() and prov["threads"] == [1, 2]
+    assert prov["timing_batch"] == 4 and prov["profile"] == "smoke"
+    assert (root / "figures" / "fig_5_packed_inference.png").exists()
+    assert f"**{len(binary)} of {len(binary)}**" in ex.describe_packed_inference(result)
+
+
+def test_explorer_shows_the_measured_speed(chapter):
+    ch, root = chapter
+    result = ch.packed_inference or ex.packed_inference_table(ch)
+    frames, labels, df = ex.binarization_explorer_frames(ch, packed=result)
+    rows = df.set_index("network")
+    for label in labels:
+        network = label.split(":")[0]
+        spec = next(r.net for lab, r in ex.explorer_networks(ch) if lab == network)
+        speed = result.speed(spec, 1)
+        if spec.binary:  # the packed module's speed-up measured above, in the label and the table
+            assert f"packed {speed['speedup']:.1f}x faster than float (1 thread)" in label
+            assert rows.loc[network, "packed speed-up (1 thread)"] == pytest.approx(speed["speedup"])
+        else:
+            assert f"float {speed['float_ms']:.2f} ms/image (1 thread)" in label
+            assert math.isnan(rows.loc[network, "packed speed-up (1 thread)"])

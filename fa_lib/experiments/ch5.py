@@ -33,7 +33,10 @@ What each function reproduces:
   (block depth), :func:`fig_5_8` (cardinality), :func:`fig_5_10` (a parsing mask),
   :func:`fig_5_11`, :func:`fig_5_12` (examples).
 - :func:`training_time_table`: the cost of training binary vs real networks (5.5.1: "up to 50%").
-- :func:`binarization_explorer_frames`: frames of the kernel-free binarization explorer.
+- :func:`packed_inference_table`: the trained binary networks run through the bit-packed XNOR/popcount
+  kernels (``fa_lib.kernels``): same outputs as the training forward, speed measured side by side, file size.
+- :func:`binarization_explorer_frames`: frames of the kernel-free binarization explorer (with each
+  network's measured inference speed).
 """
 from __future__ import annotations
 
@@ -93,6 +96,10 @@ class Ch5Setup:
     ``workers``: runs trained at the same time on a CPU, one torch thread each (see
     :meth:`Chapter5.train_all`); ``threads``: torch threads of the notebook's own process (None:
     torch's default); ``timing_repeats``: rounds of the side-by-side step timings.
+    Packed inference (:func:`packed_inference_table`): ``packed_threads`` (thread counts at which the
+    float and packed forwards are timed; default 1 and every core of the machine), ``packed_batch``
+    (images per timed forward), ``packed_repeats`` (interleaved rounds; the minimum is kept),
+    ``packed_images`` (test faces on which packed and float outputs are compared; None: all).
     """
 
     profile: Profile
@@ -123,6 +130,10 @@ class Ch5Setup:
     pifa_size: int
     image_size: int
     sigma: float = 1.0
+    packed_threads: tuple[int, ...] = (1,)
+    packed_batch: int = 16
+    packed_repeats: int = 5
+    packed_images: int | None = None
 
     @property
     def name(self) -> str:
@@ -200,6 +211,13 @@ def ch5_setup(profile: str | Profile = "quick") -> Ch5Setup:
         timing_repeats=int(prof.get("ch5_timing_repeats", 3)),
         train_size=data.train_size, test_size=data.test_size, pifa_size=data.pifa_size,
         image_size=data.image_size, sigma=float(prof.get("ch5_sigma", 1.0)),
+        # inference is timed on 1 thread and on every core (the training's 1-thread-per-process choice
+        # says nothing about how a deployed network would use the machine)
+        packed_threads=tuple(dict.fromkeys(int(t) for t in prof.get("ch5_packed_threads",
+                                                                     (1, os.cpu_count() or 1)))),
+        packed_batch=int(prof.get("ch5_packed_batch", 16)),
+        packed_repeats=int(prof.get("ch5_packed_repeats", 5)),
+        packed_images=None if prof.get("ch5_packed_images") is None else int(prof.get("ch5_packed_images")),
     )
 
 
@@ -505,6 +523,7 @@ class Chapter5:
         self._prepared: dict[str, PreparedSet] = {}
         self._runs: dict[tuple[NetSpec, Recipe, int], RunResult] = {}
         self.test_bins = yaw_bins(self.data.test)
+        self.packed_inference: PackedInferenceResult | None = None  # set by packed_inference_table
 
     # -- data --------------------------------------------------------------------------------------
 
@@ -1492,6 +1511,355 @@ def fig_5_12(ch: Chapter5, per_bin: int = 1) -> Figure:
 
 
 # --------------------------------------------------------------------------------------------------
+# packed inference: the trained binary networks through the XNOR/popcount kernels
+
+
+#: tolerance of "the packed outputs match the training-time forward": max |difference| of the heatmaps
+#: relative to the largest |heatmap value| (the popcounts are exact; only the real layers' float sums
+#: may be ordered differently, see fa_lib.kernels.packed)
+PACKED_TOLERANCE = 1e-4
+PACKED_TABLE_ID = "5.packed_inference"
+
+
+def packed_networks(ch: Chapter5) -> list[tuple[str, RunResult]]:
+    """(label, run) of the trained binary networks whose packed inference is checked and timed: every
+    binary block of Fig. 5.3 in the standard hourglass (Table 5.2), the improved hourglass (Fig. 5.6,
+    Table 5.14) and the stacked network of Table 5.15 with the most stacks trained so far (a stack is
+    a chain of stage-wise runs: it is not trained here just to be timed). Labels of the blocks are
+    those of the binarization explorer."""
+    out = [(f"{name}, binary", ch.run(spec)) for name, spec in BLOCK_SPECS.items()]
+    out.append(("hierarchical, binary, improved HG", ch.run(replace(OURS, hourglass="improved"))))
+    stacked = [r for r in ch.trained()
+               if r.recipe == LANDMARKS and r.net.stacks > 1 and replace(r.net, stacks=1) == OURS]
+    if stacked:
+        best = max(stacked, key=lambda r: (r.net.stacks, r.seed == ch.seed))
+        out.append((f"hierarchical, binary, {best.net.stacks} stacks", best))
+    return out
+
+
+def conv_macs(model: nn.Module, input_size: int, in_channels: int | None = None) -> dict[str, int]:
+    """Multiply-accumulates per image of every convolution of ``model`` (name -> MACs) for one forward
+    of an ``input_size`` px image with ``in_channels`` (default ``model.in_channels``) channels:
+    output pixels x output channels x input channels per group x taps."""
+    in_channels = int(model.in_channels if in_channels is None else in_channels)
+    macs: dict[str, int] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d):
+            def count(mod, inputs, output, name=name):
+                per_output = (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+                macs[name] = macs.get(name, 0) + output[0].numel() * per_output
+            hooks.append(module.register_forward_hook(count))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, input_size, input_size))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    return macs
+
+
+def interleaved_min_seconds(candidates: Mapping[Any, Callable[[], object]], repeats: int) -> dict[Any, float]:
+    """Minimum wall time (s) of each candidate over ``repeats`` rounds. After one untimed warm-up call
+    each, every round calls every candidate once in turn, so a change of the machine's load (it is
+    shared) hits all candidates alike; the minimum is the least-disturbed call."""
+    best = {key: float("inf") for key in candidates}
+    with torch.no_grad():
+        for fn in candidates.values():
+            fn()
+        for _ in range(max(1, int(repeats))):
+            for key, fn in candidates.items():
+                start = time.perf_counter()
+                fn()
+                best[key] = min(best[key], time.perf_counter() - start)
+    return best
+
+
+def _thread_label(threads: int) -> str:
+    return f"{threads} thread{'s' if threads > 1 else ''}"
+
+
+@dataclass
+class PackedInferenceResult:
+    """What :func:`packed_inference_table` measured: the written table (``table``: row, column, paper,
+    reproduced; ``display``: one row per network), the ISA of the kernels, the thread counts timed and
+    the raw ``measurements`` per network (keyed by :class:`NetSpec`)."""
+
+    table_id: str
+    table: pd.DataFrame
+    display: pd.DataFrame
+    path: Any
+    isa: str
+    threads: tuple[int, ...]
+    batch: int
+    measurements: dict[NetSpec, dict[str, Any]]
+    figure: Figure | None = None
+    load: dict[int, float] = field(default_factory=dict)  # load average before the timings, per thread count
+
+    def speed(self, net: NetSpec, threads: int | None = None) -> dict[str, float] | None:
+        """``{"float_ms", "packed_ms", "speedup"}`` per image of ``net`` at ``threads`` (default: the
+        first thread count timed); ``packed_ms``/``speedup`` are None for a real network; None if
+        ``net`` was not timed."""
+        m = self.measurements.get(net)
+        if m is None:
+            return None
+        t = self.threads[0] if threads is None else int(threads)
+        timing = m["timing"].get(t)
+        if timing is None:
+            return None
+        return dict(timing)
+
+    def verdict(self) -> str:
+        return describe_packed_inference(self)
+
+
+def packed_inference_table(ch: Chapter5, isa: str | None = None, include_real: bool = True) -> PackedInferenceResult:
+    """Packed inference of the chapter's trained binary networks (thesis 5.2.1 and section 5.4, eq. 5.1-5.2:
+    convolutions as XNOR + popcount; Fig. 5.4: the 1-bit model size).
+
+    Each network of :func:`packed_networks` is converted by :func:`fa_lib.kernels.packed.pack_model`
+    (binary convolutions on the bit-packed C kernels of ``isa``, default the fastest this CPU runs, and
+    every real layer in PyTorch) and compared with its training-time forward in eval mode on the whole
+    test set (its first ``setup.packed_images`` faces if set): max |difference| of every stack's heatmaps
+    (absolute and relative to the largest |value|), the number of decoded landmarks that differ, and the
+    NME (eq. 4.1) of both. Then, side by side in
+    this process, the float training-time forward and the packed module are timed on the same batch of
+    test images at each of ``setup.packed_threads`` thread counts (all candidates interleaved in every
+    round, minimum wall time of ``setup.packed_repeats`` rounds, after a warm-up), together with the
+    float forward of the real twins (``include_real``, those of the explorer) for reference. Also: the
+    packed file against the float32 state_dict (:func:`fa_lib.kernels.packed.compression_report`), the
+    file's round trip (:func:`~fa_lib.kernels.packed.load_packed` gives the same outputs) and the share of
+    the convolution MACs that run packed (the first 7x7 convolution and the 1x1 heads stay real, 5.2.1).
+
+    Writes ``results/tables/table_5.packed_inference.csv`` (+ JSON) and ``fig_5_packed_inference``.
+    """
+    import copy
+    import tempfile
+    from pathlib import Path
+
+    from fa_lib.kernels import packed as packed_mod
+    from fa_lib.kernels import xnor
+    from fa_lib.models.binary import BinaryConv2d
+    from fa_lib.results import merge_with_paper, write_table
+
+    s = ch.setup
+    started = time.perf_counter()
+    isa = xnor.resolve_isa(isa)
+    nets = packed_networks(ch)
+    reals = [(label, r) for label, r in explorer_networks(ch) if not r.net.binary] if include_real else []
+    data = ch.prepared("test")
+    n = len(data) if s.packed_images is None else min(len(data), s.packed_images)
+    images, matrix = data["image"][:n], data["matrix"][:n]
+    gt, box = data["landmarks_image"][:n].numpy(), data["box"][:n].numpy()
+    batch = images[:max(1, min(s.packed_batch, n))].contiguous()
+
+    measurements: dict[NetSpec, dict[str, Any]] = {}
+    floats: dict[str, nn.Module] = {}
+    packs: dict[str, nn.Module] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, (label, r) in enumerate(nets):
+            model = copy.deepcopy(r.model).cpu().eval()  # the kernels are CPU code; the run may live on a GPU
+            packed = packed_mod.pack_model(model, isa=isa)
+            floats[label], packs[label] = model, packed
+            # -- the same outputs, on the whole test set
+            max_diff, max_abs, heat_f, heat_p = 0.0, 0.0, [], []
+            with torch.no_grad():
+                for i in range(0, len(images), 64):
+                    x = images[i:i + 64]
+                    out_f, out_p = model(x), packed(x)
+                    for a, b in zip(out_f, out_p):
+                        max_diff = max(max_diff, float((a - b).abs().max()))
+                        max_abs = max(max_abs, float(a.abs().max()))
+                    heat_f.append(out_f[-1])
+                    heat_p.append(out_p[-1].contiguous())
+            pred_f = outputs_to_landmarks(torch.cat(heat_f), matrix)
+            pred_p = outputs_to_landmarks(torch.cat(heat_p), matrix)
+            nme_f = 100.0 * float(np.mean(metrics.nme_box(pred_f, gt, box)))
+            nme_p = 100.0 * float(np.mean(metrics.nme_box(pred_p, gt, box)))
+            # -- size on disk, and the file gives the same network back
+            path = Path(tmp) / f"net{k}.fabin"
+            report = packed_mod.compression_report(model, path)
+            loaded = packed_mod.load_packed(path, model=FAN(**model.config), isa=isa)
+            with torch.no_grad():
+                round_trip = all(torch.equal(a, b) for a, b in zip(loaded(batch), packed(batch)))
+            # -- which convolutions run packed (a binary conv still present in the packed module did not)
+            macs = conv_macs(model, s.input_size)
+            binary = {n for n, m in model.named_modules() if isinstance(m, BinaryConv2d)}
+            left_float = {n for n, m in packed.named_modules() if isinstance(m, BinaryConv2d)}
+            packed_macs = sum(v for n, v in macs.items() if n in binary and n not in left_float)
+            measurements[r.net] = {
+                "label": label, "run": r.summary(), "binary": True, "max_abs_diff": max_diff,
+                "relative_diff": max_diff / max(max_abs, 1e-12),
+                "differing_landmarks": int(np.any(pred_f != pred_p, -1).sum()),
+                "landmarks": int(pred_f.shape[0] * pred_f.shape[1]), "nme_float": nme_f, "nme_packed": nme_p,
+                "conv_macs": int(sum(macs.values())), "packed_macs": int(packed_macs),
+                "binary_convs": len(binary), "binary_convs_left_float": len(left_float),
+                "compression": report, "round_trip_exact": bool(round_trip), "timing": {}}
+        for label, r in reals:
+            model = copy.deepcopy(r.model).cpu().eval()
+            floats[label] = model
+            measurements[r.net] = {"label": label, "run": r.summary(), "binary": False, "timing": {}}
+
+        # -- speed, side by side: float and packed of each network back to back, every network per round
+        by_label = {m["label"]: net for net, m in measurements.items()}
+        torch_threads = torch.get_num_threads()
+        load: dict[int, float] = {}  # 1-minute load average before each thread count's timings (shared machine)
+        try:
+            for t in s.packed_threads:
+                torch.set_num_threads(int(t))  # the packed modules use torch's thread count (threads=None)
+                load[int(t)] = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+                candidates: dict[tuple[str, str], Callable[[], object]] = {}
+                for label, model in floats.items():
+                    candidates[(label, "float")] = lambda m=model: m(batch)
+                    if label in packs:
+                        candidates[(label, "packed")] = lambda m=packs[label]: m(batch)
+                best = interleaved_min_seconds(candidates, s.packed_repeats)
+                for label in floats:
+                    f_ms = 1e3 * best[(label, "float")] / len(batch)
+                    p_ms = 1e3 * best[(label, "packed")] / len(batch) if label in packs else None
+                    measurements[by_label[label]]["timing"][int(t)] = {
+                        "float_ms": f_ms, "packed_ms": p_ms, "speedup": f_ms / p_ms if p_ms else None}
+        finally:
+            torch.set_num_threads(torch_threads)
+
+    # the binary network's packed forward against its real twin's float forward (same block, same size)
+    real_of = {replace(net, binary=True): net for net, m in measurements.items() if not m["binary"]}
+    cells = []
+    for net, m in measurements.items():
+        row = m["label"]
+        if m["binary"]:
+            c = m["compression"]
+            cells += [
+                dict(row=row, column="max |heatmap diff|", reproduced=m["max_abs_diff"]),
+                dict(row=row, column="max |heatmap diff| / max |heatmap|", reproduced=m["relative_diff"]),
+                dict(row=row, column="differing landmarks", reproduced=m["differing_landmarks"]),
+                dict(row=row, column="landmarks compared", reproduced=m["landmarks"]),
+                dict(row=row, column="NME float (%)", reproduced=m["nme_float"]),
+                dict(row=row, column="NME packed (%)", reproduced=m["nme_packed"]),
+                dict(row=row, column="conv MACs packed (%)", reproduced=100.0 * m["packed_macs"] / m["conv_macs"]),
+                dict(row=row, column="float32 state_dict (kB)", reproduced=c["float32_state_dict_bytes"] / 1e3),
+                dict(row=row, column="packed file (kB)", reproduced=c["packed_file_bytes"] / 1e3),
+                dict(row=row, column="size ratio (x)", reproduced=c["ratio_vs_float32"]),
+                dict(row=row, column="file round trip exact", reproduced=float(m["round_trip_exact"]))]
+        for t, timing in m["timing"].items():
+            tl = _thread_label(t)
+            cells.append(dict(row=row, column=f"float ms per image ({tl})", reproduced=timing["float_ms"]))
+            if timing["packed_ms"] is not None:
+                cells += [dict(row=row, column=f"packed ms per image ({isa}, {tl})", reproduced=timing["packed_ms"]),
+                          dict(row=row, column=f"speed-up ({tl})", reproduced=timing["speedup"])]
+                twin = real_of.get(net)
+                if twin is not None and t in measurements[twin]["timing"]:
+                    cells.append(dict(row=row, column=f"speed-up vs real twin ({tl})",
+                                      reproduced=measurements[twin]["timing"][t]["float_ms"] / timing["packed_ms"]))
+    df = pd.DataFrame(cells)
+    wall = time.perf_counter() - started
+    caption = (f"Packed inference of the trained binary networks: XNOR/popcount kernels ({isa}) against the "
+               f"training-time float forward, on the {len(images)} test faces; ms per image at batch {len(batch)}, "
+               f"min of {s.packed_repeats} interleaved rounds")
+    extra = {"isa": isa, "available_isas": xnor.available_isas(), "openmp": xnor.has_openmp(),
+             "threads": list(s.packed_threads), "timing_batch": len(batch), "repeats": s.packed_repeats,
+             "timer": "wall clock (time.perf_counter), minimum over interleaved rounds after one warm-up call",
+             "tolerance": PACKED_TOLERANCE, "test_set": ch.data.describe()["test"], "compared_images": n,
+             "load_average_before_timing": {str(t): v for t, v in load.items()}, "cpu_count": os.cpu_count(),
+             "networks": {m["label"]: m["run"] for m in measurements.values()},
+             "compression": {m["label"]: m["compression"] for m in measurements.values() if m["binary"]},
+             "setup": s.to_dict()}
+    path = write_table(PACKED_TABLE_ID, df, profile=s.profile,
+                       dataset=f"{ch.data.describe()['train']} -> {ch.data.describe()['test']}",
+                       dataset_size=len(images), seed=ch.seed, training_budget=s.budget(), extra=extra,
+                       wall_time_s=wall, device="cpu", caption=caption)
+    wide = df.pivot_table(index="row", columns="column", values="reproduced", aggfunc="first", sort=False)
+    wide = wide.reindex(index=list(dict.fromkeys(df["row"])), columns=list(dict.fromkeys(df["column"])))
+    wide.index.name = "network"
+    result = PackedInferenceResult(PACKED_TABLE_ID, merge_with_paper(PACKED_TABLE_ID, df), wide, path, isa,
+                                   tuple(int(t) for t in s.packed_threads), len(batch), measurements, load=load)
+    result.figure = _packed_figure(ch, result)
+    ch.packed_inference = result
+    return result
+
+
+def _packed_figure(ch: Chapter5, result: PackedInferenceResult) -> Figure:
+    """ms per image of the float forward and the packed module of every binary network, one panel
+    per thread count, the speed-up written beside the bars."""
+    binary = [m for m in result.measurements.values() if m["binary"]]
+    labels = [m["label"] for m in binary]
+    y = np.arange(len(binary))
+    fig = Figure(figsize=(4.6 * len(result.threads), 0.42 * len(binary) + 1.4))
+    for k, t in enumerate(result.threads):
+        ax = fig.add_subplot(1, len(result.threads), k + 1)
+        f = np.array([m["timing"][t]["float_ms"] for m in binary])
+        p = np.array([m["timing"][t]["packed_ms"] for m in binary])
+        ax.barh(y - 0.2, f, 0.4, label="float (training forward)", color="C7")
+        ax.barh(y + 0.2, p, 0.4, label=f"packed ({result.isa})", color="C0")
+        for i in range(len(binary)):
+            ax.text(max(f[i], p[i]) * 1.02, y[i], f"{f[i] / p[i]:.1f}x", va="center", fontsize=7)
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels if k == 0 else [], fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.2 * float(max(f.max(), p.max())))
+        ax.set_xlabel("ms per image")
+        ax.set_title(f"{_thread_label(t)}, batch {result.batch}", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+    handles, names = fig.axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, fontsize=7, loc="upper center", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
+    _write_figure(ch, fig, "5_packed_inference", "Packed (XNOR/popcount) inference vs the float forward of the "
+                  "trained binary networks, measured side by side", [],
+                  {"isa": result.isa, "threads": list(result.threads), "batch": result.batch,
+                   "points": {m["label"]: {str(t): v for t, v in m["timing"].items()} for m in binary}})
+    return fig
+
+
+def describe_packed_inference(result: PackedInferenceResult) -> str:
+    """Markdown: do the packed networks give the training forward's outputs, how fast and how small."""
+    binary = [m for m in result.measurements.values() if m["binary"]]
+    if not binary:
+        return "No binary network was packed."
+    worst = max(m["relative_diff"] for m in binary)
+    differing = sum(m["differing_landmarks"] for m in binary)
+    nme_gap = max(abs(m["nme_float"] - m["nme_packed"]) for m in binary)
+    matching = [m for m in binary if m["relative_diff"] <= PACKED_TOLERANCE and m["differing_landmarks"] == 0]
+    parts = [f"**{len(matching)} of {len(binary)}** trained binary networks give the training-time outputs when "
+             f"packed (`{result.isa}` kernels): largest heatmap difference {worst:.1e} of the largest heatmap value "
+             f"(tolerance {PACKED_TOLERANCE:g}), {differing} of {sum(m['landmarks'] for m in binary)} decoded "
+             f"landmarks differ, NME differs by at most {nme_gap:.2g} points."]
+    for m in binary:
+        if m not in matching:
+            parts.append(f"Mismatch: {m['label']} (relative difference {m['relative_diff']:.1e}, "
+                         f"{m['differing_landmarks']} landmarks differ).")
+    if not all(m["round_trip_exact"] for m in binary):
+        parts.append("The packed file did NOT give the same outputs back for: "
+                     + ", ".join(m["label"] for m in binary if not m["round_trip_exact"]) + ".")
+    for t in result.threads:
+        sp = sorted((m["timing"][t]["speedup"], m["label"]) for m in binary)
+        busy = result.load.get(t)
+        busy = (f"; the machine's load average was {busy:.1f} on {os.cpu_count()} cores before these timings"
+                if busy is not None and math.isfinite(busy) else "")
+        parts.append(f"Speed-up over the float training forward with {_thread_label(t)} (batch {result.batch}{busy}): "
+                     f"{sp[0][0]:.1f}x ({sp[0][1]}) to {sp[-1][0]:.1f}x ({sp[-1][1]}).")
+        real = []
+        for net, m in result.measurements.items():
+            twin = result.speed(replace(net, binary=False), t) if m["binary"] else None
+            if twin is not None:
+                real.append((twin["float_ms"] / m["timing"][t]["packed_ms"], m["label"]))
+        if real:
+            real.sort()
+            parts.append(f"Against the float forward of the real twin ({_thread_label(t)}): {real[0][0]:.1f}x "
+                         f"({real[0][1]}) to {real[-1][0]:.1f}x ({real[-1][1]}).")
+    share = [100.0 * m["packed_macs"] / m["conv_macs"] for m in binary]
+    ratio = [m["compression"]["ratio_vs_float32"] for m in binary]
+    parts.append(f"{min(share):.0f}-{max(share):.0f}% of the convolution MACs run packed; the rest (the first 7x7 "
+                 "convolution and the 1x1 heads, real by design, 5.2.1) and the operations that are not "
+                 "convolutions (pooling, upsampling, the heads' BN, additions outside the hierarchical block) run "
+                 f"in PyTorch. The float32 state_dicts are {min(ratio):.1f}-{max(ratio):.1f}x the size of the packed "
+                 "files (real layers included; against float32 weights, 1-bit weights alone cannot pass 32x).")
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------
 # the binarization explorer
 
 
@@ -1507,16 +1875,41 @@ def explorer_networks(ch: Chapter5) -> list[tuple[str, RunResult]]:
     return out
 
 
-def binarization_explorer_frames(ch: Chapter5, per_bin: int = 1) -> tuple[list[Figure], list[str], pd.DataFrame]:
+def binarization_explorer_frames(ch: Chapter5, per_bin: int = 1, packed: PackedInferenceResult | None = None
+                                 ) -> tuple[list[Figure], list[str], pd.DataFrame]:
     """One frame per (block, real/binary): the same test faces with the network's landmarks (red) over
-    the ground truth (green) and the sum of its heatmaps; plus the table of the frames' AUCs."""
+    the ground truth (green) and the sum of its heatmaps; plus the table of the frames' AUCs.
+
+    Every frame also shows the network's inference speed measured in this run by
+    :func:`packed_inference_table` (``packed``; default the chapter's last measurement, else measured
+    now): for a binary network its packed module (XNOR/popcount kernels) against its float training
+    forward, for a real twin its float forward. The slider labels carry the speed-up."""
+    if packed is None:
+        packed = ch.packed_inference if ch.packed_inference is not None else packed_inference_table(ch)
+    threads = packed.threads[0]
+    tl = _thread_label(threads)
     data = ch.prepared("test")
     idx = example_indices(ch, per_bin)
     size = ch.setup.input_size
     frames, labels, rows = [], [], []
     for label, r in explorer_networks(ch):
+        speed = packed.speed(r.net, threads)
+        if speed is None:  # not timed (the explorer's networks changed since the measurement)
+            speed_title, speed_label = "", label
+        elif speed["packed_ms"] is not None:
+            more = "".join(f"; {packed.speed(r.net, t)['speedup']:.1f}x with {_thread_label(t)}"
+                           for t in packed.threads[1:])
+            speed_title = (f"\npacked ({packed.isa}): {speed['packed_ms']:.2f} ms/image vs float training forward "
+                           f"{speed['float_ms']:.2f} ms/image = {speed['speedup']:.1f}x ({tl}){more}")
+            speed_label = f"{label}: packed {speed['speedup']:.1f}x faster than float ({tl})"
+        else:
+            twin = packed.speed(replace(r.net, binary=True), threads)
+            vs = (f"; the packed binary twin: {twin['packed_ms']:.2f} ms/image"
+                  if twin is not None and twin["packed_ms"] is not None else "")
+            speed_title = f"\nreal: float forward {speed['float_ms']:.2f} ms/image ({tl}){vs}"
+            speed_label = f"{label}: float {speed['float_ms']:.2f} ms/image ({tl})"
         heat = torch.sigmoid(predict_outputs(r.model, data["image"][idx], device=ch.device))
-        fig = Figure(figsize=(2.0 * len(idx), 4.2))
+        fig = Figure(figsize=(2.0 * len(idx), 4.5))
         for k, i in enumerate(idx):
             ax = fig.add_subplot(2, len(idx), k + 1)
             ax.imshow(_test_image(ch, i), extent=(0, size, size, 0))
@@ -1530,12 +1923,17 @@ def binarization_explorer_frames(ch: Chapter5, per_bin: int = 1) -> tuple[list[F
             ax.imshow(heat[k].sum(0).numpy(), cmap="magma", interpolation="nearest")
             ax.set_axis_off()
         fig.suptitle(f"{label}: AUC@7% {r.auc:.1f}, mean NME {r.mean_nme:.1f}% on the test set, "
-                     f"{r.parameters / 1e3:.0f}k parameters", fontsize=9)
+                     f"{r.parameters / 1e3:.0f}k parameters{speed_title}", fontsize=9)
         fig.tight_layout()
         frames.append(fig)
-        labels.append(label)
+        labels.append(speed_label)
         rows.append({"network": label, "AUC": r.auc, "NME (%)": r.mean_nme, "#params(k)": r.parameters / 1e3,
-                     "train ms per step": 1e3 * r.seconds_per_step})
+                     "train ms per step": 1e3 * r.seconds_per_step,
+                     f"float ms per image ({tl})": speed["float_ms"] if speed else float("nan"),
+                     f"packed ms per image ({tl})": (speed["packed_ms"] if speed and speed["packed_ms"] is not None
+                                                     else float("nan")),
+                     f"packed speed-up ({tl})": (speed["speedup"] if speed and speed["speedup"] is not None
+                                                 else float("nan"))})
     return frames, labels, pd.DataFrame(rows)
 
 
@@ -1740,7 +2138,9 @@ __all__ = [
     "table_5_5", "table_5_6", "table_5_7", "table_5_8", "table_5_9", "table_5_10", "table_5_11", "table_5_12",
     "table_5_13", "table_5_14", "table_5_15", "table_5_16", "training_time_table", "measure_step_seconds",
     "binary_filters", "fig_5_2", "fig_5_5", "fig_5_7", "fig_5_8", "fig_5_10", "fig_5_11", "fig_5_12",
-    "explorer_networks", "binarization_explorer_frames", "kernel_speed_table", "runs_table", "describe_setup",
+    "explorer_networks", "binarization_explorer_frames", "packed_networks", "packed_inference_table",
+    "PackedInferenceResult", "describe_packed_inference", "conv_macs", "interleaved_min_seconds", "PACKED_TOLERANCE",
+    "kernel_speed_table", "runs_table", "describe_setup",
     "example_indices", "claims_table", "describe_claims", "describe_sweep", "describe_binarization_gap",
     "candidate_step_times", "describe_scale_choice", "count_trainings", "chapter_jobs",
 ]
