@@ -158,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
         b.add_argument("--out", default=None, help="CSV to write (default under results/tables)")
         b.add_argument("--threads", type=int, nargs="*", default=None)
         b.add_argument("-n", type=int, default=None, help="number of items (render)")
+        if name == "fan":
+            b.add_argument("--no-compile", action="store_true",
+                           help="leave out the torch.compile candidate (it compiles for ~40 s)")
         b.set_defaults(func=_bench_target(name))
     return parser
 
