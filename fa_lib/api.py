@@ -61,11 +61,12 @@ NO_WEIGHTS_MESSAGE = (
     "allow_random_weights=True runs an untrained network (its landmarks are meaningless).")
 
 
-def optimize_for_inference(model: nn.Module) -> nn.Module:
-    """Exact, faster inference version of a FAN / FanFull (see :mod:`fa_lib.inference`)."""
+def optimize_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
+    """Exact, faster inference version of a FAN / FanFull (see :mod:`fa_lib.inference`); ``compile=True``
+    also runs it through ``torch.compile`` (~40 s once per aligner, ~1.2x faster again on CPU)."""
     from .inference import optimize_for_inference as optimize
 
-    return optimize(model)
+    return optimize(model, compile=compile)
 
 
 # ------------------------------------------------------------------------------ results
@@ -243,17 +244,22 @@ class FaceAligner(LandmarkPredictor):
             forward pass; twice the compute).
         batch_size: faces per forward pass.
         optimize: use :func:`fa_lib.inference.optimize_for_inference` (exact, faster on CPU).
+        compile: with ``optimize``, also compile the network with ``torch.compile`` (``CompiledFAN``:
+            a one-off ~40 s compilation, then the fastest CPU path; falls back to the eager optimised
+            network, with a warning, where no C++ compiler is available).
     """
 
     def __init__(self, landmarks: str = "2D", device: str = "auto", detector="dlib", weights=None,
                  network=None, flip_tta: bool = False, batch_size: int = 16, depth_weights=None,
-                 allow_random_weights: bool = False, optimize: bool = True):
+                 allow_random_weights: bool = False, optimize: bool = True, compile: bool = False):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.landmarks_type = landmarks
         self.device = _resolve_device(device)
         model = load_network(landmarks, weights, depth_weights, network, allow_random_weights)
-        self.network = (optimize_for_inference(model) if optimize else model).to(self.device).eval()
+        if compile and not optimize:
+            raise ValueError("compile=True needs optimize=True (it compiles the optimised network)")
+        self.network = (optimize_for_inference(model, compile=compile) if optimize else model).to(self.device).eval()
         self.detector: FaceDetector | None = make_detector(detector)
         self.flip_tta = bool(flip_tta)
         self.batch_size = int(batch_size)
@@ -493,7 +499,7 @@ def landmarks_main(args: argparse.Namespace) -> int:
             boxes = [b if b is not None else [] for b in boxes]
         aligner = FaceAligner(landmarks=args.landmarks, device=args.device, detector=detector,
                               weights=args.weights, depth_weights=args.depth_weights,
-                              flip_tta=args.flip)
+                              flip_tta=args.flip, compile=args.compile)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"fa-lib landmarks: {error}", file=sys.stderr)
         return 2
@@ -549,5 +555,7 @@ def add_landmarks_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the network (~40 s once; worth it for many images on a CPU)")
     parser.set_defaults(func=landmarks_main)
     return parser

@@ -192,3 +192,22 @@ def test_cli_writes_json_csv_overlay(small_fan, tmp_path):
     assert args.func(args) == 1
     args = parser.parse_args(["landmarks", str(image_path), "--out", str(out), "--detector", "none", "--quiet"])
     assert args.func(args) == 2  # no weights: refused with the explanation
+
+
+def test_compiled_aligner_gives_the_same_landmarks(small_fan, image):
+    from fa_lib.inference import compiler_unavailable_reason
+
+    with pytest.raises(ValueError, match="optimize"):
+        _aligner(small_fan, optimize=False, compile=True)
+    box = np.array([30, 20, 110, 100], np.float32)
+    eager = _aligner(small_fan).get_landmarks_from_image(image, boxes=[box])[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a missing compiler falls back with a warning
+        compiled_aligner = _aligner(small_fan, compile=True)
+        compiled = compiled_aligner.get_landmarks_from_image(image, boxes=[box])[0]
+    np.testing.assert_allclose(compiled, eager, atol=1e-3)
+    if compiler_unavailable_reason() is None:
+        assert compiled_aligner.network.compiled, compiled_aligner.network.fallback_reason
+    parser = argparse.ArgumentParser()
+    add_landmarks_parser(parser.add_subparsers())
+    assert parser.parse_args(["landmarks", "x.png", "--out", "o", "--compile"]).compile
