@@ -87,7 +87,7 @@ def bench_xnor(args: argparse.Namespace) -> int:
     record = provenance(profile="bench", dataset="random tensors of the thesis's layer shapes", seed=0,
                         extra={"isas_available": list(xnor.available_isas()), "threads": threads,
                                "quick": bool(args.quick), "amx_tile_unit_gmacs": xnor.amx_peak_gmacs(),
-                               "amx_min_pixels": xnor.set_amx_min_pixels(xnor.set_amx_min_pixels(0))})
+                               "amx_min_pixels": xnor.amx_min_pixels()})
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2, default=str) + "\n")
     write_figure(bench.bench_figure(df, threads=min(threads)), "bench_xnor", profile="bench",
                  dataset="random tensors", seed=0, caption="Binary vs float conv speed-ups")

@@ -240,6 +240,7 @@ def test_amx_small_maps_route_to_the_popcount_kernel_with_identical_results():
         act = xnor.pack_activations(x, pad=1)
         expected = reference_integer_conv(sign(x), weight)
         previous = xnor.set_amx_min_pixels(32)
+        assert xnor.amx_min_pixels() == 32
         try:
             got = xnor.binary_conv(act, pw, scale=False, isa="amx")
         finally:

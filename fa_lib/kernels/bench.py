@@ -8,7 +8,8 @@ tile matrix products (TDPBSSD, 1024 MACs per cycle; :func:`fa_lib.kernels.xnor.a
 unit's rate and the CLI records it with the results); in practice the tile-store drain after every 32x32
 output block and streaming the expanded weights from L2 hold the convolution well below that rate.
 :func:`run_bench` measures, side by side in one process and interleaved (each
-repeat runs torch, then binary, then binary + packing), the minimum wall time of:
+round runs torch, then binary, then binary + packing, each a few times back to back so that each is timed
+warm), the minimum wall time of:
 
 * single 3x3 convolutions of the hourglass shapes (256->128, 128->64, 64->64) at 64x64 ... 4x4;
 * one hierarchical block (Fig. 5.1b, 256->256 at 64x64): packed block vs the same block in float;
@@ -44,10 +45,18 @@ RESOLUTIONS = [64, 32, 16, 8, 4]  # hourglass levels (depth 4) of a 64x64 heatma
 
 
 _CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+BURST = 3  # consecutive runs of one candidate per round (see _interleaved_min_ms)
 
 
-def _interleaved_min_ms(candidates: Sequence[Callable[[], object]], repeats: int, timer: str = "wall") -> list[float]:
-    """Min time (ms) of each candidate, run round-robin so that load changes hit all alike.
+def _interleaved_min_ms(candidates: Sequence[Callable[[], object]], repeats: int, timer: str = "wall",
+                        burst: int = BURST) -> list[float]:
+    """Min time (ms) of each candidate over ``repeats`` rounds; the rounds go round-robin over the candidates
+    so that load changes hit all alike, and within a round each candidate runs ``burst`` times back to back.
+
+    Why bursts: run once after another candidate, a layer finds the caches (and the core's vector power
+    state) left by that candidate -- the float conv evicts the packed weights and scratch, and the reverse --
+    which is neither how a layer runs inside a network nor the same penalty for both sides.  The minimum
+    over a burst is each candidate warm, as its neighbour layers would leave it in its own network.
 
     ``timer="cpu"`` measures the calling thread's CPU time (valid for 1 thread only: torch and the kernels
     then run in the calling thread), which ignores time lost to other processes on a shared machine."""
@@ -58,9 +67,10 @@ def _interleaved_min_ms(candidates: Sequence[Callable[[], object]], repeats: int
         best = [float("inf")] * len(candidates)
         for _ in range(repeats):
             for i, fn in enumerate(candidates):
-                start = clock()
-                fn()
-                best[i] = min(best[i], clock() - start)
+                for _ in range(max(1, burst)):
+                    start = clock()
+                    fn()
+                    best[i] = min(best[i], clock() - start)
     return [b * 1e3 for b in best]
 
 

@@ -104,6 +104,13 @@ def set_amx_min_pixels(pixels: int) -> int:
     return int(_library().fa_amx_set_min_pixels(int(pixels)))
 
 
+def amx_min_pixels() -> int:
+    """The current threshold of :func:`set_amx_min_pixels`."""
+    previous = set_amx_min_pixels(0)
+    set_amx_min_pixels(previous)
+    return previous
+
+
 def amx_peak_gmacs(steps: int = 200_000, repeats: int = 3) -> Optional[float]:
     """Measured int8 multiply-accumulate rate of one core's AMX tile unit (GMAC/s, best of ``repeats``) with
     the operands in tile registers: the ceiling of the ``amx`` path.  None where the CPU has no AMX."""
