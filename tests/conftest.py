@@ -34,3 +34,17 @@ def smoke_reproduction(smoke_project):
 
     runs = reproduce("smoke", root=smoke_project, progress=False, force=True, device="cpu")
     return {r.name: r for r in runs}, smoke_project / "results"
+
+
+@pytest.fixture(scope="module")
+def amx_tile_kernel_everywhere():
+    """Small maps normally leave the "amx" kernel path for the AVX-512 one (xnor.set_amx_min_pixels); the
+    kernels' exactness tests use small maps, so they force the tile kernel itself on every shape."""
+    from fa_lib.kernels import xnor
+
+    if "amx" not in xnor.available_isas():
+        yield
+        return
+    previous = xnor.set_amx_min_pixels(0)
+    yield
+    xnor.set_amx_min_pixels(previous)

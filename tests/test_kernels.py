@@ -11,17 +11,7 @@ from fa_lib.kernels import xnor
 
 ISAS = xnor.available_isas()
 
-
-@pytest.fixture(autouse=True, scope="module")
-def amx_tile_kernel_everywhere():
-    """Small maps normally leave the "amx" path for the AVX-512 kernel (xnor.set_amx_min_pixels); the
-    exactness tests here use small maps, so force the tile kernel itself on every shape."""
-    if "amx" not in ISAS:
-        yield
-        return
-    previous = xnor.set_amx_min_pixels(0)
-    yield
-    xnor.set_amx_min_pixels(previous)
+pytestmark = pytest.mark.usefixtures("amx_tile_kernel_everywhere")
 
 
 def sign(v: torch.Tensor) -> torch.Tensor:
