@@ -10,9 +10,14 @@ numbers of faces with |yaw| in [0, 30), [30, 60) and [60, 90] degrees (Table 4.2
 :func:`convert_folder` does the same for a folder of images:
 
 1. 2D landmarks: ``<stem>.pts`` beside the image (iBUG, 68 points), else a 2D-FAN
-   (:class:`fa_lib.api.FaceAligner`, largest detected face), else the image is reported and skipped;
-2. the crop of the tight 2D-landmark box (thesis 4.1.3, official FAN crop convention) plus the
-   guide maps, through 2D-to-3D-FAN, in batches; heatmaps decoded to image pixels;
+   (:class:`fa_lib.api.FaceAligner`, or any object with its ``get_landmarks_from_image(image,
+   boxes=..., return_details=True)``; largest face) in the face box given for the image
+   (``boxes`` / ``--boxes``) or, without one, in the boxes of its detector; else the image is
+   reported and skipped;
+2. the crop of the tight 2D-landmark box (thesis 4.1.3, official FAN crop convention) at the
+   network's input size (``input_size`` / ``--input-size``: the thesis's 256 px, or the size a
+   checkpoint of this project records in its metadata) plus the guide maps (Gaussians of std 1 px),
+   through 2D-to-3D-FAN, in batches; heatmaps decoded to image pixels;
 3. output in the LS3D-W layout read by :func:`fa_lib.data.formats.read_ls3dw_landmarks`: beside a
    copy of each image, ``<stem>.t7``, a Torch7 68x2 FloatTensor in 1-based coordinates (as the
    release's Lua files), and a ``<stem>.json`` sidecar (yaw, where the 2D points came from, the 3D
@@ -45,8 +50,8 @@ from . import geometry
 from .heatmaps import decode_heatmaps, gaussian_heatmaps
 
 __all__ = ["YAW_BINS", "write_t7_tensor", "estimate_pose", "yaw_bin", "balanced_subset",
-           "ConversionResult", "convert_folder", "load_2d_to_3d_network", "add_convert_ls3dw_parser",
-           "convert_ls3dw_main"]
+           "ConversionResult", "convert_folder", "load_2d_to_3d_network", "checkpoint_input_size",
+           "read_boxes_json", "add_convert_ls3dw_parser", "convert_ls3dw_main"]
 
 YAW_BINS = ((0.0, 30.0), (30.0, 60.0), (60.0, 90.0))
 INPUT_SIZE, GUIDE_SIGMA = 256, 1.0
@@ -180,6 +185,48 @@ def load_2d_to_3d_network(weights=None, network=None, allow_random_weights: bool
     return model.eval()
 
 
+def checkpoint_input_size(weights) -> int | None:
+    """The input size (px) a checkpoint of this project records in its metadata (``extra
+    ["input_size"]``, written e.g. by the chapter-4 experiments, whose networks read 64-128 px
+    crops), or None (official checkpoints, or none recorded: the thesis's 256 px then applies)."""
+    if weights is None or not Path(weights).is_file():
+        return None
+    try:
+        payload = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception:  # an official or TorchScript checkpoint: no metadata of ours
+        return None
+    extra = payload.get("extra") if isinstance(payload, dict) else None
+    size = extra.get("input_size") if isinstance(extra, dict) else None
+    return int(size) if size else None
+
+
+def read_boxes_json(path) -> dict[str, list]:
+    """``--boxes``: a JSON object {image path relative to the image folder, or file name: a box
+    [x1, y1, x2, y2] or a list of boxes} (the format of ``fa-lib landmarks --boxes``)."""
+    try:
+        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"--boxes file not found: {path}") from err
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--boxes {path} is not valid JSON: {err}") from err
+    if not isinstance(spec, dict):
+        raise ValueError(f"--boxes {path} must hold an object {{image: box or boxes}}")
+    return spec
+
+
+def _boxes_for(boxes, relative: Path) -> np.ndarray | None:
+    """The (K, 4) face boxes given for an image (by relative path, then by file name), or None."""
+    if not boxes:
+        return None
+    entry = boxes.get(relative.as_posix(), boxes.get(relative.name))
+    if entry is None:
+        return None
+    array = np.asarray(entry, np.float32)
+    if array.size == 0 or array.shape[-1] < 4:
+        raise ValueError(f"the box given for {relative} is not [x1, y1, x2, y2]: {entry}")
+    return array.reshape(-1, array.shape[-1])[:, :4]
+
+
 # ------------------------------------------------------------------------------ convert
 @dataclass
 class ConversionResult:
@@ -193,16 +240,17 @@ class ConversionResult:
     balanced_counts: list[int]
 
 
-def _guided_input(image: np.ndarray, points_2d: np.ndarray):
+def _guided_input(image: np.ndarray, points_2d: np.ndarray, input_size: int = INPUT_SIZE):
     box = geometry.box_from_landmarks(points_2d)
     center, scale = geometry.box_to_center_scale(box.astype(np.float64))
-    crop = geometry.crop_image(image, center, float(scale), INPUT_SIZE).astype(np.float32) / 255.0
-    guide_points = geometry.crop_points(points_2d.astype(np.float64), center, float(scale), INPUT_SIZE)
-    guide = gaussian_heatmaps(guide_points, INPUT_SIZE, GUIDE_SIGMA).numpy()
+    crop = geometry.crop_image(image, center, float(scale), input_size).astype(np.float32) / 255.0
+    guide_points = geometry.crop_points(points_2d.astype(np.float64), center, float(scale), input_size)
+    guide = gaussian_heatmaps(guide_points, input_size, GUIDE_SIGMA).numpy()
     return np.concatenate([crop.transpose(2, 0, 1), guide], 0), center, float(scale)
 
 
-def _points_2d(image_path: Path, image: np.ndarray, aligner) -> tuple[np.ndarray, str]:
+def _points_2d(image_path: Path, image: np.ndarray, aligner, boxes: np.ndarray | None = None
+               ) -> tuple[np.ndarray, str]:
     from .data.formats import read_pts
 
     pts = image_path.with_suffix(".pts")
@@ -211,9 +259,10 @@ def _points_2d(image_path: Path, image: np.ndarray, aligner) -> tuple[np.ndarray
     if aligner is None:
         raise ValueError(f"no {pts.name} beside the image and no 2D-FAN given to predict the 2D "
                          "landmarks (pass fan_2d_weights / --fan2d-weights)")
-    faces = aligner.get_landmarks_from_image(image, return_details=True)
+    faces = aligner.get_landmarks_from_image(image, boxes=boxes, return_details=True)
     if not faces.landmarks:
-        raise ValueError("no .pts file and the 2D-FAN's detector found no face")
+        raise ValueError("no .pts file and the 2D-FAN found no face" +
+                         (" in the given box" if boxes is not None else " (its detector found none)"))
     largest = int(np.argmax((faces.boxes[:, 2] - faces.boxes[:, 0]) * (faces.boxes[:, 3] - faces.boxes[:, 1])))
     return faces.landmarks[largest][:, :2], "2D-FAN"
 
@@ -224,11 +273,16 @@ def _write_sidecar(path: Path, record: dict) -> None:
 
 def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, batch_size: int = 8,
                    copy_images: bool = True, seed: int = 0, show_progress: bool = True,
-                   device: str = "cpu") -> ConversionResult:
+                   device: str = "cpu", input_size: int | None = None,
+                   boxes: dict | None = None) -> ConversionResult:
     """Convert every image under ``images_dir`` (see the module docstring) into ``out_dir``.
 
     ``network``: a 2D-to-3D-FAN (:func:`load_2d_to_3d_network`); ``aligner_2d``: a 2D
-    :class:`~fa_lib.api.FaceAligner` for images without a ``.pts`` file (or None).
+    :class:`~fa_lib.api.FaceAligner` (or an object with its ``get_landmarks_from_image``) for
+    images without a ``.pts`` file (or None); ``boxes``: {image path relative to ``images_dir``,
+    or file name: face box(es) [x1, y1, x2, y2]} for those images (the aligner's detector is used
+    for images without one); ``input_size``: the crop side the network was trained on (None: the
+    thesis's 256 px).
     """
     from tqdm.auto import tqdm
 
@@ -240,6 +294,13 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
         raise FileNotFoundError(f"image folder not found: {source}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    input_size = INPUT_SIZE if input_size is None else int(input_size)
+    # the stem divides the crop by 4 and each hourglass level halves it again
+    config = getattr(network, "config", None)
+    step = 4 * 2 ** int(config.get("hg_depth", 0)) if isinstance(config, dict) else 4
+    if input_size < step or input_size % step:
+        raise ValueError(f"input_size must be a positive multiple of {step} for this network "
+                         f"(4 x 2^hourglass depth), got {input_size}")
     target.mkdir(parents=True, exist_ok=True)
     files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                    and target not in p.parents)
@@ -273,7 +334,7 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
             _write_sidecar(stem.with_suffix(".json"), {
                 "image": str(file.relative_to(source)), "landmarks_2d_from": origin,
                 "yaw": yaw, "pitch": pitch, "roll": roll, "landmarks_3d": points_3d.tolist(),
-                "landmarks_2d": np.asarray(points_2d, np.float32).tolist(),
+                "landmarks_2d": np.asarray(points_2d, np.float32).tolist(), "input_size": input_size,
                 "convention": "0-based: pixel (row i, col j) has its centre at (j + 0.5, i + 0.5); "
                               "the .t7 file is 1-based"})
             converted.append(str(file))
@@ -286,9 +347,10 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
             continue
         try:
             image = load_image(file)
-            points_2d, origin = _points_2d(file, image, aligner_2d)
+            points_2d, origin = _points_2d(file, image, aligner_2d,
+                                           _boxes_for(boxes, file.relative_to(source)))
             stem.parent.mkdir(parents=True, exist_ok=True)
-            channels, center, scale = _guided_input(image, points_2d)
+            channels, center, scale = _guided_input(image, points_2d, input_size)
             pending.append((file, stem, channels, center, scale, points_2d, origin))
         except (ValueError, FileNotFoundError, OSError) as error:
             failed[str(file)] = f"{type(error).__name__}: {error}"
@@ -339,9 +401,12 @@ def convert_ls3dw_main(args: argparse.Namespace) -> int:
                                   weights=args.fan2d_weights)
         device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
             "cpu" if args.device == "auto" else args.device)
+        input_size = args.input_size or checkpoint_input_size(args.weights) or INPUT_SIZE
+        boxes = read_boxes_json(args.boxes) if args.boxes else None
         result = convert_folder(args.images, args.out, network, aligner, batch_size=args.batch_size,
                                 copy_images=not args.no_copy, seed=args.seed,
-                                show_progress=not args.quiet, device=device)
+                                show_progress=not args.quiet, device=device, input_size=input_size,
+                                boxes=boxes)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"fa-lib convert-ls3dw: {error}", file=sys.stderr)
         return 2
@@ -364,6 +429,13 @@ def add_convert_ls3dw_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--fan2d-weights", default=None,
                         help="2D-FAN checkpoint for images without a .pts file")
     parser.add_argument("--detector", default="dlib", choices=["dlib", "opencv"])
+    parser.add_argument("--boxes", default=None,
+                        help="JSON file {image path relative to the folder, or file name: [x1, y1, x2, y2] "
+                             "or a list of boxes}: face boxes for the 2D-FAN on images without a .pts "
+                             "file (the detector is used for the others)")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="crop side (px) the 2D-to-3D-FAN was trained on (default: the size the "
+                             "checkpoint records, else the thesis's 256)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0, help="seed of the balanced subset")

