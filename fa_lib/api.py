@@ -466,14 +466,20 @@ def _expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return files
 
 
-def _read_boxes_json(path: str, files: list[Path]) -> list | None:
-    """--boxes: a JSON list of boxes for every image, or {image path or name: boxes}."""
+def load_boxes_json(path) -> list | dict:
+    """The parsed ``--boxes`` JSON file (shared by ``fa-lib landmarks`` and ``fa-lib convert-ls3dw``),
+    with clear errors for a missing file or invalid JSON."""
     try:
-        spec = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError as err:
         raise FileNotFoundError(f"--boxes file not found: {path}") from err
     except json.JSONDecodeError as err:
         raise ValueError(f"--boxes {path} is not valid JSON: {err}") from err
+
+
+def _read_boxes_json(path: str, files: list[Path]) -> list | None:
+    """--boxes: a JSON list of boxes for every image, or {image path or name: boxes}."""
+    spec = load_boxes_json(path)
     if isinstance(spec, list):
         return [spec] * len(files)
     if not isinstance(spec, dict):

@@ -203,12 +203,9 @@ def checkpoint_input_size(weights) -> int | None:
 def read_boxes_json(path) -> dict[str, list]:
     """``--boxes``: a JSON object {image path relative to the image folder, or file name: a box
     [x1, y1, x2, y2] or a list of boxes} (the format of ``fa-lib landmarks --boxes``)."""
-    try:
-        spec = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"--boxes file not found: {path}") from err
-    except json.JSONDecodeError as err:
-        raise ValueError(f"--boxes {path} is not valid JSON: {err}") from err
+    from .api import load_boxes_json
+
+    spec = load_boxes_json(path)
     if not isinstance(spec, dict):
         raise ValueError(f"--boxes {path} must hold an object {{image: box or boxes}}")
     return spec
