@@ -120,8 +120,10 @@ def read_image(image, name: str | None = None) -> tuple[np.ndarray, str]:
     return as_rgb_uint8(image, label), label
 
 
-def _crop_face(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """The official FAN crop (256 px) of ``box``: (float32 (3, 256, 256) RGB / 255, centre, scale).
+def _crop_face(image: np.ndarray, box: np.ndarray,
+               crop_size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray, float]:
+    """The official FAN crop (``crop_size`` px, 256 for the thesis's networks) of ``box``: (float32
+    (3, crop_size, crop_size) RGB / 255, centre, scale).
 
     When the face is much larger than the crop, the image is first shrunk with area averaging so
     that bilinear resampling does not alias (the crop's geometry is unchanged: the shrink is
@@ -130,8 +132,8 @@ def _crop_face(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarr
     import cv2
 
     center, scale = geometry.box_to_center_scale(np.asarray(box[:4], np.float64))
-    matrix = geometry.crop_matrix(center, float(scale), INPUT_SIZE)
-    shrink = geometry.CROP_SIDE_PER_SCALE * float(scale) / INPUT_SIZE
+    matrix = geometry.crop_matrix(center, float(scale), crop_size)
+    shrink = geometry.CROP_SIDE_PER_SCALE * float(scale) / crop_size
     source = image
     if shrink > 2.0:
         height, width = image.shape[:2]
@@ -139,7 +141,7 @@ def _crop_face(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarr
         source = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         # small px -> full px is diag(W / w, H / h) in the continuous convention.
         matrix = matrix @ np.diag([width / size[0], height / size[1], 1.0])
-    crop = geometry.warp_image(source, matrix, INPUT_SIZE)
+    crop = geometry.warp_image(source, matrix, crop_size)
     return (crop.astype(np.float32) / 255.0).transpose(2, 0, 1), np.asarray(center), float(scale)
 
 
@@ -244,6 +246,8 @@ class FaceAligner(LandmarkPredictor):
             forward pass; twice the compute).
         batch_size: faces per forward pass.
         optimize: use :func:`fa_lib.inference.optimize_for_inference` (exact, faster on CPU).
+        input_size: the crop side (px) the network reads: None takes the size a checkpoint of this
+            project records (e.g. 128 for a quick-profile FAN), else the thesis's 256.
         compile: with ``optimize``, also compile the network with ``torch.compile`` (``CompiledFAN``:
             a one-off ~40 s compilation, then the fastest CPU path; falls back to the eager optimised
             network, with a warning, where no C++ compiler is available).
@@ -251,10 +255,19 @@ class FaceAligner(LandmarkPredictor):
 
     def __init__(self, landmarks: str = "2D", device: str = "auto", detector="dlib", weights=None,
                  network=None, flip_tta: bool = False, batch_size: int = 16, depth_weights=None,
-                 allow_random_weights: bool = False, optimize: bool = True, compile: bool = False):
+                 allow_random_weights: bool = False, optimize: bool = True, compile: bool = False,
+                 input_size: int | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.landmarks_type = landmarks
+        if input_size is None:
+            from .convert_ls3dw import checkpoint_input_size
+
+            input_size = checkpoint_input_size(weights) if isinstance(weights, (str, os.PathLike)) else None
+        self.input_size = int(input_size or INPUT_SIZE)
+        if self.input_size < 16 or self.input_size % 4:
+            raise ValueError(f"input_size must be a multiple of 4 and >= 16 (FAN's heatmaps are 1/4 of "
+                             f"the crop), got {input_size}")
         self.device = _resolve_device(device)
         model = load_network(landmarks, weights, depth_weights, network, allow_random_weights)
         if compile and not optimize:
@@ -291,7 +304,7 @@ class FaceAligner(LandmarkPredictor):
                 batch = torch.from_numpy(crops[start:start + self.batch_size]).to(self.device)
                 heatmaps = self._heatmaps(batch)
                 xy, score = decode_heatmaps(heatmaps)
-                xy = xy.cpu() * (INPUT_SIZE / heatmaps.shape[-1])
+                xy = xy.cpu() * (self.input_size / heatmaps.shape[-1])
                 if self.landmarks_type == "3D-full":
                     z = self.network.depth(self.network.depth_input(batch[:, :3], xy.to(self.device)))
                     xy = torch.cat([xy, z.float().cpu()[..., None]], -1)
@@ -339,7 +352,7 @@ class FaceAligner(LandmarkPredictor):
                 array, label = read_image(image, label)
                 face_boxes = self._boxes_for(array, None if boxes is None else boxes[index])
                 for box in face_boxes:
-                    crop, center, scale = _crop_face(array, box)
+                    crop, center, scale = _crop_face(array, box, self.input_size)
                     crops.append(crop)
                     owners.append(index)
                     centers.append(center)
@@ -351,10 +364,10 @@ class FaceAligner(LandmarkPredictor):
                     raise
                 results.append(Faces.failed(label, f"{type(error).__name__}: {error}"))
         points, scores = self._predict_crops(np.stack(crops) if crops else
-                                             np.zeros((0, 3, INPUT_SIZE, INPUT_SIZE), np.float32))
+                                             np.zeros((0, 3, self.input_size, self.input_size), np.float32))
         if len(points):
             image_points = geometry.uncrop_points(points, np.stack(centers), np.asarray(scales),
-                                                  INPUT_SIZE)
+                                                  self.input_size)
             for face, owner in enumerate(owners):
                 results[owner].landmarks.append(np.asarray(image_points[face], np.float32))
                 results[owner].scores.append(scores[face])
@@ -505,7 +518,7 @@ def landmarks_main(args: argparse.Namespace) -> int:
             boxes = [b if b is not None else [] for b in boxes]
         aligner = FaceAligner(landmarks=args.landmarks, device=args.device, detector=detector,
                               weights=args.weights, depth_weights=args.depth_weights,
-                              flip_tta=args.flip, compile=args.compile)
+                              flip_tta=args.flip, compile=args.compile, input_size=args.input_size)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"fa-lib landmarks: {error}", file=sys.stderr)
         return 2
@@ -561,6 +574,8 @@ def add_landmarks_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="crop side the network reads (default: what the checkpoint records, else 256)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network (~40 s once; worth it for many images on a CPU)")
     parser.set_defaults(func=landmarks_main)

@@ -395,7 +395,7 @@ def convert_ls3dw_main(args: argparse.Namespace) -> int:
             from .api import FaceAligner
 
             aligner = FaceAligner("2D", device=args.device, detector=args.detector,
-                                  weights=args.fan2d_weights)
+                                  weights=args.fan2d_weights)  # its crop size: from the checkpoint
         device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
             "cpu" if args.device == "auto" else args.device)
         input_size = args.input_size or checkpoint_input_size(args.weights) or INPUT_SIZE

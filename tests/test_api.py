@@ -211,3 +211,23 @@ def test_compiled_aligner_gives_the_same_landmarks(small_fan, image):
     parser = argparse.ArgumentParser()
     add_landmarks_parser(parser.add_subparsers())
     assert parser.parse_args(["landmarks", "x.png", "--out", "o", "--compile"]).compile
+
+
+def test_crop_size_comes_from_our_checkpoint(small_fan, image, tmp_path):
+    """A quick-profile FAN reads 128 px crops: the aligner takes the size its checkpoint records."""
+    path = save_model(small_fan, tmp_path / "quick_fan.pth", extra={"input_size": 128})
+    aligner = FaceAligner("2D", device="cpu", detector=None, weights=path)
+    assert aligner.input_size == 128
+    box = np.array([30, 20, 110, 100], np.float32)
+    points = aligner.get_landmarks_from_image(image, boxes=[box])[0]
+    center, scale = geometry.box_to_center_scale(box.astype(np.float64))
+    crop = geometry.crop_image(image, center, float(scale), 128).astype(np.float32) / 255
+    with torch.no_grad():
+        heatmaps = small_fan(torch.from_numpy(crop.transpose(2, 0, 1))[None])[-1]
+    assert heatmaps.shape[-1] == 32
+    hm_points, _ = decode_heatmaps(heatmaps)
+    expected = geometry.uncrop_points(hm_points[0].numpy(), center, scale, 32)
+    np.testing.assert_allclose(points, expected, atol=1e-3)
+    assert FaceAligner("2D", device="cpu", detector=None, weights=path, input_size=256).input_size == 256
+    with pytest.raises(ValueError, match="multiple of 4"):
+        FaceAligner("2D", device="cpu", detector=None, weights=path, input_size=130)
