@@ -1565,17 +1565,13 @@ def conv_macs(model: nn.Module, input_size: int, in_channels: int | None = None)
 def interleaved_min_seconds(candidates: Mapping[Any, Callable[[], object]], repeats: int) -> dict[Any, float]:
     """Minimum wall time (s) of each candidate over ``repeats`` rounds. After one untimed warm-up call
     each, every round calls every candidate once in turn, so a change of the machine's load (it is
-    shared) hits all candidates alike; the minimum is the least-disturbed call."""
-    best = {key: float("inf") for key in candidates}
-    with torch.no_grad():
-        for fn in candidates.values():
-            fn()
-        for _ in range(max(1, int(repeats))):
-            for key, fn in candidates.items():
-                start = time.perf_counter()
-                fn()
-                best[key] = min(best[key], time.perf_counter() - start)
-    return best
+    shared) hits all candidates alike; the minimum is the least-disturbed call (the kernels' benchmark
+    timer, :func:`fa_lib.kernels.bench.interleaved_min_ms`, with one call per round)."""
+    from fa_lib.kernels.bench import interleaved_min_ms
+
+    keys = list(candidates)
+    ms = interleaved_min_ms([candidates[key] for key in keys], max(1, int(repeats)), burst=1)
+    return {key: value / 1e3 for key, value in zip(keys, ms)}
 
 
 def _thread_label(threads: int) -> str:

@@ -45,10 +45,10 @@ RESOLUTIONS = [64, 32, 16, 8, 4]  # hourglass levels (depth 4) of a 64x64 heatma
 
 
 _CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
-BURST = 3  # consecutive runs of one candidate per round (see _interleaved_min_ms)
+BURST = 3  # consecutive runs of one candidate per round (see interleaved_min_ms)
 
 
-def _interleaved_min_ms(candidates: Sequence[Callable[[], object]], repeats: int, timer: str = "wall",
+def interleaved_min_ms(candidates: Sequence[Callable[[], object]], repeats: int, timer: str = "wall",
                         burst: int = BURST) -> list[float]:
     """Min time (ms) of each candidate over ``repeats`` rounds; the rounds go round-robin over the candidates
     so that load changes hit all alike, and within a round each candidate runs ``burst`` times back to back.
@@ -101,7 +101,7 @@ def bench_conv(cin: int, cout: int, size: int, isa: str, threads: int, repeats: 
     pw = xnor.pack_weights(weight)
     lo, hi = xnor.sign_thresholds(None, cin)
     act = xnor.pack_activations(x_cl, lo, hi, pad=1, isa=isa, threads=threads)
-    t_torch, t_bin, t_pack = _interleaved_min_ms([
+    t_torch, t_bin, t_pack = interleaved_min_ms([
         lambda: F.conv2d(x, weight, padding=1),
         lambda: xnor.binary_conv(act, pw, isa=isa, threads=threads),
         lambda: xnor.binary_conv(xnor.pack_activations(x_cl, lo, hi, pad=1, isa=isa, threads=threads), pw,
@@ -116,7 +116,7 @@ def bench_module(name: str, binary_model: torch.nn.Module, float_model: torch.nn
     # Each side gets its own layout: torch NCHW, the packed module channels-last (what the previous
     # packed layer of a network hands it; a network's input image is converted inside the timed call).
     x_packed = x if x.shape[1] <= 4 else x.contiguous(memory_format=torch.channels_last)
-    t_torch, t_packed = _interleaved_min_ms([lambda: float_model(x), lambda: packed(x_packed)], repeats, timer)
+    t_torch, t_packed = interleaved_min_ms([lambda: float_model(x), lambda: packed(x_packed)], repeats, timer)
     return _row(name, isa, threads, t_torch, t_packed, t_packed)
 
 
