@@ -183,10 +183,15 @@ def test_packed_inference_of_the_trained_networks(chapter):
     assert {f"{name}, binary" for name in ex.BLOCK_SPECS} | {"hierarchical, binary, improved HG",
                                                              "hierarchical, binary, 2 stacks"} == set(binary)
     for label, m in binary.items():
-        # the packed module gives the training-time forward's heatmaps and exactly the same landmarks
-        assert m["relative_diff"] <= 1e-4, label
-        assert m["differing_landmarks"] == 0 and m["landmarks"] == len(ch.data.test) * 68, label
-        assert m["nme_float"] == pytest.approx(m["nme_packed"], abs=1e-9), label
+        # the packed module gives the training-time forward's heatmaps and exactly the same landmarks when
+        # that forward runs in the packed module's real-layer layout (channels-last)
+        assert m["relative_diff_channels_last"] <= 1e-4, label
+        assert m["differing_landmarks_channels_last"] == 0 and m["landmarks"] == len(ch.data.test) * 68, label
+        # against the NCHW forward too, unless the float forward itself changes with the layout
+        if m["float_layout_differing_landmarks"] == 0:
+            assert m["relative_diff"] <= 1e-4, label
+            assert m["differing_landmarks"] == 0, label
+            assert m["nme_float"] == pytest.approx(m["nme_packed"], abs=1e-9), label
         assert m["round_trip_exact"], label
         # every binary convolution runs packed; the real stem conv and 1x1 heads do not
         assert m["binary_convs"] > 0 and m["binary_convs_left_float"] == 0, label
@@ -204,6 +209,7 @@ def test_packed_inference_of_the_trained_networks(chapter):
     expected = {"max |heatmap diff|", "max |heatmap diff| / max |heatmap|", "differing landmarks",
                 "landmarks compared", "NME float (%)", "NME packed (%)", "conv MACs packed (%)",
                 "float32 state_dict (kB)", "packed file (kB)", "size ratio (x)", "file round trip exact",
+                "differing landmarks, float channels-last", "differing landmarks, float NCHW vs channels-last",
                 "float ms per image (1 thread)", f"packed ms per image ({result.isa}, 1 thread)", "speed-up (1 thread)",
                 "float ms per image (2 threads)", f"packed ms per image ({result.isa}, 2 threads)",
                 "speed-up (2 threads)"}

@@ -1,5 +1,6 @@
 """Packed inference (fa_lib.kernels.packed) against the training-time forward of fa_lib.models.binary:
 integer popcounts bit for bit, outputs to float tolerance; packed-weights file round trip and size."""
+import copy
 import struct
 
 import numpy as np
@@ -157,3 +158,21 @@ def test_compression_report(tmp_path):
     assert 10 < report["ratio_vs_float32"] < 32
     n_binary_convs = sum(isinstance(m, BinaryConv2d) for m in net.modules())
     assert report["binary_params"] <= 8 * report["binary_bits_bytes"] < report["binary_params"] + 8 * n_binary_convs
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_stacked_network_equals_channels_last_training_forward(isa):
+    """The packed module runs its real layers (stem, 1x1 heads, inter-stack adds) on channels-last tensors.
+    PyTorch's float forward in that layout is the exact reference: every binary layer then sees bit-identical
+    inputs, so the outputs agree to the last bit even where a sign sits at a threshold (the NCHW forward
+    sums some real layers in another order, see table_5.packed_inference)."""
+    net = randomize_bn(binary_hourglass_net(stacks=3, width=64, hg_depth=2, num_outputs=5), seed=11)
+    x = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    p = packed.pack_model(net, isa=isa)
+    with torch.no_grad():
+        expected = net_cl(x.contiguous(memory_format=torch.channels_last))
+        got = p(x)
+    assert len(got) == 3
+    for e, g in zip(expected, got):
+        assert float((g - e).abs().max()) <= 1e-6 * float(e.abs().max().clamp(min=1))
