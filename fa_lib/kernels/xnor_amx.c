@@ -249,12 +249,17 @@ FA_TAMX static void issue_block(const amx_plan *pl, int64_t n, int64_t cb, int64
         const int8_t *s = img + pl->tap_offset[t] * stride;
         for (int64_t j = 0; j < cw; j++) {
             const int8_t *b = wb + (t * cw + j) * 2 * TILE_BYTES;
+            /* Tiles are not renamed: a load into tile 4-7 waits until the products reading its old
+             * contents are done.  Each load is placed right before the first product that needs it, so
+             * the next step's loads into 4 and 6 can start while products 2-3 of this step still run
+             * (loading all four first made every load wait for the previous step's last product:
+             * measured 4-5% slower on the 3x3 shapes of the benchmark). */
             _tile_loadd(4, s + 64 * j, stride);
-            _tile_loadd(5, s + 16 * stride + 64 * j, stride);
             _tile_loadd(6, b, 64);
-            _tile_loadd(7, b + TILE_BYTES, 64);
             _tile_dpbssd(0, 4, 6);
+            _tile_loadd(7, b + TILE_BYTES, 64);
             _tile_dpbssd(1, 4, 7);
+            _tile_loadd(5, s + 16 * stride + 64 * j, stride);
             _tile_dpbssd(2, 5, 6);
             _tile_dpbssd(3, 5, 7);
         }
