@@ -187,7 +187,9 @@ def test_packed_inference_of_the_trained_networks(chapter):
         # that forward runs in the packed module's real-layer layout (channels-last)
         assert m["relative_diff_channels_last"] <= 1e-4, label
         assert m["differing_landmarks_channels_last"] == 0 and m["landmarks"] == len(ch.data.test) * 68, label
-        # against the NCHW forward too, unless the float forward itself changes with the layout
+        # with NCHW real layers, the training forward itself, bit for bit
+        assert m["relative_diff_nchw_real_layers"] == 0.0 and m["differing_landmarks_nchw_real_layers"] == 0, label
+        # the default against the NCHW forward too, unless the float forward itself changes with the layout
         if m["float_layout_differing_landmarks"] == 0:
             assert m["relative_diff"] <= 1e-4, label
             assert m["differing_landmarks"] == 0, label

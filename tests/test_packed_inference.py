@@ -176,3 +176,26 @@ def test_stacked_network_equals_channels_last_training_forward(isa):
     assert len(got) == 3
     for e, g in zip(expected, got):
         assert float((g - e).abs().max()) <= 1e-6 * float(e.abs().max().clamp(min=1))
+
+
+def test_nchw_real_layers_equal_the_training_forward_bit_for_bit():
+    """A trained-size network (quick-profile 3-stack shape, 128 px) whose NCHW and channels-last float
+    forwards really differ in the last bits: real_layers="nchw" reproduces the NCHW forward exactly,
+    the default reproduces the channels-last one exactly."""
+    torch.manual_seed(3)
+    net = randomize_bn(binary_hourglass_net(stacks=3, width=64, hg_depth=2, num_outputs=68,
+                                            stem_channels=(16, 32)), seed=3)
+    x = torch.rand(8, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        nchw, cl = net(x), net_cl(x.contiguous(memory_format=torch.channels_last))
+        default, exact = packed.pack_model(net)(x), packed.pack_model(net, real_layers="nchw")(x)
+    # the premise: the float forward's own result depends on the layout here
+    assert any(not torch.equal(a.contiguous(), b.contiguous()) for a, b in zip(nchw, cl))
+    for a, b in zip(default, cl):
+        assert torch.equal(a.contiguous(), b.contiguous())
+    for a, b in zip(exact, nchw):
+        assert torch.equal(a.contiguous(), b.contiguous())
+    assert packed.pack_model(net, real_layers="nchw").real_layers == "nchw"
+    with pytest.raises(ValueError, match="real_layers"):
+        packed.pack_model(net, real_layers="nhwc")

@@ -14,8 +14,10 @@ layer (stem, heads, pooling, upsampling, residual adds) stays in PyTorch:
   costs nothing); each convolution's epilogue also packs the next layer's input and adds the shortcut.
 
 Activations between layers are float32 NCHW tensors in ``torch.channels_last`` storage.  The integer
-popcounts equal the training-time forward bit for bit; outputs match it to float tolerance (the real
-layers may sum in a different order for channels-last tensors, and the shortcut is added per slice).
+popcounts equal the training-time forward bit for bit, and so do the outputs when the real layers see the
+same inputs in the same layout as the float forward they are compared with: by default they run
+channels-last (equal to the float network run in channels-last memory); ``pack_model(...,
+real_layers="nchw")`` runs them on NCHW copies (equal to the training-time forward itself).
 """
 from __future__ import annotations
 
@@ -226,25 +228,53 @@ _BLOCK_CONVERTERS: list = [
 ]
 
 
-def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[int] = None) -> nn.Module:
+REAL_LAYER_LAYOUTS = ("channels_last", "nchw")
+
+
+def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[int] = None,
+               real_layers: str = "channels_last") -> nn.Module:
     """A packed-inference copy of ``model`` (which is left untouched); needs ``model.eval()`` first.
 
-    Every binary layer is replaced; real layers are kept.  Raises ValueError if a binary convolution
-    cannot be packed (stride != 1, ...)."""
+    Every binary layer is replaced; real layers are kept.  ``real_layers`` is the memory layout in which
+    the real convolutions and batch norms run:
+
+    * ``"channels_last"`` (default, fastest): the layout the kernels read and write, no conversions.  The
+      outputs then equal, bit for bit, those of the float ``model`` run in channels-last memory
+      (``model.to(memory_format=torch.channels_last)`` on channels-last images);
+    * ``"nchw"``: each real Conv2d / BatchNorm2d gets its input as a contiguous NCHW tensor, as in the
+      training-time forward, so the outputs equal those of ``model`` itself bit for bit, at the cost of a
+      layout copy around every real layer.
+
+    The two differ because PyTorch's float convolutions sum in another order in the two layouts: the
+    last bit of an activation can change, and a sign taken exactly at a threshold then flips (the binary
+    layers themselves are exact in both).  Raises ValueError if a binary convolution cannot be packed
+    (stride != 1, ...) or for an unknown ``real_layers``."""
     if model.training:
         raise ValueError("pack_model needs a model in eval mode (BatchNorm running statistics); call model.eval()")
+    if real_layers not in REAL_LAYER_LAYOUTS:
+        raise ValueError(f"real_layers must be one of {REAL_LAYER_LAYOUTS}, got {real_layers!r}")
     wrapper = nn.Sequential(copy.deepcopy(model))  # so that the model itself can be replaced too
     _pack_children(wrapper, isa=isa, threads=threads)
     packed = wrapper[0].eval()
-    # Feed the network channels-last images: the real stem then hands the first binary block the layout
-    # the kernels read, instead of a full-resolution NCHW -> NHWC copy.
-    packed.register_forward_pre_hook(_images_to_channels_last)
+    if real_layers == "channels_last":
+        # Feed the network channels-last images: the real stem then hands the first binary block the layout
+        # the kernels read, instead of a full-resolution NCHW -> NHWC copy.
+        packed.register_forward_pre_hook(_images_to_channels_last)
+    else:
+        for module in packed.modules():
+            if isinstance(module, (nn.Conv2d, nn.BatchNorm2d)):  # binary convs are gone: these are real
+                module.register_forward_pre_hook(_inputs_to_nchw)
+    packed.real_layers = real_layers
     return packed
 
 
 def _images_to_channels_last(module: nn.Module, args: tuple):
     return tuple(a.contiguous(memory_format=torch.channels_last) if isinstance(a, torch.Tensor) and a.dim() == 4
                  else a for a in args)
+
+
+def _inputs_to_nchw(module: nn.Module, args: tuple):
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -299,15 +329,15 @@ def _build_from_config(config: Optional[dict]) -> nn.Module:
 
 
 def load_packed(path, model: Optional[nn.Module] = None, isa: Optional[str] = None,
-                threads: Optional[int] = None) -> nn.Module:
+                threads: Optional[int] = None, real_layers: str = "channels_last") -> nn.Module:
     """Rebuilds a packed network from a file written by :func:`save_packed`.
 
     ``model`` is an (untrained) float skeleton of the same architecture; without it the file's
-    ``config.builder`` is called."""
+    ``config.builder`` is called.  ``real_layers``: see :func:`pack_model`."""
     from . import fileformat
     config, entries = fileformat.load(path)
     skeleton = model if model is not None else _build_from_config(config)
-    packed = pack_model(skeleton.eval(), isa=isa, threads=threads)
+    packed = pack_model(skeleton.eval(), isa=isa, threads=threads, real_layers=real_layers)
     used = set()
     for name, module in packed.named_modules():
         if isinstance(module, PackedBinaryConv):
