@@ -1853,15 +1853,15 @@ def describe_packed_inference(result: PackedInferenceResult) -> str:
     differing = sum(m["differing_landmarks"] for m in binary)
     nme_gap = max(abs(m["nme_float"] - m["nme_packed"]) for m in binary)
     matching = [m for m in binary if m["relative_diff"] <= PACKED_TOLERANCE and m["differing_landmarks"] == 0]
-    parts = [f"**{len(matching)} of {len(binary)}** trained binary networks give the training-time outputs when "
-             f"packed (`{result.isa}` kernels): largest heatmap difference {worst:.1e} of the largest heatmap value "
+    parts = [f"**{len(matching)} of {len(binary)}** trained binary networks give the training-time (NCHW) outputs "
+             f"when packed (`{result.isa}` kernels, default channels-last real layers): largest heatmap difference {worst:.1e} of the largest heatmap value "
              f"(tolerance {PACKED_TOLERANCE:g}), {differing} of {sum(m['landmarks'] for m in binary)} decoded "
              f"landmarks differ, NME differs by at most {nme_gap:.2g} points."]
     with_cl = [m for m in binary if "differing_landmarks_channels_last" in m]
     for m in binary:
         if m not in matching:
-            parts.append(f"Mismatch: {m['label']} (relative difference {m['relative_diff']:.1e}, "
-                         f"{m['differing_landmarks']} landmarks differ).")
+            parts.append(f"Differs from the NCHW forward: {m['label']} (relative difference "
+                         f"{m['relative_diff']:.1e}, {m['differing_landmarks']} landmarks differ).")
     if with_cl:
         exact_cl = [m for m in with_cl if m["relative_diff_channels_last"] <= PACKED_TOLERANCE
                     and m["differing_landmarks_channels_last"] == 0]
