@@ -244,3 +244,30 @@ def test_explorer_shows_the_measured_speed(chapter):
         else:
             assert f"float {speed['float_ms']:.2f} ms/image (1 thread)" in label
             assert math.isnan(rows.loc[network, "packed speed-up (1 thread)"])
+
+
+def test_kernel_targets_table_picks_the_fastest_path_and_judges_each_target():
+    def row(layer, isa, threads, speedup, with_pack=None):
+        return {"layer": layer, "isa": isa, "threads": threads, "torch_ms": 10.0, "binary_ms": 10.0 / speedup,
+                "binary_with_pack_ms": 10.0 / (with_pack or speedup), "speedup": speedup,
+                "speedup_with_pack": with_pack or speedup}
+    conv, block = "conv3x3 256->128 @64x64", "hierarchical block 256->256 @64x64"
+    net = "network: binary HG (1 stack, 256 ch, 256x256 input)"
+    bench = pd.DataFrame([
+        row(conv, "amx", 1, 20.0, 18.5), row(conv, "avx512", 1, 11.0, 9.0), row(conv, "avx2", 1, 3.5),
+        row(block, "amx", 1, 14.0), row(block, "avx512", 1, 9.0), row(net, "amx", 1, 6.0),
+        row(conv, "avx2 (torch on AVX2 too)", 1, 5.5), row(conv, "amx", 2, 30.0, 30.0),
+    ])
+    t = ex.kernel_targets_table(bench).set_index("measurement")
+    assert len(t) == 4 and set(t["threads"]) == {1}
+    first = t.iloc[0]
+    assert first["isa"] == "amx" and first["speed-up"] == 18.5 and first["met"]  # with packing, 1 thread
+    assert t.iloc[1]["speed-up"] == 14.0 and not t.iloc[1]["met"]
+    assert t.iloc[2]["speed-up"] == 6.0 and not t.iloc[2]["met"]
+    assert t.iloc[3]["isa"] == "avx2 (torch on AVX2 too)" and t.iloc[3]["met"]  # the emulated AVX2-only rows
+    text = ex.describe_kernel_targets(ex.kernel_targets_table(bench))
+    assert text.startswith("**2 of 4**") and "target 15x, not met" in text
+    # without the emulation, the plain avx2 rows (torch on AVX-512) stand in
+    plain = ex.kernel_targets_table(bench[bench["isa"] != "avx2 (torch on AVX2 too)"])
+    assert plain.iloc[3]["isa"] == "avx2" and not plain.iloc[3]["met"]
+    assert ex.describe_kernel_targets(pd.DataFrame()).startswith("The kernels' benchmark has no rows")

@@ -2003,6 +2003,56 @@ def kernel_speed_table(path=None) -> pd.DataFrame | None:
     return pd.read_csv(p)
 
 
+def kernel_speed_figure():
+    """Path of the kernels' benchmark figure (``fig_bench_xnor.png``) if it has been made, else None."""
+    from fa_lib.results import results_dir
+
+    p = results_dir() / "figures" / "fig_bench_xnor.png"
+    return p if p.is_file() else None
+
+
+# The speed targets of the kernels' issue (measured against torch's float conv of the same shape, one thread):
+# (what, layer row of bench_xnor.csv, column, target, AVX2-only rows?)
+KERNEL_TARGETS = (
+    ("256->128 3x3 conv at 64x64, including BN+sign+packing", "conv3x3 256->128 @64x64", "speedup_with_pack", 18.0, False),
+    ("hierarchical block 256->256 at 64x64", "hierarchical block 256->256 @64x64", "speedup", 15.0, False),
+    ("whole single-hourglass binary network", "network", "speedup", 8.0, False),
+    ("256->128 3x3 conv at 64x64 on an AVX2-only machine", "conv3x3 256->128 @64x64", "speedup", 5.0, True),
+)
+AVX2_ONLY_ISA = "avx2 (torch on AVX2 too)"
+
+
+def kernel_targets_table(bench: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
+    """The kernels' benchmark against the issue's speed targets: for each target, the fastest code path this
+    machine ran (AVX2-only targets: the emulated AVX2-only rows, torch restricted to AVX2 as well; plain
+    ``avx2`` rows, against torch on AVX-512, if the emulation was not run), at ``threads`` threads."""
+    rows = []
+    for what, layer, column, target, avx2_only in KERNEL_TARGETS:
+        sel = bench[(bench["threads"] == threads) & bench["layer"].str.startswith(layer)]
+        if avx2_only:
+            sel = sel[sel["isa"] == AVX2_ONLY_ISA] if (sel["isa"] == AVX2_ONLY_ISA).any() else sel[sel["isa"] == "avx2"]
+        else:
+            sel = sel[sel["isa"] != AVX2_ONLY_ISA]
+        if sel.empty:
+            continue
+        best = sel.loc[sel[column].idxmax()]
+        rows.append({"measurement": what, "isa": best["isa"], "threads": threads, "torch float ms": best["torch_ms"],
+                     "binary ms": best["binary_with_pack_ms"] if column == "speedup_with_pack" else best["binary_ms"],
+                     "speed-up": float(best[column]), "target": target, "met": bool(best[column] >= target)})
+    return pd.DataFrame(rows)
+
+
+def describe_kernel_targets(targets: pd.DataFrame) -> str:
+    """Markdown: which of the kernels' speed targets this machine's benchmark meets."""
+    if targets.empty:
+        return "The kernels' benchmark has no rows for the targets."
+    met = targets[targets["met"]]
+    parts = [f"**{len(met)} of {len(targets)}** speed targets met on the machine that ran the benchmark: "
+             + "; ".join(f"{r['measurement']}: {r['speed-up']:.1f}x with `{r['isa']}` (target {r['target']:g}x, "
+                         f"{'met' if r['met'] else 'not met'})" for _, r in targets.iterrows()) + "."]
+    return " ".join(parts)
+
+
 # --------------------------------------------------------------------------------------------------
 # narrative helpers
 
