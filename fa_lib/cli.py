@@ -84,10 +84,15 @@ def bench_xnor(args: argparse.Namespace) -> int:
     df = bench.run_bench(out, threads=threads, emulate_avx2_only=True, **kwargs)
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    size = bench.network_model_size()
+    print(f"model size of the {size['network']}: float32 state_dict {size['float32_state_dict_bytes'] / 1e6:.2f} MB, "
+          f"packed file {size['packed_file_bytes'] / 1e6:.2f} MB ({size['ratio_vs_float32']:.1f}x smaller; "
+          f"{size['ratio_vs_torch_save']:.1f}x against torch.save); kernels' ISA: {xnor.resolve_isa(None)}")
     record = provenance(profile="bench", dataset="random tensors of the thesis's layer shapes", seed=0,
-                        extra={"isas_available": list(xnor.available_isas()), "threads": threads,
-                               "quick": bool(args.quick), "amx_tile_unit_gmacs": xnor.amx_peak_gmacs(),
-                               "amx_min_pixels": xnor.amx_min_pixels()})
+                        extra={"isas_available": list(xnor.available_isas()), "isa_default": xnor.resolve_isa(None),
+                               "threads": threads, "quick": bool(args.quick),
+                               "amx_tile_unit_gmacs": xnor.amx_peak_gmacs(), "amx_min_pixels": xnor.amx_min_pixels(),
+                               "model_size": size})
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2, default=str) + "\n")
     write_figure(bench.bench_figure(df, threads=min(threads)), "bench_xnor", profile="bench",
                  dataset="random tensors", seed=0, caption="Binary vs float conv speed-ups")

@@ -218,6 +218,17 @@ def test_bench_schema_and_figure(tmp_path):
         bench.run_bench(None, threads=(1, 2), timer="cpu")
 
 
+def test_bench_reports_the_network_model_size():
+    from fa_lib.kernels import bench
+
+    size = bench.network_model_size()
+    # 6.1M binary weights at 1 bit, ~0.1M real parameters at 4 bytes: about 20x under the float32 state_dict
+    assert size["binary_params"] > 50 * size["real_params"]
+    assert size["binary_bits_bytes"] == pytest.approx(size["binary_params"] / 8, rel=0.01)
+    assert size["ratio_vs_float32"] == size["float32_state_dict_bytes"] / size["packed_file_bytes"]
+    assert 15 < size["ratio_vs_float32"] < 32
+
+
 @pytest.mark.skipif("amx" not in ISAS, reason="this CPU (or kernel) has no AMX-INT8 tiles")
 def test_amx_small_maps_route_to_the_popcount_kernel_with_identical_results():
     gen = torch.Generator().manual_seed(5)

@@ -132,6 +132,17 @@ def _network_models():
             binary_hourglass_net(stacks=1, binary=False).eval())
 
 
+def network_model_size() -> dict:
+    """File sizes of the benchmark's binary network (single hourglass, 256 channels): its float32 state_dict
+    against the packed file (:func:`fa_lib.kernels.packed.compression_report`, thesis Fig. 5.4's 39x)."""
+    import tempfile
+
+    binary, _ = _network_models()
+    with tempfile.TemporaryDirectory() as tmp:
+        report = packed_mod.compression_report(binary, Path(tmp) / "network.fabin")
+    return {"network": "binary HG (1 stack, 256 ch)", **report}
+
+
 def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.csv",
               threads: Iterable[int] = (1, 2), isas: Optional[Iterable[str]] = None, repeats: int = 10,
               resolutions: Sequence[int] = RESOLUTIONS, include_block: bool = True,
