@@ -257,16 +257,20 @@ def test_kernel_targets_table_picks_the_fastest_path_and_judges_each_target():
         row(conv, "amx", 1, 20.0, 18.5), row(conv, "avx512", 1, 11.0, 9.0), row(conv, "avx2", 1, 3.5),
         row(block, "amx", 1, 14.0), row(block, "avx512", 1, 9.0), row(net, "amx", 1, 6.0),
         row(conv, "avx2 (torch on AVX2 too)", 1, 5.5), row(conv, "amx", 2, 30.0, 30.0),
+        row("conv3x3 64->64 @64x64", "avx2 (torch on AVX2 too)", 1, 4.5),
+        row("conv3x3 64->64 @4x4", "avx2 (torch on AVX2 too)", 1, 2.0),  # not a 64x64 layer: not judged
     ])
     t = ex.kernel_targets_table(bench).set_index("measurement")
-    assert len(t) == 4 and set(t["threads"]) == {1}
+    assert len(t) == 5 and set(t["threads"]) == {1}
+    worst = t.iloc[4]
+    assert "64->64 @64x64" in t.index[4] and worst["speed-up"] == 4.5 and not worst["met"]
     first = t.iloc[0]
     assert first["isa"] == "amx" and first["speed-up"] == 18.5 and first["met"]  # with packing, 1 thread
     assert t.iloc[1]["speed-up"] == 14.0 and not t.iloc[1]["met"]
     assert t.iloc[2]["speed-up"] == 6.0 and not t.iloc[2]["met"]
     assert t.iloc[3]["isa"] == "avx2 (torch on AVX2 too)" and t.iloc[3]["met"]  # the emulated AVX2-only rows
     text = ex.describe_kernel_targets(ex.kernel_targets_table(bench))
-    assert text.startswith("**2 of 4**") and "target 15x, not met" in text
+    assert text.startswith("**2 of 5**") and "target 15x, not met" in text
     # without the emulation, the plain avx2 rows (torch on AVX-512) stand in
     plain = ex.kernel_targets_table(bench[bench["isa"] != "avx2 (torch on AVX2 too)"])
     assert plain.iloc[3]["isa"] == "avx2" and not plain.iloc[3]["met"]

@@ -2012,12 +2012,14 @@ def kernel_speed_figure():
 
 
 # The speed targets of the kernels' issue (measured against torch's float conv of the same shape, one thread):
-# (what, layer row of bench_xnor.csv, column, target, AVX2-only rows?)
+# (what, regex of the layer rows of bench_xnor.csv, column, target, AVX2-only rows?, judge the slowest row?)
 KERNEL_TARGETS = (
-    ("256->128 3x3 conv at 64x64, including BN+sign+packing", "conv3x3 256->128 @64x64", "speedup_with_pack", 18.0, False),
-    ("hierarchical block 256->256 at 64x64", "hierarchical block 256->256 @64x64", "speedup", 15.0, False),
-    ("whole single-hourglass binary network", "network", "speedup", 8.0, False),
-    ("256->128 3x3 conv at 64x64 on an AVX2-only machine", "conv3x3 256->128 @64x64", "speedup", 5.0, True),
+    ("256->128 3x3 conv at 64x64, including BN+sign+packing", r"conv3x3 256->128 @64x64", "speedup_with_pack", 18.0,
+     False, False),
+    ("hierarchical block 256->256 at 64x64", r"hierarchical block 256->256 @64x64", "speedup", 15.0, False, False),
+    ("whole single-hourglass binary network", r"network", "speedup", 8.0, False, False),
+    ("256->128 3x3 conv at 64x64 on an AVX2-only machine", r"conv3x3 256->128 @64x64", "speedup", 5.0, True, False),
+    ("slowest 3x3 conv at 64x64 on an AVX2-only machine", r"conv3x3 .* @64x64", "speedup", 5.0, True, True),
 )
 AVX2_ONLY_ISA = "avx2 (torch on AVX2 too)"
 
@@ -2027,15 +2029,20 @@ def kernel_targets_table(bench: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
     machine ran (AVX2-only targets: the emulated AVX2-only rows, torch restricted to AVX2 as well; plain
     ``avx2`` rows, against torch on AVX-512, if the emulation was not run), at ``threads`` threads."""
     rows = []
-    for what, layer, column, target, avx2_only in KERNEL_TARGETS:
-        sel = bench[(bench["threads"] == threads) & bench["layer"].str.startswith(layer)]
+    for what, layer, column, target, avx2_only, slowest in KERNEL_TARGETS:
+        sel = bench[(bench["threads"] == threads) & bench["layer"].str.match(layer)]
         if avx2_only:
             sel = sel[sel["isa"] == AVX2_ONLY_ISA] if (sel["isa"] == AVX2_ONLY_ISA).any() else sel[sel["isa"] == "avx2"]
         else:
             sel = sel[sel["isa"] != AVX2_ONLY_ISA]
         if sel.empty:
             continue
-        best = sel.loc[sel[column].idxmax()]
+        if slowest:  # the worst layer on its fastest path
+            per_layer = sel.loc[sel.groupby("layer")[column].idxmax()]
+            best = per_layer.loc[per_layer[column].idxmin()]
+            what = f"{what} ({best['layer']})"
+        else:
+            best = sel.loc[sel[column].idxmax()]
         rows.append({"measurement": what, "isa": best["isa"], "threads": threads, "torch float ms": best["torch_ms"],
                      "binary ms": best["binary_with_pack_ms"] if column == "speedup_with_pack" else best["binary_ms"],
                      "speed-up": float(best[column]), "target": target, "met": bool(best[column] >= target)})
