@@ -145,16 +145,21 @@ def run_notebook(source: Path, executed: Path, parameters: dict, results: Path, 
     staging.mkdir(parents=True)
     executed.parent.mkdir(parents=True, exist_ok=True)
     tmp_executed = executed.with_name(f".{executed.name}.running.ipynb")
-    old_env = os.environ.get("FA_LIB_RESULTS")
-    os.environ["FA_LIB_RESULTS"] = str(staging)
+    from fa_lib.results import PUBLISHED_ENV
+
+    # the notebook writes into the staging folder; it reads results made elsewhere from `results`
+    env = {"FA_LIB_RESULTS": str(staging), PUBLISHED_ENV: str(Path(results).resolve())}
+    old_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         pm.execute_notebook(str(source), str(tmp_executed), parameters=parameters, cwd=str(root),
                             kernel_name="python3", progress_bar=False, log_output=log_output)
     finally:
-        if old_env is None:
-            os.environ.pop("FA_LIB_RESULTS", None)
-        else:
-            os.environ["FA_LIB_RESULTS"] = old_env
+        for k, v in old_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     os.replace(tmp_executed, executed)
     moved = _move_staged(staging, results)
     shutil.rmtree(staging, ignore_errors=True)

@@ -30,6 +30,28 @@ THESIS_TABLES_CSV = PACKAGE_DIR / "thesis_tables.csv"
 TABLE_COLUMNS = ["row", "column", "paper", "reproduced"]
 
 
+PUBLISHED_ENV = "FA_LIB_RESULTS_PUBLISHED"
+
+
+def published_results_dir() -> Path:
+    """Where results made elsewhere (another notebook, ``fa-lib bench``) are read from.
+
+    ``fa-lib reproduce`` points ``$FA_LIB_RESULTS`` of a running notebook at an empty staging folder that
+    is moved into the results tree only when the notebook succeeds; it names that tree in
+    ``$FA_LIB_RESULTS_PUBLISHED``.  Outside ``reproduce`` this is :func:`results_dir`."""
+    env = os.environ.get(PUBLISHED_ENV)
+    return Path(env) if env else results_dir()
+
+
+def find_result(relative: str | os.PathLike) -> Path | None:
+    """``relative`` (e.g. ``tables/bench_xnor.csv``) in this run's results, else in the published tree."""
+    for root in (results_dir(), published_results_dir()):
+        path = root / relative
+        if path.is_file():
+            return path
+    return None
+
+
 def results_dir(override: str | os.PathLike | None = None) -> Path:
     """Root of the results tree: the argument, else ``$FA_LIB_RESULTS``, else the checkout's
     ``results/`` (found upwards from the working directory, so a notebook run by hand from

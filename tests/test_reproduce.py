@@ -69,3 +69,20 @@ def test_selection_and_bad_arguments(project, tmp_path):
         reproduce("huge", root=project, progress=False)
     with pytest.raises(FileNotFoundError, match="data-root"):
         reproduce("smoke", root=project, data_root=str(tmp_path / "missing"), progress=False)
+
+
+@pytest.mark.notebook
+def test_notebook_reads_results_made_elsewhere_from_the_published_tree(project):
+    """A running notebook writes into a staging folder ($FA_LIB_RESULTS); what other commands wrote
+    (e.g. `fa-lib bench xnor`) is found through $FA_LIB_RESULTS_PUBLISHED (fa_lib.results.find_result)."""
+    (project / "notebooks" / "ch_bad.ipynb").unlink()
+    _notebook(project / "notebooks" / "ch_reader.ipynb",
+              "from fa_lib.results import find_result, results_dir\n"
+              "found = find_result('tables/bench_xnor.csv')\n"
+              "assert found is not None and found.read_text() == 'made by the benchmark\\n', found\n"
+              "assert find_result('tables/nothing.csv') is None\n"
+              "assert 'staging' in str(results_dir())")
+    (project / "results" / "tables").mkdir(parents=True)
+    (project / "results" / "tables" / "bench_xnor.csv").write_text("made by the benchmark\n")
+    runs = {r.name: r for r in reproduce("smoke", root=project, progress=False)}
+    assert runs["ch_reader"].status == "ok", runs["ch_reader"].message

@@ -62,3 +62,20 @@ def test_write_figure_and_atomicity(tmp_path, monkeypatch):
         results.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_find_result_prefers_this_runs_results_then_the_published_tree(tmp_path, monkeypatch):
+    from fa_lib.results import find_result, published_results_dir
+
+    run, published = tmp_path / "staging", tmp_path / "results"
+    for root, text in ((run, "this run"), (published, "published")):
+        (root / "tables").mkdir(parents=True)
+    (published / "tables" / "a.csv").write_text("published")
+    monkeypatch.setenv("FA_LIB_RESULTS", str(run))
+    monkeypatch.delenv("FA_LIB_RESULTS_PUBLISHED", raising=False)
+    assert published_results_dir() == run and find_result("tables/a.csv") is None
+    monkeypatch.setenv("FA_LIB_RESULTS_PUBLISHED", str(published))
+    assert find_result("tables/a.csv") == published / "tables" / "a.csv"
+    (run / "tables" / "a.csv").write_text("this run")
+    assert find_result("tables/a.csv") == run / "tables" / "a.csv"
+    assert find_result("tables/missing.csv") is None

@@ -1991,24 +1991,24 @@ def binarization_explorer_frames(ch: Chapter5, per_bin: int = 1, packed: PackedI
 
 
 def kernel_speed_table(path=None) -> pd.DataFrame | None:
-    """The kernels' benchmark (``results/tables/bench_xnor.csv``, written by ``fa_lib.kernels.bench``)
-    if it has been run, else None. Speed-up of the bit-packed binary convolution over torch float."""
+    """The kernels' benchmark (``results/tables/bench_xnor.csv``, written by ``fa-lib bench xnor``, not by
+    this chapter: found in the published results tree during ``fa-lib reproduce``) if it has been run,
+    else None. Speed-up of the bit-packed binary convolution over torch float."""
     from pathlib import Path
 
-    from fa_lib.results import results_dir
+    from fa_lib.results import find_result
 
-    p = Path(path) if path is not None else results_dir() / "tables" / "bench_xnor.csv"
-    if not p.is_file():
+    p = Path(path) if path is not None else find_result("tables/bench_xnor.csv")
+    if p is None or not p.is_file():
         return None
     return pd.read_csv(p)
 
 
 def kernel_speed_figure():
     """Path of the kernels' benchmark figure (``fig_bench_xnor.png``) if it has been made, else None."""
-    from fa_lib.results import results_dir
+    from fa_lib.results import find_result
 
-    p = results_dir() / "figures" / "fig_bench_xnor.png"
-    return p if p.is_file() else None
+    return find_result("figures/fig_bench_xnor.png")
 
 
 # The speed targets of the kernels' issue (measured against torch's float conv of the same shape, one thread):
