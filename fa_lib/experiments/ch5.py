@@ -2021,20 +2021,22 @@ KERNEL_TARGETS = (
     ("256->128 3x3 conv at 64x64 on an AVX2-only machine", r"conv3x3 256->128 @64x64", "speedup", 5.0, True, False),
     ("slowest 3x3 conv at 64x64 on an AVX2-only machine", r"conv3x3 .* @64x64", "speedup", 5.0, True, True),
 )
-AVX2_ONLY_ISA = "avx2 (torch on AVX2 too)"
 
 
 def kernel_targets_table(bench: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
     """The kernels' benchmark against the issue's speed targets: for each target, the fastest code path this
     machine ran (AVX2-only targets: the emulated AVX2-only rows, torch restricted to AVX2 as well; plain
     ``avx2`` rows, against torch on AVX-512, if the emulation was not run), at ``threads`` threads."""
+    from fa_lib.kernels.bench import AVX2_ONLY_LABEL
+
     rows = []
     for what, layer, column, target, avx2_only, slowest in KERNEL_TARGETS:
         sel = bench[(bench["threads"] == threads) & bench["layer"].str.match(layer)]
         if avx2_only:
-            sel = sel[sel["isa"] == AVX2_ONLY_ISA] if (sel["isa"] == AVX2_ONLY_ISA).any() else sel[sel["isa"] == "avx2"]
+            emulated = sel["isa"] == AVX2_ONLY_LABEL
+            sel = sel[emulated] if emulated.any() else sel[sel["isa"] == "avx2"]
         else:
-            sel = sel[sel["isa"] != AVX2_ONLY_ISA]
+            sel = sel[sel["isa"] != AVX2_ONLY_LABEL]
         if sel.empty:
             continue
         if slowest:  # the worst layer on its fastest path
@@ -2054,10 +2056,9 @@ def describe_kernel_targets(targets: pd.DataFrame) -> str:
     if targets.empty:
         return "The kernels' benchmark has no rows for the targets."
     met = targets[targets["met"]]
-    parts = [f"**{len(met)} of {len(targets)}** speed targets met on the machine that ran the benchmark: "
-             + "; ".join(f"{r['measurement']}: {r['speed-up']:.1f}x with `{r['isa']}` (target {r['target']:g}x, "
-                         f"{'met' if r['met'] else 'not met'})" for _, r in targets.iterrows()) + "."]
-    return " ".join(parts)
+    return (f"**{len(met)} of {len(targets)}** speed targets met on the machine that ran the benchmark: "
+            + "; ".join(f"{r['measurement']}: {r['speed-up']:.1f}x with `{r['isa']}` (target {r['target']:g}x, "
+                        f"{'met' if r['met'] else 'not met'})" for _, r in targets.iterrows()) + ".")
 
 
 # --------------------------------------------------------------------------------------------------
