@@ -3,28 +3,83 @@
 - ``smoke``: seconds per notebook; tiny data and models. Proves every path runs and writes results
   in the right schema. Used by the test-suite and CI.
 - ``quick`` (default): a 2-core CPU with no dataset: the embedded synthetic benchmark, reduced widths
-  and resolutions, each chapter in about 30 minutes or less. Its results are committed in
-  ``results/`` and always labelled quick-profile, synthetic data.
-- ``full``: the thesis's own architectures and schedules (chapter 4.3.2: RMSprop, lr 1e-4, batch 10,
-  40 epochs; 256 px input, 64 px heatmaps, 4 stacks, 256 channels), meant for a GPU and the real
-  datasets under ``data_root`` (a large synthetic set otherwise).
+  and resolutions. Its results are committed in ``results/`` and always labelled quick-profile,
+  synthetic data.
+- ``full``: the thesis's own architectures and schedules, meant for a GPU and the real datasets under
+  ``data_root`` (a large synthetic set otherwise).
 
-A profile is a frozen dataclass made of one section per concern. Experiments read the section they
-need (``get_profile("quick").fan.stacks``) and never hard-code a scale of their own. Sections are
-plain data so that a profile can be written into every result's provenance JSON.
+A profile is a frozen dataclass made of typed sections: ``data`` (the synthetic benchmark's sizes,
+shared by every chapter) and one section per chapter (``ch4``, ``ch5``, ...). Each chapter section
+lists every knob the chapter reads, with **the thesis's value as the default**; the smoke and quick
+profiles override some of them explicitly below, so ``fa-lib profiles`` prints exactly what runs. An
+unknown knob, or a value of the wrong type, is an error (:func:`with_knobs`). Why the quick profile
+uses the values it does is measured and shown in each chapter notebook's "choosing the scale" section.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, replace
-from typing import Any
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping, Union
 
 PROFILE_NAMES = ("smoke", "quick", "full")
 DEFAULT_PROFILE = "quick"
 
 
+# --------------------------------------------------------------------------------------------------
+# validation shared by every section
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Does ``value`` fit the (simple) type ``annotation`` of a section field?"""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return False
+        args = typing.get_args(annotation)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(args) == len(value) and all(_matches(v, a) for v, a in zip(value, args))
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+class Section:
+    """Base of the typed sections: checks every field's type when the section is made."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, list):  # lists from JSON / the command line become tuples
+                object.__setattr__(self, f.name, value := tuple(value))
+            if not _matches(value, hints[f.name]):
+                raise TypeError(f"{type(self).__name__}.{f.name} must be {hints[f.name]}, got {value!r}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Cross-field checks of a section (overridden where a section has some)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------------
+# sections
+
+
 @dataclass(frozen=True)
-class DataScale:
+class DataScale(Section):
     """Sizes of the synthetic benchmark's derived datasets (number of faces) and image sizes."""
 
     image_size: int = 256          # rendered image side (px); FAN input crops are taken from it
@@ -38,30 +93,148 @@ class DataScale:
 
 
 @dataclass(frozen=True)
-class FanScale:
-    """FAN / hourglass scale knobs (chapter 4; also the base of chapters 5 and 6)."""
+class TrainConfig(Section):
+    """One network's optimisation budget. The same record drives the trainer
+    (:meth:`trainer_kwargs` -> :class:`fa_lib.train.Trainer`), is part of a trained run's cache key
+    and is written as the training budget of every result's provenance. Defaults: thesis 4.3.2
+    (RMSprop, lr 1e-4, minibatch 10, 40 epochs, drops at epochs 15 and 30)."""
 
-    input_size: int = 256          # crop fed to the network (thesis: 256)
-    heatmap_size: int = 64         # thesis: 64 (input / 4)
-    stacks: int = 4                # number of stacked hourglasses (thesis: 4)
-    width: int = 256               # channels inside the hourglass (thesis: 256)
-    hg_depth: int = 4              # recursion depth of each hourglass (thesis: 4)
-    pooling: str = "max"           # thesis (Torch7) used max; the PyTorch port and weights use avg
+    optimizer: str = "rmsprop"
+    lr: float = 1e-4
+    batch_size: int = 10
+    iterations: int | None = None        # optimiser steps; when set, ``epochs`` is not used
+    epochs: int | None = 40
+    lr_milestones: tuple[float, ...] = (15 / 40, 30 / 40)  # fractions of the run
+    lr_gamma: float = 0.1
+
+    def validate(self) -> None:
+        if self.iterations is None and self.epochs is None:
+            raise ValueError("TrainConfig needs iterations or epochs")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones are fractions of the run in (0, 1), got {self.lr_milestones}")
+
+    @property
+    def budget_epochs(self) -> int | None:
+        """Epochs actually used (None when the budget is counted in iterations)."""
+        return None if self.iterations is not None else self.epochs
+
+    def trainer_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`fa_lib.train.Trainer` for this budget."""
+        return dict(optimizer=self.optimizer, lr=self.lr, batch_size=self.batch_size,
+                    iterations=self.iterations, epochs=self.budget_epochs,
+                    milestones=self.lr_milestones, gamma=self.lr_gamma)
 
 
 @dataclass(frozen=True)
-class TrainScale:
-    """Optimisation budget (thesis 4.3.2: RMSprop, lr 1e-4, minibatch 10, 40 epochs, drops at 15/30)."""
+class Ch4Scale(Section):
+    """Chapter 4 (FAN, 3D-FAN, 2D-to-3D-FAN, 3D-FAN-full). Defaults: the thesis (4.3.1-4.3.2, 4.8).
 
+    Network: ``input_size``/``heatmap_size`` (256/64), ``stacks`` (4), ``width`` (256), ``hg_depth``
+    (4), ``pooling`` (the Torch7 models used max), ``stem_channels`` (official (64, 128)).
+    Training: RMSprop, ``batch_size``, ``lr`` (2D-to-3D-FAN: ``lr_2d_to_3d``), ``iterations`` (or
+    ``epochs`` when None), ``lr_milestones`` (fractions of the run) / ``lr_gamma``, ``val_fraction``,
+    ``sigma`` (std of the target Gaussians in heatmap px). Depth network (4.8): ResNet with
+    ``depth_layers`` bottlenecks per stage (ResNet-152: (3, 8, 36, 3)) on ``depth_input_size`` px,
+    ``depth_iterations`` steps (None: as the FANs). Table 4.4: ``size_rows`` (labels of the rows to
+    run, None: all six), ``size_iterations`` (steps per size, None: the FANs' budget). Fig. 4.10:
+    ``resolutions`` (face sizes, px). Speed table: ``speed_thesis_scale`` (also time the
+    thesis-scale networks). Fig. 4.6: ``convert_images`` (test faces given to ``fa-lib
+    convert-ls3dw``, None: all). ``loader_workers``: data-loading processes.
+    """
+
+    input_size: int = 256
+    heatmap_size: int = 64
+    stacks: int = 4
+    width: int = 256
+    hg_depth: int = 4
+    pooling: str = "max"
+    stem_channels: tuple[int, int] = (64, 128)
     batch_size: int = 10
-    epochs: int = 40
-    iterations: int | None = None  # when set, overrides epochs (CPU budgets are counted in steps)
     lr: float = 1e-4
-    lr_milestones: tuple[float, ...] = (15 / 40, 30 / 40)  # fractions of the run
+    lr_2d_to_3d: float = 1e-3
+    iterations: int | None = None
+    epochs: int | None = 40
+    lr_milestones: tuple[float, ...] = (15 / 40, 30 / 40)
     lr_gamma: float = 0.1
     val_fraction: float = 0.1
-    seeds: tuple[int, ...] = (0,)  # repeated runs where orderings are close (chapter 5)
-    workers: int = 0
+    sigma: float = 1.0
+    depth_layers: tuple[int, int, int, int] = (3, 8, 36, 3)
+    depth_input_size: int = 256
+    depth_iterations: int | None = None
+    size_rows: tuple[str, ...] | None = None
+    size_iterations: int | None = None
+    resolutions: tuple[int, ...] = (10, 15, 20, 30, 40, 60, 80, 120)
+    speed_thesis_scale: bool = True
+    convert_images: int | None = None
+    loader_workers: int = 0
+
+    def validate(self) -> None:
+        if self.input_size % self.heatmap_size:
+            raise ValueError(f"ch4.input_size {self.input_size} is not a multiple of heatmap_size {self.heatmap_size}")
+        if self.iterations is None and self.epochs is None:
+            raise ValueError("ch4 needs iterations or epochs")
+
+
+@dataclass(frozen=True)
+class Ch5Scale(Section):
+    """Chapter 5 (hierarchical binary networks). Defaults: the thesis (5.5.1: RMSprop 2.5e-4 dropped
+    four times to 5e-5, minibatch 10, 55 epochs; 256 px input, width 256, hourglass depth 4).
+
+    Networks: ``input_size`` (heatmaps are input/4), ``width``, ``hg_depth``, ``stem_channels``
+    (None: the official (64, 128) scaled with the width, i.e. (width/4, width/2)). Training:
+    ``lr`` dropped by ``lr_gamma`` at ``lr_milestones``, ``batch_size``, ``iterations`` (or
+    ``epochs``), repeated over ``seeds`` (``sweep_seeds`` for the depth/cardinality sweeps and the
+    stacks; None: the first seed). ``stage_fraction``: budget of each phase of the stage-wise stacks
+    (5.7.2) as a fraction of one run; ``max_stacks``. Face parsing: ``parsing_input_size`` (None: as
+    ``input_size``), ``parsing_zoom`` (crop relative to FAN's convention). ``sigma``: std (heatmap
+    px) of the targets. ``depths``/``cardinalities``: the variants of Figs. 5.7/5.8 (None: every
+    depth while the last layer keeps 4 channels, every cardinality while a path keeps 8).
+    ``real_twins``: also train the real twin of every Fig. 5.3 block. ``workers``: runs trained at
+    once on a CPU, one torch thread each (None: min(2, cores)); ``threads``: torch threads of the
+    notebook's process (None: torch's default); ``timing_repeats``: rounds of the step timings.
+    Packed inference: ``packed_threads`` (None: 1 and every core), ``packed_batch``,
+    ``packed_repeats``, ``packed_images`` (None: every test face).
+    """
+
+    input_size: int = 256
+    width: int = 256
+    hg_depth: int = 4
+    stem_channels: tuple[int, int] | None = None
+    batch_size: int = 10
+    iterations: int | None = None
+    epochs: int | None = 55
+    lr: float = 2.5e-4
+    lr_milestones: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8)
+    lr_gamma: float = (5e-5 / 2.5e-4) ** 0.25
+    sigma: float = 1.0
+    seeds: tuple[int, ...] = (0,)
+    sweep_seeds: tuple[int, ...] | None = None
+    stage_fraction: float = 0.5
+    max_stacks: int = 3
+    parsing_input_size: int | None = None
+    parsing_zoom: float = 1.0
+    depths: tuple[int, ...] | None = None
+    cardinalities: tuple[int, ...] | None = None
+    real_twins: bool = True
+    workers: int | None = None
+    threads: int | None = None
+    timing_repeats: int = 3
+    packed_threads: tuple[int, ...] | None = None
+    packed_batch: int = 16
+    packed_repeats: int = 5
+    packed_images: int | None = None
+
+    def validate(self) -> None:
+        if self.input_size % 4:
+            raise ValueError(f"ch5.input_size must be a multiple of 4 (heatmaps are input/4), got {self.input_size}")
+        if self.iterations is None and self.epochs is None:
+            raise ValueError("ch5 needs iterations or epochs")
+        if not self.seeds:
+            raise ValueError("ch5.seeds must name at least one seed")
+
+
+#: the profile's sections by name (a chapter adds its own here)
+SECTIONS: dict[str, type[Section]] = {"data": DataScale, "ch4": Ch4Scale, "ch5": Ch5Scale}
 
 
 @dataclass(frozen=True)
@@ -69,119 +242,47 @@ class Profile:
     name: str
     description: str
     data: DataScale = field(default_factory=DataScale)
-    fan: FanScale = field(default_factory=FanScale)
-    train: TrainScale = field(default_factory=TrainScale)
-    # chapter-specific knobs that have no natural section; keys are documented where they are read
-    extra: tuple[tuple[str, Any], ...] = ()
+    ch4: Ch4Scale = field(default_factory=Ch4Scale)
+    ch5: Ch5Scale = field(default_factory=Ch5Scale)
 
-    def get(self, key: str, default: Any = None) -> Any:
-        """Look up a chapter-specific knob from ``extra``."""
-        return dict(self.extra).get(key, default)
+    def section(self, name: str) -> Section:
+        if name not in SECTIONS:
+            raise ValueError(f"unknown profile section {name!r}; choose one of {', '.join(SECTIONS)}")
+        return getattr(self, name)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["extra"] = dict(self.extra)
-        return d
+        return dataclasses.asdict(self)
 
 
 _PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
-        description="seconds per notebook: tiny synthetic data and models; checks paths and schemas",
+        description="seconds per notebook: tiny synthetic data and models; checks paths and schemas "
+                    "(nothing is expected to learn in a few steps)",
         data=DataScale(image_size=128, train_size=24, test_size=12, pifa_size=12,
                        lowres_train_size=24, lowres_test_size=8, parsing_size=12),
-        fan=FanScale(input_size=64, heatmap_size=16, stacks=1, width=32, hg_depth=2, pooling="max"),
-        train=TrainScale(batch_size=4, epochs=1, iterations=3, lr=2.5e-4, seeds=(0,)),
-        # chapter 4 (fa_lib.experiments.ch4): the smallest networks that exercise every code path
-        # (whole smoke notebook ~30-60 s here); nothing is expected to learn in 3 steps
-        extra=(("ch4_stem_channels", (16, 32)), ("ch4_depth_layers", (1, 1, 1, 1)),
-               ("ch4_depth_input_size", 32), ("ch4_resolutions", (8, 16)),
-               ("ch4_speed_thesis_scale", False), ("ch4_convert_images", 6),
-               # chapter 5 (fa_lib.experiments.ch5): every table, figure and the explorer with the
-               # smallest networks (32 px crops, width 16: ~40 runs of 2 steps); nothing learns
-               ("ch5_input_size", 32), ("ch5_width", 16), ("ch5_hg_depth", 2), ("ch5_batch_size", 4),
-               ("ch5_iterations", 2), ("ch5_timing_repeats", 1), ("ch5_max_stacks", 2), ("ch5_threads", 1),
-               ("ch5_packed_repeats", 2)),
+        ch4=Ch4Scale(input_size=64, heatmap_size=16, stacks=1, width=32, hg_depth=2, stem_channels=(16, 32),
+                     batch_size=4, lr=2.5e-4, lr_2d_to_3d=2.5e-3, iterations=3, epochs=None,
+                     depth_layers=(1, 1, 1, 1), depth_input_size=32, resolutions=(8, 16),
+                     speed_thesis_scale=False, convert_images=6),
+        ch5=Ch5Scale(input_size=32, width=16, hg_depth=2, batch_size=4, iterations=2, epochs=None,
+                     max_stacks=2, threads=1, timing_repeats=1, packed_repeats=2),
     ),
     "quick": Profile(
         name="quick",
-        description="2-core CPU, embedded synthetic benchmark, reduced widths/resolutions, "
-                    "about 30 minutes per chapter",
+        description="2-core CPU, embedded synthetic benchmark, reduced widths/resolutions and short "
+                    "schedules (the chapter notebooks show the measurements behind each value)",
         data=DataScale(image_size=256, train_size=3000, test_size=600, pifa_size=300,
                        lowres_train_size=3000, lowres_test_size=300, parsing_size=600),
-        fan=FanScale(input_size=128, heatmap_size=32, stacks=2, width=64, hg_depth=3, pooling="max"),
-        train=TrainScale(batch_size=16, epochs=8, iterations=None, lr=2.5e-4, seeds=(0, 1)),
-        # chapter 4 (fa_lib.experiments.ch4). Measured on this 2-core CPU (one RMSprop step, batch
-        # 16, CPU time on 1 thread while other jobs ran; notebook ch4_fan explains the choice):
-        # - ch4_stem_channels: the official stem (64, 128) costs ~700 ms of a 1-stack step at
-        #   128 px (918 ms in all); (32, 64) ~230 ms (428 ms in all); each width-64 stack ~200 ms.
-        # - ch4_batch_size 10: the thesis's minibatch (4.3.2); ~0.6x the cost of a batch-16 step,
-        #   so more steps fit the budget (what matters to leave the initial all-zero-heatmap plateau).
-        # - ch4_sigma 2 and ch4_lr 1e-3: with sigma 1 and lr 2.5e-4 (milestones at 37.5% / 75%),
-        #   3D-FAN's validation NME was still 81% after 169 steps (mean shape: ~25%): stuck on the
-        #   plateau. With sigma 2 and lr 1e-3 a 1-stack FAN had left it after 200 steps (loss below
-        #   the all-zero level) but was not yet better than the mean shape (test NME 21.9%):
-        #   hence more iterations (ch4_iterations) and one late lr drop (ch4_lr_milestones).
-        #   Not measured further: the machine was shared by ~7 jobs (load 5-7).
-        # - ch4_iterations 1200, ch4_stacks 1: a probe (1-stack 2D-FAN, this config, lr drop at 80%)
-        #   went from validation NME 18.1% (step 270) to 12.8% (540), 8.9% (810) and 8.0% (1000;
-        #   test 7.9%, mean shape 21.4%): it learns and is still improving at the end. A 600-step
-        #   run left every AUC@7% at 0 (test NME 11.8% 2D, 13.7% 3D). On the free 2-core machine a
-        #   1-stack step costs 0.18 s at batch 10 (2 stacks ~0.3 s), so 1200 steps per network keep
-        #   the chapter near 25 minutes. (Two chapters training at once made steps 5-7x slower.)
-        # - ch4_size_iterations 300 (ch4_size_rows unset: all six rows): Table 4.4 retrains 3D-FAN
-        #   per size; the 24M/18M/12M/6M/4M/2M layouts (4..1 stacks, then narrower) each get the
-        #   same 300 steps (the chapter's own layout included) so the table compares like with like
-        #   at a short budget. Measured steps at batch 10 on the free machine: 1 stack ~0.18-0.2 s,
-        #   2 stacks 0.28 s (84 s for 300 steps), so the 4- and 3-stack rows add ~4-5 minutes
-        #   (whole table ~9 minutes; the chapter ~30). A previous quick run with only the 12M..2M
-        #   rows left every AUC@7% at 0 after 300 steps: the table therefore also has a mean-NME
-        #   column, and the verdict uses it when every AUC is ~0 (ch4.narrate_table_4_4).
-        # - ch4_convert_images 150: Fig. 4.6 writes 150 test faces (50 per |yaw| bin) as PNG + .pts
-        #   and runs fa-lib convert-ls3dw on them twice (with the .pts files, and guided by 2D-FAN,
-        #   one face at a time). Measured with the trained quick networks while the machine was
-        #   shared (load 3): 54 s for 150 faces, 137 s for 300 (before the 2D-FAN was BN-folded).
-        # - ch4_depth_layers/ch4_depth_input_size: ResNet-152 at 128 px would dominate the budget;
-        #   one bottleneck per stage at 64 px: 8.4M parameters, 378 ms/step (batch 16).
-        # - ch4_lr_2d_to_3d: the thesis's 10x rate for 2D-to-3D-FAN is not used (1e-3 is already
-        #   10x the thesis's FAN rate).
-        # - ch4_loader_workers: the per-sample transforms are many tiny torch ops; in the training
-        #   process's 2-thread pool on a busy machine they cost 30 ms/sample (more than the step
-        #   itself), in a 1-thread loader process 1.3 ms (2D-to-3D-FAN's guide maps: 8.7 ms).
-        extra=(("ch4_stem_channels", (32, 64)), ("ch4_batch_size", 10), ("ch4_sigma", 2.0),
-               ("ch4_lr", 1e-3), ("ch4_lr_milestones", (0.8,)), ("ch4_iterations", 1200),
-               ("ch4_stacks", 1), ("ch4_size_iterations", 300), ("ch4_convert_images", 150),
-               ("ch4_loader_workers", 1), ("ch4_depth_layers", (1, 1, 1, 1)),
-               ("ch4_depth_input_size", 64), ("ch4_depth_iterations", 400), ("ch4_lr_2d_to_3d", 1e-3),
-               ("ch4_resolutions", (10, 15, 20, 30, 40, 60, 80)),
-               # chapter 5 (fa_lib.experiments.ch5; notebook ch5_binary times the candidates). Measured
-               # here, one thread, CPU time, machine shared by ~7 jobs (load 4-7), so orders only:
-               # - ch5_input_size 64 / width 64 / hg_depth 2 (16 px heatmaps): a binary "Ours" step at
-               #   batch 16 costs ~130 ms (real twin ~80 ms); 128 px crops cost 3.4x, 96 px 2x. The
-               #   chapter trains ~50 runs (5 blocks, twins, ablations, sweeps, stacks, parsing, 2 seeds).
-               # - ch5_threads 1 and ch5_workers 2: with two torch threads on the busy machine a step
-               #   took 10x longer (OpenMP threads waiting for each other); two runs in two 1-thread
-               #   processes use both cores fully.
-               # - ch5_sigma 2, ch5_lr 1e-3, one late drop (x0.2 = the thesis's 2.5e-4 -> 5e-5): with
-               #   sigma 1 and the thesis's four evenly spaced drops from 2.5e-4 every network was still
-               #   at ~mean-shape error after 300 steps (NME 24-43%); late drop alone: real "Ours"
-               #   14%, binary 31%; + sigma 2: 11% / 20%.
-               # - ch5_batch_size 4, ch5_iterations 800: at equal compute, batch 8 x 600 steps gave
-               #   9.3% / 17.7% and batch 4 x 1200 steps 9.9% / 14.3%: binary nets gain from more
-               #   updates. 800 steps keep the ~50 runs near 20 minutes on two quiet cores.
-               # - ch5_parsing_zoom 0.6: the parsing crop is 0.6x FAN's, so the eyes and lips cover a
-               #   few pixels of the 16 px output instead of ~1.
-               # - ch5_cardinalities (1, 2, 4): cardinality 8 has 24 tiny convolutions per block and
-               #   costs several times a base step.
-               # - ch5_packed_batch 16, ch5_packed_repeats 5: packed inference (binary nets through the
-               #   XNOR kernels) is timed on 16 test faces, min of 5 interleaved rounds, on 1 thread and
-               #   on every core (ch5_packed_threads defaults to (1, cpu count)); an untrained width-64
-               #   net at 64 px took 2.4-6.2 ms/image float and 0.5-1.2 packed on one thread here.
-               ("ch5_input_size", 64), ("ch5_width", 64), ("ch5_hg_depth", 2), ("ch5_batch_size", 4),
-               ("ch5_iterations", 800), ("ch5_lr", 1e-3), ("ch5_lr_milestones", (0.8,)),
-               ("ch5_lr_gamma", 0.2), ("ch5_sigma", 2.0), ("ch5_seeds", (0, 1)), ("ch5_sweep_seeds", (0,)),
-               ("ch5_parsing_zoom", 0.6), ("ch5_cardinalities", (1, 2, 4)), ("ch5_workers", 2),
-               ("ch5_threads", 1), ("ch5_packed_batch", 16), ("ch5_packed_repeats", 5)),
+        ch4=Ch4Scale(input_size=128, heatmap_size=32, stacks=1, width=64, hg_depth=3, stem_channels=(32, 64),
+                     batch_size=10, lr=1e-3, lr_2d_to_3d=1e-3, iterations=1200, epochs=None,
+                     lr_milestones=(0.8,), sigma=2.0, depth_layers=(1, 1, 1, 1), depth_input_size=64,
+                     depth_iterations=400, size_iterations=300, resolutions=(10, 15, 20, 30, 40, 60, 80),
+                     convert_images=150, loader_workers=1),
+        ch5=Ch5Scale(input_size=64, width=64, hg_depth=2, batch_size=4, iterations=800, epochs=None, lr=1e-3,
+                     lr_milestones=(0.8,), lr_gamma=0.2, sigma=2.0, seeds=(0, 1), sweep_seeds=(0,),
+                     parsing_zoom=0.6, cardinalities=(1, 2, 4), workers=2, threads=1, packed_batch=16,
+                     packed_repeats=5),
     ),
     "full": Profile(
         name="full",
@@ -190,27 +291,17 @@ _PROFILES: dict[str, Profile] = {
         data=DataScale(image_size=256, train_size=60000, test_size=3000, pifa_size=1200,
                        lowres_train_size=60000, lowres_test_size=3000, parsing_size=3000,
                        real_data=True),
-        fan=FanScale(input_size=256, heatmap_size=64, stacks=4, width=256, hg_depth=4, pooling="max"),
-        train=TrainScale(batch_size=10, epochs=40, iterations=None, lr=1e-4, seeds=(0,)),
-        # chapter 4: the thesis's networks (official stem, ResNet-152 depth network at 256 px,
-        # 2D-to-3D-FAN at lr 1e-3, section 4.3.2)
-        extra=(("ch4_stem_channels", (64, 128)), ("ch4_depth_layers", (3, 8, 36, 3)),
-               ("ch4_depth_input_size", 256), ("ch4_lr_2d_to_3d", 1e-3),
-               # chapter 5: the thesis's networks and schedule (5.5.1: 55 epochs, RMSprop 2.5e-4
-               # dropped four times to 5e-5, batch 10); one run at a time on the GPU. Packed inference
-               # runs on the CPU, where the thesis's float network takes ~0.67 s per image (5.4): its
-               # outputs are compared on 300 test faces and timed on batches of 4, 3 rounds.
-               ("ch5_epochs", 55), ("ch5_workers", 1), ("ch5_packed_images", 300), ("ch5_packed_batch", 4),
-               ("ch5_packed_repeats", 3)),
+        ch4=Ch4Scale(),
+        # packed inference runs on the CPU, where the thesis's float network is slow: its outputs
+        # are compared on 300 test faces and timed on batches of 4, 3 rounds
+        ch5=Ch5Scale(workers=1, packed_images=300, packed_batch=4, packed_repeats=3),
     ),
 }
 
 
 def get_profile(name: str | Profile = DEFAULT_PROFILE, **overrides: Any) -> Profile:
-    """Return the named profile, optionally with top-level fields replaced.
-
-    Raises ``ValueError`` naming the valid profiles for an unknown name.
-    """
+    """Return the named profile, optionally with whole fields (``description=``, ``ch5=Ch5Scale(...)``)
+    replaced. Raises ``ValueError`` naming the valid profiles for an unknown name."""
     if isinstance(name, Profile):
         prof = name
     else:
@@ -218,11 +309,43 @@ def get_profile(name: str | Profile = DEFAULT_PROFILE, **overrides: Any) -> Prof
         if key not in _PROFILES:
             raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILE_NAMES)}")
         prof = _PROFILES[key]
-    return replace(prof, **overrides) if overrides else prof
+    if not overrides:
+        return prof
+    unknown = set(overrides) - {f.name for f in fields(Profile)}
+    if unknown:
+        raise ValueError(f"unknown profile field(s) {sorted(unknown)}; fields: "
+                         f"{', '.join(f.name for f in fields(Profile))}")
+    return replace(prof, **overrides)
 
 
-def with_extra(profile: Profile, **knobs: Any) -> Profile:
-    """A copy of ``profile`` with chapter-specific knobs added to ``extra``."""
-    merged = dict(profile.extra)
-    merged.update(knobs)
-    return replace(profile, extra=tuple(sorted(merged.items())))
+def with_knobs(profile: str | Profile, section: str, **knobs: Any) -> Profile:
+    """A copy of ``profile`` with some knobs of one section changed, e.g.
+    ``with_knobs("smoke", "ch5", iterations=1, width=16)``. An unknown section or knob is a
+    ``ValueError`` that lists the valid ones; a value of the wrong type is a ``TypeError``."""
+    prof = get_profile(profile)
+    current = prof.section(section)
+    valid = {f.name for f in fields(current)}
+    unknown = sorted(set(knobs) - valid)
+    if unknown:
+        raise ValueError(f"unknown {section} knob(s) {unknown}; valid: {', '.join(sorted(valid))}")
+    return replace(prof, **{section: replace(current, **knobs)})
+
+
+def parse_knobs(assignments: Mapping[str, Any] | list[str]) -> dict[str, dict[str, Any]]:
+    """``["ch5.iterations=3", "data.test_size=30"]`` -> ``{"ch5": {"iterations": 3}, "data": {...}}``
+    (values are read as Python literals, so tuples and None work)."""
+    import ast
+
+    items = assignments.items() if isinstance(assignments, Mapping) else (a.split("=", 1) for a in assignments)
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in items:
+        if "." not in key:
+            raise ValueError(f"a knob is written section.name=value, got {key!r}")
+        section, knob = key.split(".", 1)
+        if isinstance(value, str):
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                pass
+        out.setdefault(section, {})[knob] = value
+    return out

@@ -1,0 +1,79 @@
+"""What every chapter's experiments share: yaw bins, thresholds, the thesis's numbers, and writers
+that put a result into ``results/`` with the chapter context's provenance."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from fa_lib import metrics
+from fa_lib.results import paper_table
+
+#: the |yaw| bins of the LS3D-W Balanced tables (4.2-4.4, 5.10, 5.13), labelled as in the thesis
+YAW_BIN_LABELS = ("[0-30]", "[30-60]", "[60-90]")
+#: AUC@7%: the area under the CED up to 7% NME (section 4.1.3), the measure of most tables
+AUC_THRESHOLD = 0.07
+
+
+def yaw_bin_label(index: int) -> str:
+    return YAW_BIN_LABELS[index]
+
+
+def auc_by_bin(errors: np.ndarray, bins: np.ndarray, threshold: float = AUC_THRESHOLD) -> dict[str, float]:
+    """AUC@``threshold`` (%) per |yaw| bin (keys :data:`YAW_BIN_LABELS`) and over all images (``all``)."""
+    errors, bins = np.asarray(errors), np.asarray(bins)
+    out = {label: 100.0 * metrics.auc_at(errors[bins == b], threshold) if np.any(bins == b) else float("nan")
+           for b, label in enumerate(YAW_BIN_LABELS)}
+    out["all"] = 100.0 * metrics.auc_at(errors, threshold)
+    return out
+
+
+def nme_by_bin(errors: np.ndarray, bins: np.ndarray) -> dict[str, float]:
+    """Mean NME (%) per |yaw| bin and over all images."""
+    errors, bins = np.asarray(errors), np.asarray(bins)
+    out = {label: 100.0 * float(np.mean(errors[bins == b])) if np.any(bins == b) else float("nan")
+           for b, label in enumerate(YAW_BIN_LABELS)}
+    out["all"] = 100.0 * float(np.mean(errors))
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def _paper(table_id: str) -> pd.DataFrame:
+    return paper_table(table_id)
+
+
+def paper_value(table_id: str, row: str, column: str) -> float:
+    """The thesis's number in cell (row, column) of Table ``table_id``; ``KeyError`` naming the cell
+    when the thesis has no such cell."""
+    t = _paper(str(table_id))
+    hit = t[(t["row"] == row) & (t["column"] == column)]
+    if hit.empty:
+        raise KeyError(f"thesis table {table_id} has no cell ({row!r}, {column!r})")
+    return float(hit["paper"].iloc[0])
+
+
+def long_table(values: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
+    """``{row: {column: value}}`` -> the long frame (row, column, reproduced) that results take."""
+    return pd.DataFrame([{"row": r, "column": c, "reproduced": float(v)}
+                         for r, cols in values.items() for c, v in cols.items()])
+
+
+def cell(df: pd.DataFrame, row: str, column: str, value: str = "reproduced") -> float:
+    """One cell of a long table."""
+    hit = df[(df["row"] == row) & (df["column"] == column)]
+    if hit.empty:
+        raise KeyError(f"no cell ({row!r}, {column!r})")
+    return float(hit[value].iloc[0])
+
+
+def jsonable(value: Any) -> Any:
+    """Tuples, numpy scalars and paths in a provenance record, as JSON-friendly values."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,148 @@
+"""One rule judges every finding of every chapter, and a structured verdict records the judgement.
+
+The rule: the thesis says A beats B (by ``paper_gap``); we measured a gap ``mean(A) - mean(B)`` of
+scores where higher is better (AUC@7%, or minus an error). The gap **counts** when it exceeds twice
+its standard error over seeds, sqrt(s_A^2 / n_A + s_B^2 / n_B) with each side's sample standard
+deviation over its seeds; a side trained with one seed borrows the chapter's pooled seed spread when
+the chapter has one. Then the finding *holds* (same sign as the thesis) or is *reversed*; a gap under
+two standard errors is *within noise*. When no spread is known at all (every side a single seed and
+no pooled spread), the comparison is *single seed*: the direction is reported, nothing is concluded.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+
+RULE = ("a gap counts when it exceeds twice its standard error over seeds "
+        "(sqrt(s_a^2/n_a + s_b^2/n_b); a single-seed side uses the chapter's pooled seed spread)")
+
+#: the outcomes a verdict can have, with ``holds`` for each
+OUTCOMES = {"holds": True, "reversed": False, "within noise": None, "single seed": None,
+            "not measurable": None}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judgement of one finding of the thesis from our numbers.
+
+    ``holds``: True (the thesis's ordering is reproduced beyond the noise), False (reversed beyond
+    the noise) or None (within noise, single seed, or not measurable at this scale: ``outcome`` says
+    which). ``gap`` is ``mean(better) - mean(worse)`` in ``metric`` (higher is better), with its
+    ``standard_error`` (NaN when unknown) and the thesis's ``paper_gap``.
+    """
+
+    claim: str
+    outcome: str
+    metric: str = "AUC@7%"
+    better: str = ""
+    worse: str = ""
+    better_values: tuple[float, ...] = ()
+    worse_values: tuple[float, ...] = ()
+    gap: float = float("nan")
+    standard_error: float = float("nan")
+    paper_gap: float | None = None
+    rule: str = RULE
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {list(OUTCOMES)}, got {self.outcome!r}")
+
+    @property
+    def holds(self) -> bool | None:
+        return OUTCOMES[self.outcome]
+
+    @property
+    def seeds(self) -> tuple[int, int]:
+        return len(self.better_values), len(self.worse_values)
+
+    def sentence(self) -> str:
+        """One Markdown line: the outcome in bold, the claim, the numbers compared."""
+        if self.outcome == "not measurable":
+            return f"**not measurable at this scale** - {self.claim}" + (f": {self.note}" if self.note else "")
+        paper = "" if self.paper_gap is None else f"thesis {self.paper_gap:+.1f}, "
+        if math.isfinite(self.standard_error):
+            spread = f"+- {2 * self.standard_error:.2f} at 2 standard errors"
+        else:
+            spread = "one seed each: spread unknown"
+        numbers = (f"{self.better} vs {self.worse}: {paper}ours {self.gap:+.2f} {self.metric} ({spread}; "
+                   f"{self.seeds[0]} and {self.seeds[1]} seed(s))")
+        label = {"holds": "holds", "reversed": "reversed", "within noise": "within noise",
+                 "single seed": "single seed, direction "
+                                + ("as in the thesis" if self.direction_agrees else "opposite to the thesis")}
+        text = f"**{label[self.outcome]}** - {self.claim}: {numbers}"
+        return text + (f". {self.note}" if self.note else "")
+
+    @property
+    def direction_agrees(self) -> bool | None:
+        """Is the measured gap's sign the thesis's (whatever the noise)?"""
+        if not math.isfinite(self.gap):
+            return None
+        sign = 1.0 if self.paper_gap is None or self.paper_gap >= 0 else -1.0
+        return self.gap * sign > 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["holds"] = self.holds
+        return d
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation (0 for one value) and count."""
+    v = np.asarray(list(values), np.float64)
+    if v.size == 0:
+        raise ValueError("no values")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
+
+
+def pooled_std(groups: Iterable[Sequence[float]]) -> float | None:
+    """Pooled sample standard deviation of the groups with two or more values (the run-to-run
+    spread of a chapter's budget), or None when no group has two values."""
+    num, den = 0.0, 0
+    for values in groups:
+        if len(values) > 1:
+            num += float(np.var(values, ddof=1)) * (len(values) - 1)
+            den += len(values) - 1
+    return math.sqrt(num / den) if den else None
+
+
+def judge(claim: str, better: str, better_values: Sequence[float], worse: str, worse_values: Sequence[float],
+          *, paper_gap: float | None = None, noise: float | None = None, metric: str = "AUC@7%",
+          note: str = "") -> Verdict:
+    """Apply :data:`RULE` to "the thesis says ``better`` beats ``worse``" (scores: higher is better).
+
+    ``paper_gap`` (thesis's better minus worse) sets the expected sign when the thesis's own gap is
+    negative; ``noise`` is the chapter's pooled seed spread for single-seed sides."""
+    ma, sa, na = mean_std(better_values)
+    mb, sb, nb = mean_std(worse_values)
+    sa = sa if na > 1 else (noise if noise is not None else float("nan"))
+    sb = sb if nb > 1 else (noise if noise is not None else float("nan"))
+    se = math.sqrt(sa ** 2 / na + sb ** 2 / nb)
+    gap = ma - mb
+    sign = 1.0 if paper_gap is None or paper_gap >= 0 else -1.0
+    if not math.isfinite(se):
+        outcome = "single seed"
+    elif abs(gap) <= 2 * se:
+        outcome = "within noise"
+    else:
+        outcome = "holds" if gap * sign > 0 else "reversed"
+    return Verdict(claim=claim, outcome=outcome, metric=metric, better=better, worse=worse,
+                   better_values=tuple(float(v) for v in better_values),
+                   worse_values=tuple(float(v) for v in worse_values), gap=gap,
+                   standard_error=se if math.isfinite(se) else float("nan"), paper_gap=paper_gap, note=note)
+
+
+def not_measurable(claim: str, reason: str, metric: str = "AUC@7%") -> Verdict:
+    """A finding this scale cannot test (say why in ``reason``)."""
+    return Verdict(claim=claim, outcome="not measurable", metric=metric, note=reason)
+
+
+def summarise(verdicts: Sequence[Verdict]) -> dict[str, int]:
+    """Counts of each outcome (for a chapter's summary)."""
+    counts = {k: 0 for k in OUTCOMES}
+    for v in verdicts:
+        counts[v.outcome] += 1
+    return counts
