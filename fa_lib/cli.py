@@ -2,7 +2,9 @@
 
 Sub-commands:
   reproduce   execute the chapter notebooks with papermill and collect results/ (fa_lib.reproduce)
-  profiles    print the scale knobs of the smoke / quick / full profiles
+  profiles    print every scale knob of the smoke / quick / full profiles (what each chapter runs)
+  where       which module and function build a thesis table or figure, and what they train
+  runs        list or clear the on-disk cache of trained networks
   landmarks   2D / 3D / 3D-full landmarks of faces in photos (FaceAligner; needs trained weights)
   convert-ls3dw  2D -> 3D landmark conversion of an annotated image folder (thesis 4.5), yaw-balanced subset
   bench       side-by-side benchmarks: ``render`` (synthetic faces/s), ``fan`` (FAN CPU inference
@@ -15,12 +17,16 @@ import json
 import sys
 from typing import Callable, Sequence
 
-from fa_lib.profiles import DEFAULT_PROFILE, PROFILE_NAMES, get_profile
+from fa_lib.api import add_landmarks_parser
+from fa_lib.convert_ls3dw import add_convert_ls3dw_parser
+from fa_lib.device import DEVICE_CHOICES
+from fa_lib.experiments import registry
+from fa_lib.experiments.runs import RunCache
+from fa_lib.profiles import DEFAULT_PROFILE, PROFILE_NAMES, SECTIONS, get_profile
+from fa_lib.reproduce import reproduce, summary
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    from fa_lib.reproduce import reproduce, summary
-
     try:
         runs = reproduce(profile=args.profile, chapters=args.chapters, device=args.device,
                          data_root=args.data_root, seed=args.seed, root=args.root, force=args.force,
@@ -38,9 +44,65 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _cmd_profiles(args: argparse.Namespace) -> int:
+    """Every knob of every section, one line each (``--json`` for the machine-readable record)."""
     names = [args.name] if args.name else list(PROFILE_NAMES)
     for name in names:
-        print(json.dumps(get_profile(name).to_dict(), indent=2))
+        prof = get_profile(name)
+        if args.json:
+            print(json.dumps(prof.to_dict(), indent=2))
+            continue
+        print(f"profile {prof.name}: {prof.description}")
+        for section in SECTIONS:
+            if args.section and section != args.section:
+                continue
+            print(f"  [{section}]")
+            for knob, value in prof.section(section).to_dict().items():
+                print(f"    {knob:<20} {value!r}")
+    return 0
+
+
+def _cmd_where(args: argparse.Namespace) -> int:
+    """``fa-lib where 4.3``: the builder of a thesis table or figure (``--all``: every one)."""
+    if args.all or not args.id:
+        for b in registry.builders():
+            print(f"{b.kind:<6} {b.thesis_id:<22} {b.qualname}")
+        return 0
+    status = 0
+    for thesis_id in args.id:
+        try:
+            print(registry.describe(registry.find(thesis_id, args.kind)))
+        except KeyError as exc:
+            print(f"fa-lib where: {exc.args[0]}", file=sys.stderr)
+            status = 2
+    return status
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    """``fa-lib runs list`` / ``fa-lib runs clear``: the on-disk cache of trained networks."""
+    cache = RunCache(args.root)
+    if args.action == "list":
+        entries = cache.entries(args.profile)
+        if not entries:
+            print(f"no cached runs under {cache.root}")
+            return 0
+        for e in entries:
+            state = "finished" if e["finished"] else "UNFINISHED"
+            wall = "" if e["wall_time_s"] is None else f"{e['wall_time_s']:>8.0f} s"
+            print(f"{e['profile']:<6} {e['name']:<48} {e['key']}  {state:<10} {e['size_mb']:>8.2f} MB {wall}  "
+                  f"{e['modified']}")
+        total = sum(e["size_mb"] for e in entries)
+        print(f"{len(entries)} run(s), {total:.1f} MB under {cache.root}")
+        return 0
+    selected = cache.clear(profile=args.profile, name=args.name, unfinished_only=args.unfinished, dry_run=True)
+    if not selected:
+        print(f"nothing to clear under {cache.root}")
+        return 0
+    if not args.yes:
+        print(f"would remove {len(selected)} run folder(s) under {cache.root}; add --yes to remove them",
+              file=sys.stderr)
+        return 1
+    removed = cache.clear(profile=args.profile, name=args.name, unfinished_only=args.unfinished)
+    print(f"removed {len(removed)} run folder(s) from {cache.root}")
     return 0
 
 
@@ -131,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES)
     rep.add_argument("--chapters", nargs="*", default=None,
                      help="notebook names or chapter numbers (default: all), e.g. metrics ch4 5")
-    rep.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    rep.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     rep.add_argument("--data-root", default=None, help="folder holding the real datasets, if any")
     rep.add_argument("--seed", type=int, default=0)
     rep.add_argument("--root", default=None, help="the project checkout (default: found upwards)")
@@ -143,15 +205,29 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--log-output", action="store_true", help="stream notebook output to the log")
     rep.set_defaults(func=_cmd_reproduce)
 
-    from fa_lib.api import add_landmarks_parser
-    from fa_lib.convert_ls3dw import add_convert_ls3dw_parser
-
     add_landmarks_parser(sub)
     add_convert_ls3dw_parser(sub)
 
     prof = sub.add_parser("profiles", help="print the profiles' scale knobs")
     prof.add_argument("name", nargs="?", choices=PROFILE_NAMES)
+    prof.add_argument("--section", choices=list(SECTIONS), help="only this section (data, ch4, ch5, ...)")
+    prof.add_argument("--json", action="store_true", help="the whole profile as JSON")
     prof.set_defaults(func=_cmd_profiles)
+
+    where = sub.add_parser("where", help="where a thesis table/figure is built and what it trains")
+    where.add_argument("id", nargs="*", help="thesis ids, e.g. 4.3, 'figure 5.7', 5.packed_inference")
+    where.add_argument("--kind", choices=list(registry.KINDS), default=None)
+    where.add_argument("--all", action="store_true", help="list every registered table and figure")
+    where.set_defaults(func=_cmd_where)
+
+    runs = sub.add_parser("runs", help="list or clear the on-disk cache of trained networks")
+    runs.add_argument("action", choices=["list", "clear"])
+    runs.add_argument("--profile", choices=PROFILE_NAMES, default=None)
+    runs.add_argument("--name", default=None, help="clear only runs whose name matches this glob")
+    runs.add_argument("--unfinished", action="store_true", help="clear only interrupted runs")
+    runs.add_argument("--root", default=None, help="cache root (default: $FA_LIB_RUNS or <checkout>/checkpoints)")
+    runs.add_argument("--yes", action="store_true", help="really remove (clear)")
+    runs.set_defaults(func=_cmd_runs)
 
     bench = sub.add_parser("bench", help="side-by-side benchmarks")
     bench_sub = bench.add_subparsers(dest="target", required=True)

@@ -169,9 +169,10 @@ class RunCache:
                             "folder": str(folder)})
         return out
 
-    def clear(self, profile: str | None = None, name: str | None = None, unfinished_only: bool = False) -> list[str]:
+    def clear(self, profile: str | None = None, name: str | None = None, unfinished_only: bool = False,
+              dry_run: bool = False) -> list[str]:
         """Remove cached runs (all, or of one profile, or whose name matches the glob ``name``);
-        returns the folders removed."""
+        returns the folders removed (``dry_run``: the folders that would be removed)."""
         removed = []
         for entry in self.entries(profile):
             if name is not None and not fnmatch.fnmatch(entry["name"].lower(), name.lower()) \
@@ -179,7 +180,8 @@ class RunCache:
                 continue
             if unfinished_only and entry["finished"]:
                 continue
-            shutil.rmtree(entry["folder"], ignore_errors=True)
+            if not dry_run:
+                shutil.rmtree(entry["folder"], ignore_errors=True)
             removed.append(entry["folder"])
         return removed
 
