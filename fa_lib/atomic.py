@@ -15,12 +15,28 @@ __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "atomic_to
            "atomic_replace_dir"]
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux tells it (``os.umask`` has to set a
+    new one to read the old, which another thread could see)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Call ``write(fh)`` on a binary temporary file, then move it onto ``path``."""
+    """Call ``write(fh)`` on a binary temporary file, then move it onto ``path``. The file gets the
+    permissions a plain ``open(path, "w")`` would give it (``mkstemp`` alone would make it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

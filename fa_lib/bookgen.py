@@ -397,7 +397,11 @@ def generate(results_root: str | Path | None = None, out_dir: str | Path | None 
 
 
 def missing_executed_notebooks(book_root: str | Path) -> list[str]:
-    """Pages of ``_toc.yml`` under book/_executed/ whose executed notebook does not exist yet."""
+    """Pages of ``_toc.yml`` under book/_executed/ whose executed notebook does not exist yet.
+
+    The book is built from these executed copies (``book/_executed/<name>.ipynb``), never from the
+    notebook sources ``notebooks/<name>.md`` (MyST Markdown): ``fa-lib reproduce`` converts each source
+    with jupytext, runs it with papermill and writes the copy."""
     import yaml
 
     toc = yaml.safe_load((Path(book_root) / "_toc.yml").read_text(encoding="utf-8"))
@@ -428,8 +432,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.require_executed:
         missing = missing_executed_notebooks(_project_root())
         if missing:
+            chapters = " ".join(Path(m).stem for m in missing)
             print("bookgen: executed notebooks missing: " + ", ".join(missing) + "; run "
-                  "`fa-lib reproduce --profile quick` (or `make main`) before building the book", file=sys.stderr)
+                  f"`fa-lib reproduce --profile quick --chapters {chapters}` (or `make main`) to execute "
+                  "their sources notebooks/<name>.md before building the book", file=sys.stderr)
             return 1
     try:
         written = generate(args.results, args.out)

@@ -91,8 +91,8 @@ PARTS_68: dict[str, np.ndarray] = {
     "inner_lip": np.arange(60, 68),
 }
 
-# Index of the point that a horizontal mirror of the image turns point i into (FACTS.md section 1,
-# the permutation of the official FAN code). It is an involution: applying it twice is the identity.
+# Index of the point that a horizontal mirror of the image turns point i into (the permutation of
+# the official FAN code, face-alignment v1.5). It is an involution: applying it twice is the identity.
 FLIP_PERMUTATION_68 = np.array(
     list(range(16, -1, -1))            # jaw
     + list(range(26, 16, -1))          # brows swap

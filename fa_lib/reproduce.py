@@ -1,14 +1,18 @@
 """The reproduction runner behind ``fa-lib reproduce``: executes the chapter notebooks with papermill.
 
-For each selected notebook of ``notebooks/`` (parameters cell first) the runner
+The notebook sources are MyST Markdown files, ``notebooks/<name>.md`` (jupytext's ``myst`` format: the
+code cells are ``{code-cell}`` blocks, the first one tagged ``parameters``; no outputs are ever
+committed). For each selected notebook the runner
 
-1. computes a cache key from the notebook's source, the library's source and the parameters, and skips
-   the notebook when an executed copy with that key exists (an unchanged chapter is not re-run);
-2. executes it with papermill into ``book/_executed/<name>.ipynb`` (git-ignored) with the parameters
-   ``profile, device, data_root, seed``, the kernel writing its tables and figures into a private
-   staging folder (``FA_LIB_RESULTS``);
+1. computes a cache key from the ``.md`` source, the library's source and the parameters, and skips the
+   notebook when an executed copy with that key exists (an unchanged chapter is not re-run);
+2. converts the source with jupytext into a temporary ``.ipynb`` (:func:`source_to_ipynb`) and executes
+   that with papermill, which injects the parameters ``profile, device, data_root, seed`` in a cell after
+   the ``parameters`` cell, the kernel writing its tables and figures into a private staging folder
+   (``FA_LIB_RESULTS``); the executed notebook is written to ``book/_executed/<name>.ipynb``
+   (git-ignored), the page the book is built from;
 3. on success moves the staged files into ``results/tables`` and ``results/figures`` (each move is an
-   atomic rename), so a notebook that fails half-way never touches the results of any chapter; on
+   atomic write), so a notebook that fails half-way never touches the results of any chapter; on
    failure it reports the notebook and the failing cell and goes on with the others.
 """
 from __future__ import annotations
@@ -24,22 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from fa_lib.atomic import atomic_write, atomic_write_text
+from fa_lib.device import resolve_device
+from fa_lib.paths import NOTEBOOKS_DIR, PACKAGE_DIR, PUBLISHED_ENV, RESULTS_ENV, project_root
 from fa_lib.profiles import PROFILE_NAMES, get_profile
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-def project_root(start: str | os.PathLike | None = None) -> Path:
-    """The checkout that holds ``notebooks/`` and ``_toc.yml`` (searched upwards from ``start``)."""
-    if start is not None and (Path(start) / "notebooks").is_dir():
-        return Path(start).resolve()
-    candidates = [Path(start or os.getcwd()).resolve(), PACKAGE_DIR.parent]
-    for base in candidates:
-        for d in [base, *base.parents]:
-            if (d / "notebooks").is_dir() and (d / "fa_lib").is_dir():
-                return d
-    raise FileNotFoundError("cannot find the project checkout (a folder with notebooks/ and fa_lib/); "
-                            "run from inside it or pass --root")
+#: notebook sources are ``notebooks/*.md`` in jupytext's MyST Markdown format
+SOURCE_SUFFIX = ".md"
+JUPYTEXT_FORMAT = "md:myst"
+PARAMETERS_TAG = "parameters"
+DEFAULT_KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
 
 @dataclass
@@ -54,12 +52,14 @@ class NotebookRun:
 
 
 def discover_notebooks(root: Path) -> list[Path]:
-    nbs = sorted((root / "notebooks").glob("*.ipynb"))
+    """The notebook sources of a checkout: ``notebooks/*.md`` (names starting with ``.`` or ``_``
+    excluded). Every one must be a jupytext MyST notebook (:func:`read_source_notebook`)."""
+    nbs = sorted((Path(root) / NOTEBOOKS_DIR).glob(f"*{SOURCE_SUFFIX}"))
     return [p for p in nbs if not p.name.startswith((".", "_"))]
 
 
 def select_notebooks(notebooks: Sequence[Path], chapters: Iterable[str] | None) -> list[Path]:
-    """Pick notebooks by name: ``ch4`` matches ``ch4_fan.ipynb``; ``4`` also matches it."""
+    """Pick notebooks by name: ``ch4`` matches ``ch4_fan.md``; ``4`` also matches it."""
     if not chapters:
         return list(notebooks)
     wanted = [c.strip().lower() for c in chapters if c.strip()]
@@ -77,6 +77,62 @@ def select_notebooks(notebooks: Sequence[Path], chapters: Iterable[str] | None) 
     return chosen
 
 
+def read_source_notebook(source: str | os.PathLike):
+    """The ``nbformat`` notebook of a MyST Markdown source, as papermill will run it.
+
+    Raises ``ValueError`` when the file is not in jupytext's MyST format (``{code-cell}`` blocks, or a
+    jupytext header naming ``format_name: myst``). jupytext's own header metadata is dropped (the
+    executed copy is a plain notebook); a notebook whose header names no kernel gets ``python3``.
+    """
+    import jupytext
+    from jupytext.formats import guess_format
+
+    source = Path(source)
+    text = source.read_text(encoding="utf-8")
+    fmt, _ = guess_format(text, source.suffix)
+    if fmt != "myst":
+        raise ValueError(f"{source.name} is not a jupytext MyST notebook (jupytext reads it as {fmt!r}); "
+                         f"convert it with `jupytext --to myst {source.name}`")
+    nb = jupytext.reads(text, fmt=JUPYTEXT_FORMAT)
+    nb.metadata.pop("jupytext", None)
+    if not nb.metadata.get("kernelspec"):
+        nb.metadata["kernelspec"] = dict(DEFAULT_KERNELSPEC)
+    return nb
+
+
+def notebook_problems(nb) -> list[str]:
+    """What is wrong with a notebook source for ``fa-lib reproduce`` (empty when nothing): there must be
+    exactly one cell tagged ``parameters``, it must be the first code cell, and no cell may carry
+    outputs or an execution count."""
+    problems = []
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    tagged = [i for i, c in enumerate(nb.cells) if PARAMETERS_TAG in (c.metadata.get("tags") or [])]
+    if not code:
+        problems.append("it has no code cell")
+    if len(tagged) != 1:
+        problems.append(f"{len(tagged)} cells are tagged {PARAMETERS_TAG!r} (exactly one must be)")
+    elif code and PARAMETERS_TAG not in (code[0].metadata.get("tags") or []):
+        problems.append(f"the cell tagged {PARAMETERS_TAG!r} is not the first code cell")
+    dirty = [i for i, c in enumerate(code) if c.get("outputs") or c.get("execution_count")]
+    if dirty:
+        problems.append(f"code cells {dirty} carry outputs")
+    return problems
+
+
+def source_to_ipynb(source: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Convert a MyST Markdown notebook source into the ``.ipynb`` file ``dest`` (papermill's input).
+
+    Raises ``ValueError`` naming the source when it is not a MyST notebook or breaks a rule of
+    :func:`notebook_problems`."""
+    import nbformat
+
+    nb = read_source_notebook(source)
+    problems = notebook_problems(nb)
+    if problems:
+        raise ValueError(f"{Path(source).name}: " + "; ".join(problems))
+    return atomic_write_text(dest, nbformat.writes(nb))
+
+
 def library_fingerprint() -> str:
     """Hash of every source file of fa_lib (Python, C) and the thesis tables it carries."""
     h = hashlib.sha256()
@@ -88,6 +144,8 @@ def library_fingerprint() -> str:
 
 
 def cache_key(notebook: Path, parameters: dict, lib_hash: str) -> str:
+    """Key of one run: the notebook's source file (the ``.md``, byte for byte), the library and the
+    parameters."""
     h = hashlib.sha256()
     h.update(notebook.read_bytes())
     h.update(lib_hash.encode())
@@ -95,20 +153,13 @@ def cache_key(notebook: Path, parameters: dict, lib_hash: str) -> str:
     return h.hexdigest()
 
 
-def resolve_device(device: str) -> str:
-    device = (device or "auto").lower()
-    if device not in {"auto", "cpu", "cuda"}:
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but torch sees no CUDA device")
-    return device
+def device_name(device: str | None) -> str:
+    """The device parameter the notebooks get: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (``"auto"`` resolved
+    by :func:`fa_lib.device.resolve_device`). A bad or unavailable device is a ``ValueError``."""
+    try:
+        return str(resolve_device(device or "auto"))
+    except ValueError as exc:
+        raise ValueError(f"--device {device!r}: {exc}") from None
 
 
 def _failing_cell(exc: BaseException) -> str:
@@ -125,34 +176,47 @@ def _move_staged(staging: Path, results: Path) -> list[str]:
     for path in sorted(staging.rglob("*")):
         if path.is_file() and not path.name.endswith(".tmp"):
             rel = path.relative_to(staging)
-            dest = results / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            tmp = dest.with_name(f".{dest.name}.moving")
-            shutil.copy2(path, tmp)
-            os.replace(tmp, dest)
+            with path.open("rb") as src:
+                atomic_write(results / rel, lambda fh: shutil.copyfileobj(src, fh))
             moved.append(str(rel))
     return moved
 
 
+def _publish_executed(running: Path, executed: Path, source: Path) -> None:
+    """Move papermill's output onto ``executed`` (atomically), recording the ``.md`` source and the final
+    path in the notebook's papermill metadata instead of the temporary ones papermill saw."""
+    import nbformat
+
+    nb = nbformat.read(running, as_version=4)
+    papermill_meta = nb.metadata.setdefault("papermill", {})
+    papermill_meta["input_path"] = str(source)
+    papermill_meta["output_path"] = str(executed)
+    atomic_write_text(executed, nbformat.writes(nb))
+    running.unlink(missing_ok=True)
+
+
 def run_notebook(source: Path, executed: Path, parameters: dict, results: Path, root: Path,
                  staging_root: Path, log_output: bool = False) -> list[str]:
-    """Execute one notebook; return the result files it produced (relative to ``results``)."""
+    """Execute one notebook source (``notebooks/<name>.md``) into ``executed`` (an ``.ipynb``); return the
+    result files it produced (relative to ``results``)."""
     import papermill as pm
 
+    # papermill's input: the MyST source converted by jupytext (beside, not inside, the staging folder)
+    source_ipynb = source_to_ipynb(source, staging_root / f".{source.stem}.source.ipynb")
     staging = staging_root / source.stem
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     executed.parent.mkdir(parents=True, exist_ok=True)
-    tmp_executed = executed.with_name(f".{executed.name}.running.ipynb")
-    from fa_lib.results import PUBLISHED_ENV
+    # papermill saves the notebook after every cell: a failed run leaves it here for inspection
+    running = executed.with_name(f".{executed.name}.running.ipynb")
 
     # the notebook writes into the staging folder; it reads results made elsewhere from `results`
-    env = {"FA_LIB_RESULTS": str(staging), PUBLISHED_ENV: str(Path(results).resolve())}
+    env = {RESULTS_ENV: str(staging), PUBLISHED_ENV: str(Path(results).resolve())}
     old_env = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        pm.execute_notebook(str(source), str(tmp_executed), parameters=parameters, cwd=str(root),
+        pm.execute_notebook(str(source_ipynb), str(running), parameters=parameters, cwd=str(root),
                             kernel_name="python3", progress_bar=False, log_output=log_output)
     finally:
         for k, v in old_env.items():
@@ -160,7 +224,8 @@ def run_notebook(source: Path, executed: Path, parameters: dict, results: Path, 
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    os.replace(tmp_executed, executed)
+        source_ipynb.unlink(missing_ok=True)
+    _publish_executed(running, executed, source)
     moved = _move_staged(staging, results)
     shutil.rmtree(staging, ignore_errors=True)
     return moved
@@ -183,8 +248,8 @@ def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, dev
     root = project_root(root)
     notebooks = select_notebooks(discover_notebooks(root), chapters)
     if not notebooks:
-        raise FileNotFoundError(f"no notebooks in {root / 'notebooks'}")
-    dev = resolve_device(device)
+        raise FileNotFoundError(f"no notebooks (*{SOURCE_SUFFIX}) in {root / NOTEBOOKS_DIR}")
+    dev = device_name(device)
     parameters = {"profile": profile, "device": dev, "data_root": data_root, "seed": int(seed)}
     results = Path(results_dir) if results_dir is not None else root / "results"
     executed_dir = Path(executed_dir) if executed_dir is not None else root / "book" / "_executed"
@@ -199,7 +264,7 @@ def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, dev
                file=sys.stderr)
     for nb in bar:
         bar.set_postfix_str(nb.stem)
-        run = NotebookRun(name=nb.stem, source=nb, executed=executed_dir / nb.name)
+        run = NotebookRun(name=nb.stem, source=nb, executed=executed_dir / f"{nb.stem}.ipynb")
         # the destinations are part of the key: a run into another results folder is not this one
         key = cache_key(nb, {**parameters, "results": str(results.resolve()),
                              "executed": str(executed_dir.resolve())}, lib_hash)
@@ -219,11 +284,8 @@ def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, dev
             run.outputs = run_notebook(nb, run.executed, parameters, results, root, staging_root,
                                        log_output=log_output)
             run.status = "ok"
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            stamp_tmp = stamp.with_name(f".{stamp.name}.tmp")
-            stamp_tmp.write_text(json.dumps({"key": key, "parameters": parameters,
-                                             "outputs": run.outputs}, indent=2))
-            os.replace(stamp_tmp, stamp)
+            atomic_write_text(stamp, json.dumps({"key": key, "parameters": parameters,
+                                                 "outputs": run.outputs}, indent=2))
         except Exception as exc:  # noqa: BLE001 - one failing chapter must not stop the others
             run.status = "failed"
             if type(exc).__name__ == "PapermillExecutionError":
@@ -246,5 +308,6 @@ def summary(runs: Sequence[NotebookRun]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["reproduce", "summary", "discover_notebooks", "select_notebooks", "project_root",
+__all__ = ["reproduce", "summary", "discover_notebooks", "select_notebooks", "read_source_notebook",
+           "notebook_problems", "source_to_ipynb", "run_notebook", "device_name", "project_root",
            "PROFILE_NAMES"]

@@ -5,8 +5,8 @@ column labels are exactly those of the thesis table (``fa_lib/thesis_tables.csv`
 reproduction sit side by side, and rows the thesis does not have are kept with an empty ``paper``.
 ``table_<id>.json`` beside it records how the numbers were obtained: profile, dataset and its size,
 seed, git commit, library versions, device, wall time and training budget. Figures go to
-``results/figures/fig_<id>.png`` with the same kind of JSON. Every write is atomic (temporary file in the
-same folder, then ``os.replace``) so a crash never leaves half a table.
+``results/figures/fig_<id>.png`` with the same kind of JSON. Every write is atomic (``fa_lib.atomic``:
+temporary file in the same folder, then ``os.replace``) so a crash never leaves half a table.
 """
 from __future__ import annotations
 
@@ -17,20 +17,17 @@ import json
 import os
 import platform
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 
+from fa_lib.atomic import atomic_write_bytes, atomic_write_text  # re-exported: other modules import them from here
+from fa_lib.paths import PACKAGE_DIR, PUBLISHED_ENV, RESULTS_ENV, project_root
 from fa_lib.profiles import Profile
 
-PACKAGE_DIR = Path(__file__).resolve().parent
 THESIS_TABLES_CSV = PACKAGE_DIR / "thesis_tables.csv"
 TABLE_COLUMNS = ["row", "column", "paper", "reproduced"]
-
-
-PUBLISHED_ENV = "FA_LIB_RESULTS_PUBLISHED"
 
 
 def published_results_dir() -> Path:
@@ -58,36 +55,12 @@ def results_dir(override: str | os.PathLike | None = None) -> Path:
     ``notebooks/`` writes to the same place as ``fa-lib reproduce``), else ``./results``."""
     if override is not None:
         return Path(override)
-    if os.environ.get("FA_LIB_RESULTS"):
-        return Path(os.environ["FA_LIB_RESULTS"])
-    from fa_lib.reproduce import project_root
-
+    if os.environ.get(RESULTS_ENV):
+        return Path(os.environ[RESULTS_ENV])
     try:
         return project_root() / "results"
     except FileNotFoundError:
         return Path("results")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 @functools.lru_cache(maxsize=1)

@@ -32,7 +32,7 @@ def test_parameter_counts_at_256(name):
 
 
 def test_hierarchical_block_is_the_official_convblock():
-    assert EXPECTED_256["hierarchical"] == 406_400  # FACTS.md 1
+    assert EXPECTED_256["hierarchical"] == 406_400  # the official ConvBlock(256, 256) of face-alignment v1.5
     same = HierarchicalBlock(256, 256)
     assert sorted({k.rsplit(".", 1)[0] for k in same.state_dict()}) == ["bn1", "bn2", "bn3", "conv1", "conv2", "conv3"]
     projected = HierarchicalBlock(128, 256)

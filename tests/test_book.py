@@ -173,17 +173,21 @@ def test_config_builds_offline_from_executed_notebooks():
     cfg = yaml.safe_load((ROOT / "_config.yml").read_text())
     assert cfg["execute"]["execute_notebooks"] == "off"
     assert cfg["only_build_toc_files"] is True
+    # the MyST notebook sources (notebooks/*.md) are not pages: only their executed copies are
+    assert "notebooks" in cfg["exclude_patterns"]
+    assert not [e for e in _toc_files() if e.startswith("notebooks/")]
     sphinx = cfg["sphinx"]["config"]
     scripts = list(sphinx["nb_ipywidgets_js"]) + [sphinx["mathjax_path"]] + sphinx["html_js_files"]
     assert not [s for s in scripts if "://" in s or s.startswith("//")], "a script from another host"
-    assert cfg["launch_buttons"]["binderhub_url"] and cfg["launch_buttons"]["colab_url"]
+    assert cfg["launch_buttons"]["binderhub_url"] and not cfg["launch_buttons"].get("colab_url")
     assert cfg["repository"]["url"].startswith("https://github.com/")
 
 
 def test_toc_pages_exist():
     for entry in _toc_files():
         if entry.startswith("book/_executed/"):
-            source = ROOT / "notebooks" / (Path(entry).name + ".ipynb")
+            # an executed page comes from the MyST source of the same name (fa-lib reproduce)
+            source = ROOT / "notebooks" / (Path(entry).name + ".md")
             assert source.is_file(), f"_toc.yml lists {entry} but {source} does not exist"
         else:
             assert (ROOT / f"{entry}.md").is_file(), f"_toc.yml lists {entry}, no {entry}.md"
@@ -201,14 +205,14 @@ def test_launch_links_point_at_source_notebooks():
         import page_fixes
     finally:
         sys.path.pop(0)
-    assert page_fixes.rewrite_url("https://colab.research.google.com/github/o/r/blob/main/book/_executed/"
-                                  "metrics.ipynb").endswith("/blob/main/notebooks/metrics.ipynb")
+    assert page_fixes.rewrite_url("https://github.com/o/r/blob/main/book/_executed/"
+                                  "ch5_binary.ipynb").endswith("/blob/main/notebooks/ch5_binary.md")
     assert page_fixes.rewrite_url("https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book%2F_executed%2Fm.ipynb") \
-        == "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks%2Fm.ipynb"
+        == "https://mybinder.org/v2/gh/o/r/main?urlpath=tree/notebooks%2Fm.md"
     buttons = [{"type": "group", "buttons": [{"url": "x/book/_executed/a.ipynb"},
                                              {"url": "https://github.com/o/r/issues/new?title=book/_executed/a"}]}]
     page_fixes._rewrite_buttons(buttons)
-    assert buttons[0]["buttons"][0]["url"] == "x/notebooks/a.ipynb"
+    assert buttons[0]["buttons"][0]["url"] == "x/notebooks/a.md"
     assert "book/_executed/a" in buttons[0]["buttons"][1]["url"]
 
 
@@ -345,9 +349,8 @@ def test_book_in_headless_browser(served_book):
         if entry.startswith("book/_executed/"):
             page_html = (html / f"{entry}.html").read_text()
             name = Path(entry).name
-            assert (f"colab.research.google.com/github/{org_repo}/blob/{repo['branch']}/notebooks/{name}.ipynb"
-                    in page_html)
-            assert f"mybinder.org/v2/gh/{org_repo}/{repo['branch']}?urlpath=tree/notebooks/{name}.ipynb" in page_html
+            assert "colab.research.google.com" not in page_html  # Colab cannot open a MyST notebook
+            assert f"mybinder.org/v2/gh/{org_repo}/{repo['branch']}?urlpath=tree/notebooks/{name}.md" in page_html
             assert "blob/main/book/_executed" not in page_html
     config = {"baseUrl": base_url, "pages": pages, "explorers": explorers, "executablePath": str(CHROMIUM)}
     proc = subprocess.run(["node", str(NODE_TEST)], cwd=ROOT, capture_output=True, text=True, timeout=240,
@@ -374,6 +377,7 @@ def test_bookgen_requires_executed_notebooks_when_asked(tmp_path):
                            str(tmp_path / "results"), "--out", str(tmp_path / "out")],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "fa-lib reproduce" in proc.stderr and not (tmp_path / "out").exists()
+    assert "--chapters metrics" in proc.stderr and "notebooks/<name>.md" in proc.stderr
     (tmp_path / "book" / "_executed").mkdir(parents=True)
     (tmp_path / "book" / "_executed" / "metrics.ipynb").write_text("{}")
     assert bookgen.missing_executed_notebooks(tmp_path) == []

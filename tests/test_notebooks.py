@@ -1,26 +1,51 @@
-"""Papermill smoke run of every chapter notebook (smoke profile) and a check of the results schema."""
+"""The notebook sources (jupytext MyST Markdown, ``notebooks/*.md``) and a papermill smoke run of every
+one through ``fa-lib reproduce`` (smoke profile), with a check of the results schema."""
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
+import jupytext
 import pandas as pd
 import pytest
+from jupytext.formats import guess_format
 
+from fa_lib.reproduce import discover_notebooks, notebook_problems, read_source_notebook
 from fa_lib.results import TABLE_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.md"))
 PROVENANCE_KEYS = {"profile", "dataset", "seed", "git_commit", "library_versions", "device"}
 
 
-def test_source_notebooks_are_clean_and_parametrised():
+def test_source_notebooks_are_myst_parametrised_and_clean():
+    """Every notebooks/*.md is a jupytext MyST notebook with exactly one `parameters` cell, the first
+    code cell, and no outputs; reproduce discovers exactly these files."""
     assert NOTEBOOKS, "no notebooks found"
+    assert discover_notebooks(ROOT) == NOTEBOOKS
     for path in NOTEBOOKS:
-        nb = json.loads(path.read_text())
-        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-        assert code and "parameters" in code[0].get("metadata", {}).get("tags", []), \
-            f"{path.name}: the first code cell must be tagged 'parameters'"
+        text = path.read_text(encoding="utf-8")
+        assert guess_format(text, ".md")[0] == "myst", f"{path.name}: not in jupytext's MyST format"
+        nb = jupytext.reads(text, fmt="md:myst")
+        assert nb.metadata["jupytext"]["text_representation"]["format_name"] == "myst", path.name
+        assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernel"
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, f"{path.name}: {len(tagged)} cells tagged 'parameters', expected one"
+        assert code and code[0] is tagged[0], f"{path.name}: the first code cell must be tagged 'parameters'"
         dirty = [i for i, c in enumerate(code) if c.get("outputs") or c.get("execution_count")]
-        assert not dirty, f"{path.name}: committed with outputs in code cells {dirty}"
+        assert not dirty, f"{path.name}: outputs in code cells {dirty}"
+        assert notebook_problems(read_source_notebook(path)) == [], path.name
+
+
+def test_no_ipynb_committed_under_notebooks():
+    """The .md files are the only notebook sources: no .ipynb is tracked under notebooks/."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    tracked = subprocess.run(["git", "ls-files", "notebooks"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.split()
+    assert tracked, "git tracks no file under notebooks/"
+    assert not [f for f in tracked if f.endswith(".ipynb")], f"notebooks committed as .ipynb: {tracked}"
 
 
 @pytest.mark.notebook
@@ -29,6 +54,8 @@ def test_notebook_runs_under_smoke_profile(smoke_reproduction, name):
     runs, results = smoke_reproduction
     run = runs[name]
     assert run.status == "ok", run.message
+    assert run.source.name == f"{name}.md" and run.executed.name == f"{name}.ipynb"
+    assert run.executed.is_file(), f"{name}: no executed notebook at {run.executed}"
     assert run.outputs, f"{name} wrote no tables or figures"
     for rel in run.outputs:
         path = results / rel

@@ -2,26 +2,29 @@
 
 1. Header links of notebook pages point at the *source* notebooks. Notebook pages are built from the
    executed copies in ``book/_executed/`` (git-ignored, written by ``fa-lib reproduce``), so
-   sphinx-book-theme's launch buttons (Binder, Colab) would name ``book/_executed/<name>.ipynb``, a path
-   that does not exist in the repository. They are rewritten to ``notebooks/<name>.ipynb``, the notebook
-   a reader should open and run. The "open an issue" link keeps naming the page itself.
+   sphinx-book-theme's launch button (Binder) would name ``book/_executed/<name>.ipynb``, a path that does
+   not exist in the repository. It is rewritten to ``notebooks/<name>.md``, the MyST notebook source a
+   reader should open and run (jupytext, installed with the project, opens it as a notebook). Colab
+   cannot open a Markdown notebook, so the book offers no Colab button. The "open an issue" link keeps
+   naming the page itself.
 2. Identical ``<script>`` entries are written once. sphinx-thebe (loaded by Jupyter Book 1.0.4 even with
    thebe off) registers its inline configuration script twice, and the second copy re-declares a
    ``const`` and throws a SyntaxError on every page.
 """
 from __future__ import annotations
 
+import re
+
 EXECUTED_DIR = "book/_executed/"
 SOURCE_DIR = "notebooks/"
-# Both spellings appear in theme URLs: plain paths (Colab, GitHub) and URL-encoded ones (Binder urlpath).
-_REWRITES = [(EXECUTED_DIR, SOURCE_DIR),
-             (EXECUTED_DIR.replace("/", "%2F"), SOURCE_DIR.replace("/", "%2F"))]
+SOURCE_SUFFIX = ".md"
+# Both spellings appear in theme URLs: plain paths (GitHub) and URL-encoded ones (Binder urlpath).
+_EXECUTED = re.compile(r"book(/|%2F)_executed(/|%2F)([\w.-]+?)\.ipynb")
 
 
 def rewrite_url(url: str) -> str:
-    for old, new in _REWRITES:
-        url = url.replace(old, new)
-    return url
+    """``.../book/_executed/<name>.ipynb`` -> ``.../notebooks/<name>.md`` (either spelling)."""
+    return _EXECUTED.sub(lambda m: f"notebooks{m.group(1)}{m.group(3)}{SOURCE_SUFFIX}", url)
 
 
 def _rewrite_buttons(buttons: list) -> None:

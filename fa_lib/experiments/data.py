@@ -1,4 +1,4 @@
-"""Figures about the embedded synthetic benchmark (DESIGN.md, "The embedded benchmark").
+"""Figures about the embedded synthetic benchmark (rendered 3D faces, the stand-in for the thesis's datasets).
 
 - :func:`figure_2d_vs_3d`: the thesis's Fig. 1.4 on synthetic faces: the same face across yaw with
   its "2D" markup (jaw on the visible outline) and its "3D" markup (projected fixed vertices).

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fa_lib import geometry, heatmaps, landmarks, metrics
+from fa_lib.experiments.plotting import ced_axes
 
 #: colours of the face parts in the markup figure (Fig. 1.2)
 PART_COLOURS = {
@@ -123,18 +124,9 @@ def ced_figure(errors: dict[float, np.ndarray], threshold: float = 0.07) -> Figu
     """Cumulative error distribution per noise level, AUC@threshold in the legend (thesis 4.1.3)."""
     fig = Figure(figsize=(6, 4))
     ax = fig.add_subplot(1, 1, 1)
-    t = np.linspace(0, threshold, 141)
-    for s, e in errors.items():
-        auc = metrics.auc_at(e, threshold)
-        ax.plot(100 * t, 100 * metrics.ced_curve(e, t), label=f"noise {100 * s:.0f}%: "
-                f"AUC@{100 * threshold:.0f}% = {100 * auc:.1f}")
+    ced_axes(ax, {f"noise {100 * s:.0f}%": e for s, e in errors.items()}, threshold=threshold,
+             title="CED curves of known noise levels")
     ax.set_xlabel("NME (% of sqrt(w*h) of the box), eq. 4.1")
-    ax.set_ylabel("images (%)")
-    ax.set_xlim(0, 100 * threshold)
-    ax.set_ylim(0, 101)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.set_title("CED curves of known noise levels", fontsize=10)
     return fig
 
 
