@@ -1,6 +1,6 @@
 """``FaceAligner``: 2D / 3D / full-3D landmarks of the faces in real photos (thesis 4.3, 4.8).
 
-The thesis's networks as a tool (DESIGN.md, "What users expect beyond the thesis"):
+The thesis's networks as a tool:
 
 - **2D** (2D-FAN, 4.3): 68 points on the visible face contour;
 - **3D** (3D-FAN, 4.3): the 2D projections of the 68 3D landmarks (the LS3D-W markup, 4.5);
@@ -9,7 +9,8 @@ The thesis's networks as a tool (DESIGN.md, "What users expect beyond the thesis
 
 Each face is found by an offline detector (:mod:`fa_lib.detectors`) or given as a box, cropped with
 the official FAN convention (:func:`fa_lib.geometry.box_to_center_scale`, 256x256 crop, 64x64
-heatmaps), and decoded with the argmax + quarter-pixel rule (:func:`fa_lib.heatmaps.decode_heatmaps`).
+heatmaps), and decoded to image pixels with the argmax + quarter-pixel rule
+(:func:`fa_lib.heatmaps.heatmaps_to_image_points`).
 Unlike the official package: landmarks stay floats (never rounded to int), every face of every image
 of a batch goes through the network in one forward pass (chunks of ``batch_size`` faces), several
 faces per image are returned, flip test-time augmentation is optional (off by default), nothing is
@@ -19,7 +20,10 @@ Weights: ``weights=PATH`` takes an official face-alignment checkpoint (2DFAN4 / 
 ``{"state_dict": ...}`` or TorchScript; and ``depth_weights=PATH`` for the official depth network) or
 a checkpoint written by this project's trainer (:func:`fa_lib.models.save_model`). No pretrained
 weights ship with this project; without weights the aligner refuses to run unless
-``allow_random_weights=True`` (tests, timing).
+``allow_random_weights=True`` (tests, timing). A network already in memory (e.g. one the chapter-4
+experiments trained on smaller crops) becomes an aligner with :meth:`FaceAligner.from_network`
+(its crop side and heatmap side given); every ``FaceAligner`` is a
+:class:`fa_lib.peers.LandmarkPredictor`.
 """
 from __future__ import annotations
 
@@ -28,7 +32,6 @@ import dataclasses
 import json
 import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -38,9 +41,16 @@ import torch
 import torch.nn as nn
 
 from . import geometry
+from .atomic import atomic_write_text
+from .data.formats import load_image
 from .detectors import FaceDetector, as_rgb_uint8, make_detector, _as_scored_boxes
-from .heatmaps import decode_heatmaps
+from .device import resolve_device
+from .heatmaps import decode_heatmaps, heatmap_coords_to_image, heatmaps_to_image_points
+from .inference import optimize_for_inference
 from .landmarks import FLIP_PERMUTATION_68
+from .models import FAN, FanFull, ResNetDepth
+from .models.checkpoints import (checkpoint_input_size, load_fan_checkpoint, load_model, load_official_depth,
+                                 load_weights)
 from .peers import LandmarkPredictor
 
 __all__ = ["FaceAligner", "Faces", "load_network", "read_image", "optimize_for_inference",
@@ -59,14 +69,6 @@ NO_WEIGHTS_MESSAGE = (
     "yourself (2DFAN4 for landmarks='2D', 3DFAN4 for '3D'; for '3D-full' also "
     "depth_weights=PATH to the official depth network). For tests and timing only, "
     "allow_random_weights=True runs an untrained network (its landmarks are meaningless).")
-
-
-def optimize_for_inference(model: nn.Module, compile: bool = False) -> nn.Module:
-    """Exact, faster inference version of a FAN / FanFull (see :mod:`fa_lib.inference`); ``compile=True``
-    also runs it through ``torch.compile`` (~40 s once per aligner, ~1.2x faster again on CPU)."""
-    from .inference import optimize_for_inference as optimize
-
-    return optimize(model, compile=compile)
 
 
 # ------------------------------------------------------------------------------ results
@@ -104,8 +106,6 @@ def read_image(image, name: str | None = None) -> tuple[np.ndarray, str]:
     """A path, a numpy array (grey, RGB, RGBA; uint8 or float in [0, 1]) or a torch tensor (H, W, C
     or C, H, W) -> (uint8 RGB (H, W, 3), a name for messages)."""
     if isinstance(image, (str, os.PathLike)):
-        from .data.formats import load_image
-
         path = Path(image)
         return load_image(path), str(path)
     if isinstance(image, torch.Tensor):
@@ -120,14 +120,15 @@ def read_image(image, name: str | None = None) -> tuple[np.ndarray, str]:
     return as_rgb_uint8(image, label), label
 
 
-def _crop_face(image: np.ndarray, box: np.ndarray,
-               crop_size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray, float]:
+def _crop_face(image: np.ndarray, box: np.ndarray, crop_size: int = INPUT_SIZE,
+               antialias: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
     """The official FAN crop (``crop_size`` px, 256 for the thesis's networks) of ``box``: (float32
     (3, crop_size, crop_size) RGB / 255, centre, scale).
 
-    When the face is much larger than the crop, the image is first shrunk with area averaging so
-    that bilinear resampling does not alias (the crop's geometry is unchanged: the shrink is
-    composed into the affine).
+    With ``antialias``, when the face is much larger than the crop (more than twice its side), the
+    image is first shrunk with area averaging so that bilinear resampling does not alias (the
+    crop's geometry is unchanged: the shrink is composed into the affine). Without it the crop is
+    exactly :func:`fa_lib.geometry.crop_image`.
     """
     import cv2
 
@@ -135,7 +136,7 @@ def _crop_face(image: np.ndarray, box: np.ndarray,
     matrix = geometry.crop_matrix(center, float(scale), crop_size)
     shrink = geometry.CROP_SIDE_PER_SCALE * float(scale) / crop_size
     source = image
-    if shrink > 2.0:
+    if antialias and shrink > 2.0:
         height, width = image.shape[:2]
         size = (max(1, round(width / shrink)), max(1, round(height / shrink)))
         source = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
@@ -146,21 +147,7 @@ def _crop_face(image: np.ndarray, box: np.ndarray,
 
 
 # ------------------------------------------------------------------------------ network
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but CUDA is not available; use device='cpu'")
-    return torch.device(device)
-
-
 def _random_network(landmarks: str, network: Mapping[str, Any] | None) -> nn.Module:
-    from .models import FAN, FanFull, ResNetDepth
-
     config = dict(network or {})
     if landmarks != "3D-full":
         return FAN(**config)
@@ -172,17 +159,6 @@ def _random_network(landmarks: str, network: Mapping[str, Any] | None) -> nn.Mod
     return FanFull(FAN(**fan_config), ResNetDepth(**depth_config))
 
 
-def _load_checkpoint(path) -> nn.Module:
-    """Our checkpoint (any model kind) or an official FAN checkpoint."""
-    from .models.checkpoints import load_model, load_official_fan
-
-    try:
-        model, _ = load_model(path)
-        return model
-    except ValueError:
-        return load_official_fan(path)
-
-
 def load_network(landmarks: str = "2D", weights=None, depth_weights=None, network=None,
                  allow_random_weights: bool = False) -> nn.Module:
     """The network behind a :class:`FaceAligner`: a FAN ("2D", "3D") or a FanFull ("3D-full").
@@ -191,9 +167,6 @@ def load_network(landmarks: str = "2D", weights=None, depth_weights=None, networ
     of constructor arguments (FAN kwargs; for "3D-full" ``{"fan": {...}, "depth": {...}}``) for a
     randomly initialised network (``allow_random_weights=True``).
     """
-    from .models import FAN, FanFull
-    from .models.checkpoints import load_official_depth, load_weights
-
     if landmarks not in LANDMARK_TYPES:
         raise ValueError(f"landmarks must be one of {LANDMARK_TYPES}, got {landmarks!r}")
     if isinstance(network, nn.Module):
@@ -203,7 +176,7 @@ def load_network(landmarks: str = "2D", weights=None, depth_weights=None, networ
     elif weights is not None:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"weights file not found: {weights}")
-        model = _load_checkpoint(weights)
+        model = load_fan_checkpoint(weights)  # ours (any kind) or an official FAN
     elif allow_random_weights:
         model = _random_network(landmarks, network)
     else:
@@ -214,8 +187,6 @@ def load_network(landmarks: str = "2D", weights=None, depth_weights=None, networ
             raise ValueError("landmarks='3D-full' needs the depth network too: pass "
                              "depth_weights=PATH (official depth checkpoint or one of ours), or a "
                              "3D-FAN-full checkpoint saved by this project as weights")
-        from .models.checkpoints import load_model
-
         try:
             depth, _ = load_model(depth_weights)
         except ValueError:
@@ -234,41 +205,51 @@ def load_network(landmarks: str = "2D", weights=None, depth_weights=None, networ
 
 # ------------------------------------------------------------------------------ aligner
 class FaceAligner(LandmarkPredictor):
-    """Landmarks of every face in photos (see the module docstring).
+    """Landmarks of every face in photos (see the module docstring); a
+    :class:`~fa_lib.peers.LandmarkPredictor` (``predict(image, boxes=None)``).
 
     Args:
         landmarks: "2D", "3D" or "3D-full".
-        device: "auto" (CUDA when available), "cpu" or "cuda".
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N" (:func:`fa_lib.device.resolve_device`).
         detector: "dlib" (HOG), "opencv" (Haar cascades), a :class:`~fa_lib.detectors.FaceDetector`,
             any callable image -> (K, 4|5) boxes, or None (then pass ``boxes`` to every call).
-        weights, depth_weights, network, allow_random_weights: see :func:`load_network`.
+        weights, depth_weights, network, allow_random_weights: see :func:`load_network`
+            (``network`` may be an already-built FAN / FanFull; :meth:`from_network` is the short way).
         flip_tta: also run the mirrored crop and average the un-mirrored heatmaps (in the same
             forward pass; twice the compute).
         batch_size: faces per forward pass.
         optimize: use :func:`fa_lib.inference.optimize_for_inference` (exact, faster on CPU).
+            Without it the network is used as given (moved to ``device``, in eval mode).
         input_size: the crop side (px) the network reads: None takes the size a checkpoint of this
             project records (e.g. 128 for a quick-profile FAN), else the thesis's 256.
+        heatmap_size: the side of the network's heatmaps (None: ``input_size // 4``, FAN's stem
+            divides the crop by 4); checked against the network's output.
         compile: with ``optimize``, also compile the network with ``torch.compile`` (``CompiledFAN``:
             a one-off ~40 s compilation, then the fastest CPU path; falls back to the eager optimised
             network, with a warning, where no C++ compiler is available).
+        antialias: shrink the image with area averaging before cropping a face more than twice the
+            crop's side (default); False crops exactly as :func:`fa_lib.geometry.crop_image`.
+        name: the predictor's name in result tables (default ``"FaceAligner (<landmarks>)"``).
     """
 
     def __init__(self, landmarks: str = "2D", device: str = "auto", detector="dlib", weights=None,
                  network=None, flip_tta: bool = False, batch_size: int = 16, depth_weights=None,
                  allow_random_weights: bool = False, optimize: bool = True, compile: bool = False,
-                 input_size: int | None = None):
+                 input_size: int | None = None, heatmap_size: int | None = None, antialias: bool = True,
+                 name: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.landmarks_type = landmarks
         if input_size is None:
-            from .convert_ls3dw import checkpoint_input_size
-
             input_size = checkpoint_input_size(weights) if isinstance(weights, (str, os.PathLike)) else None
         self.input_size = int(input_size or INPUT_SIZE)
         if self.input_size < 16 or self.input_size % 4:
             raise ValueError(f"input_size must be a multiple of 4 and >= 16 (FAN's heatmaps are 1/4 of "
                              f"the crop), got {input_size}")
-        self.device = _resolve_device(device)
+        self.heatmap_size = int(heatmap_size) if heatmap_size is not None else self.input_size // 4
+        if self.heatmap_size < 1:
+            raise ValueError(f"heatmap_size must be positive, got {heatmap_size}")
+        self.device = resolve_device(device)
         model = load_network(landmarks, weights, depth_weights, network, allow_random_weights)
         if compile and not optimize:
             raise ValueError("compile=True needs optimize=True (it compiles the optimised network)")
@@ -276,40 +257,70 @@ class FaceAligner(LandmarkPredictor):
         self.detector: FaceDetector | None = make_detector(detector)
         self.flip_tta = bool(flip_tta)
         self.batch_size = int(batch_size)
-        self.name = f"FaceAligner ({landmarks})"
+        self.antialias = bool(antialias)
+        self.name = name or f"FaceAligner ({landmarks})"
+
+    @classmethod
+    def from_network(cls, network: nn.Module, input_size: int, heatmap_size: int | None = None, *,
+                     landmarks: str = "2D", device: str = "auto", detector=None, **kwargs) -> "FaceAligner":
+        """An aligner around a network already in memory (e.g. a FAN the chapter-4 experiments
+        trained on ``input_size`` px crops with ``heatmap_size`` px heatmaps).
+
+        ``network``: a FAN with 3 input channels ("2D", "3D") or a FanFull ("3D-full");
+        ``detector`` defaults to None (give the face boxes: ``predict(image, boxes)``,
+        ``get_landmarks_from_image(image, boxes=...)``); every other keyword as in the constructor
+        (``optimize=False`` runs the module itself, ``antialias=False`` crops exactly as
+        :func:`fa_lib.geometry.crop_image`, ``batch_size``, ``flip_tta``, ``name``, ...).
+        """
+        if not isinstance(network, nn.Module):
+            raise TypeError(f"from_network takes an nn.Module, got {type(network).__name__}")
+        return cls(landmarks, device=device, detector=detector, network=network, input_size=input_size,
+                   heatmap_size=heatmap_size, **kwargs)
 
     def __repr__(self) -> str:
         return (f"FaceAligner(landmarks={self.landmarks_type!r}, device={str(self.device)!r}, "
-                f"detector={self.detector!r}, flip_tta={self.flip_tta}, batch_size={self.batch_size})")
+                f"detector={self.detector!r}, flip_tta={self.flip_tta}, batch_size={self.batch_size}, "
+                f"input_size={self.input_size})")
 
     # -- network ---------------------------------------------------------------------
     def _fan(self) -> nn.Module:
         return self.network.fan if self.landmarks_type == "3D-full" else self.network
 
     def _heatmaps(self, crops: torch.Tensor) -> torch.Tensor:
-        """Last-stack heatmaps (N, 68, 64, 64), flip-averaged when ``flip_tta``."""
+        """Last-stack heatmaps (N, 68, heatmap_size, heatmap_size), flip-averaged when ``flip_tta``."""
         n = crops.shape[0]
         inputs = torch.cat([crops, crops.flip(-1)]) if self.flip_tta else crops
         heatmaps = self._fan()(inputs)[-1].float()
+        if tuple(heatmaps.shape[-2:]) != (self.heatmap_size, self.heatmap_size):
+            raise ValueError(f"the network gives {tuple(heatmaps.shape[-2:])} heatmaps for {self.input_size} px "
+                             f"crops, not the {self.heatmap_size} px this aligner was given (heatmap_size)")
         if self.flip_tta:
             mirrored = heatmaps[n:][:, torch.as_tensor(FLIP_PERMUTATION_68)].flip(-1)
             heatmaps = (heatmaps[:n] + mirrored) / 2
         return heatmaps
 
-    def _predict_crops(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(N, 3, 256, 256) crops -> (points (N, 68, 2|3) in crop px, scores (N, 68))."""
+    def _predict_crops(self, crops: np.ndarray, uncrop: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(N, 3, S, S) crops and their heatmap px -> image px affines (N, 3, 3) -> (points
+        (N, 68, 2|3) in image px, scores (N, 68))."""
         points, scores = [], []
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 batch = torch.from_numpy(crops[start:start + self.batch_size]).to(self.device)
+                inverse = uncrop[start:start + self.batch_size]
                 heatmaps = self._heatmaps(batch)
-                xy, score = decode_heatmaps(heatmaps)
-                xy = xy.cpu() * (self.input_size / heatmaps.shape[-1])
-                if self.landmarks_type == "3D-full":
-                    z = self.network.depth(self.network.depth_input(batch[:, :3], xy.to(self.device)))
-                    xy = torch.cat([xy, z.float().cpu()[..., None]], -1)
-                points.append(xy.numpy())
-                scores.append(score.cpu().numpy())
+                if self.landmarks_type != "3D-full":
+                    xy, score = heatmaps_to_image_points(heatmaps, inverse=inverse)
+                else:
+                    # the depth network reads the crop with the decoded points (crop px); its z, in
+                    # crop px, is scaled to heatmap px so that the uncrop scales it with x and y
+                    hm_xy, score = decode_heatmaps(heatmaps)
+                    to_crop = self.input_size / self.heatmap_size
+                    crop_xy = (hm_xy * to_crop).to(self.device)
+                    z = self.network.depth(self.network.depth_input(batch[:, :3], crop_xy))
+                    xyz = torch.cat([hm_xy.cpu(), (z.float().cpu() / to_crop)[..., None]], -1)
+                    xy, score = heatmap_coords_to_image(xyz, inverse=inverse), score.cpu().numpy()
+                points.append(xy)
+                scores.append(score)
         if not points:
             dims = 3 if self.landmarks_type == "3D-full" else 2
             return np.zeros((0, 68, dims), np.float32), np.zeros((0, 68), np.float32)
@@ -352,7 +363,7 @@ class FaceAligner(LandmarkPredictor):
                 array, label = read_image(image, label)
                 face_boxes = self._boxes_for(array, None if boxes is None else boxes[index])
                 for box in face_boxes:
-                    crop, center, scale = _crop_face(array, box, self.input_size)
+                    crop, center, scale = _crop_face(array, box, self.input_size, self.antialias)
                     crops.append(crop)
                     owners.append(index)
                     centers.append(center)
@@ -363,14 +374,14 @@ class FaceAligner(LandmarkPredictor):
                 if raise_errors:
                     raise
                 results.append(Faces.failed(label, f"{type(error).__name__}: {error}"))
-        points, scores = self._predict_crops(np.stack(crops) if crops else
-                                             np.zeros((0, 3, self.input_size, self.input_size), np.float32))
-        if len(points):
-            image_points = geometry.uncrop_points(points, np.stack(centers), np.asarray(scales),
-                                                  self.input_size)
-            for face, owner in enumerate(owners):
-                results[owner].landmarks.append(np.asarray(image_points[face], np.float32))
-                results[owner].scores.append(scores[face])
+        # heatmap px -> image px of every face's crop
+        uncrop = geometry.uncrop_matrix(np.asarray(centers, np.float64).reshape(-1, 2),
+                                        np.asarray(scales, np.float64), self.heatmap_size)
+        crops = np.stack(crops) if crops else np.zeros((0, 3, self.input_size, self.input_size), np.float32)
+        points, scores = self._predict_crops(crops, uncrop)
+        for face, owner in enumerate(owners):
+            results[owner].landmarks.append(points[face])
+            results[owner].scores.append(scores[face])
         for faces in results:
             if faces.error:
                 warnings.warn(f"{faces.source}: {faces.error}", stacklevel=2)
@@ -443,27 +454,20 @@ def _draw_overlay(image: np.ndarray, faces: Faces) -> np.ndarray:
     return canvas
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(temporary, path)
-
-
 def _write_outputs(out_dir: Path, stem: str, image: np.ndarray, faces: Faces, landmarks_type: str) -> None:
     import cv2
 
     record = faces.to_json()
     record.update(width=int(image.shape[1]), height=int(image.shape[0]), landmarks_type=landmarks_type,
                   convention="pixel (row i, col j) has its centre at (x = j + 0.5, y = i + 0.5)")
-    _atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1))
+    atomic_write_text(out_dir / f"{stem}.json", json.dumps(record, indent=1))
     dims = faces.landmarks[0].shape[1] if faces.landmarks else (3 if landmarks_type == "3D-full" else 2)
     header = ["face", "point", "x", "y"] + (["z"] if dims == 3 else []) + ["score"]
     lines = [",".join(header)]
     for f, (points, score) in enumerate(zip(faces.landmarks, faces.scores)):
         for p, (row, s) in enumerate(zip(points, score)):
             lines.append(",".join([str(f), str(p)] + [f"{v:.4f}" for v in row] + [f"{s:.5f}"]))
-    _atomic_write_text(out_dir / f"{stem}.csv", "\n".join(lines) + "\n")
+    atomic_write_text(out_dir / f"{stem}.csv", "\n".join(lines) + "\n")
     overlay = _draw_overlay(image, faces)
     cv2.imwrite(str(out_dir / f"{stem}_overlay.png"), overlay[:, :, ::-1])
 

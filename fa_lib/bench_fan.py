@@ -1,6 +1,6 @@
 """``fa-lib bench fan``: our FAN CPU inference against the official face-alignment module.
 
-The official package's ``FAN`` (face-alignment 1.5.0, BSD-3; FACTS.md 1) is the reference: it is
+The official package's ``FAN`` (face-alignment 1.5.0, BSD-3) is the reference: it is
 built with random weights (no weights can be downloaded), the same state_dict is loaded into our
 :class:`fa_lib.models.FAN`, and both run on the same input in the same process, interleaved
 (official, ours, official, ours, ...) so that load from other processes hits both alike; each
@@ -30,8 +30,8 @@ from __future__ import annotations
 import csv
 import importlib.metadata
 import importlib.util
+import io
 import os
-import tempfile
 import statistics
 import time
 import warnings
@@ -40,6 +40,7 @@ from typing import Callable
 
 import torch
 
+from .atomic import atomic_write_text
 from .inference import CompiledFAN, compiler_unavailable_reason, optimize_for_inference
 from .models.checkpoints import load_weights
 from .models.fan import FAN
@@ -172,19 +173,11 @@ def benchmark_fan(stacks: int = 4, threads: int | None = None, repeats: int = 5,
 
 def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
     """Write the rows (columns :data:`CSV_COLUMNS`) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="", encoding="utf-8") as out:
-            writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows({k: row[k] for k in CSV_COLUMNS} for row in rows)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    writer.writerows({k: row[k] for k in CSV_COLUMNS} for row in rows)
+    return atomic_write_text(path, text.getvalue())
 
 
 def _default_csv() -> Path:

@@ -6,8 +6,8 @@ table of the chapter (the 29 tables of ``fa_lib/thesis_tables.csv``), in the the
 
 - the caption (the provenance's ``caption`` if the reproduction gave one, else the thesis caption);
 - the thesis's value and the reproduced value of every cell side by side, read from
-  ``results/tables/table_<id>.csv`` (columns ``row, column, paper, reproduced``: DESIGN.md "Results
-  schema"); rows the thesis does not have are shown with an empty paper value;
+  ``results/tables/table_<id>.csv`` (columns ``row, column, paper, reproduced``, written by
+  :mod:`fa_lib.results`); rows the thesis does not have are shown with an empty paper value;
 - a provenance line from ``table_<id>.json`` (profile, dataset and size, seed, commit, device, wall
   time, training budget) and, unless the profile is ``full``, a warning that the numbers come from the
   embedded synthetic benchmark at reduced scale;
@@ -16,8 +16,10 @@ table of the chapter (the 29 tables of ``fa_lib/thesis_tables.csv``), in the the
 Result tables the thesis does not have (ids such as ``4.1.3_noise``) follow as "additional tables" with
 their values and provenance only, then the chapter's figures (``results/figures/fig_<chapter>[._]*.png``
 with their JSON). ``book/_generated/data_results.md`` (included by the data page) holds the tables and
-figures whose id starts with ``data``, and ``book/_generated/status.md`` (included by the introduction)
-counts what each chapter reproduces. No number is ever produced here: every value printed is read from
+figures whose id starts with ``data``, ``book/_generated/status.md`` (included by the introduction)
+counts what each chapter reproduces, and ``book/_generated/builders.md`` (also in the introduction) lists
+every table and figure the project regenerates with the function that builds it (the registry of
+:mod:`fa_lib.experiments.registry`; ``fa-lib where <id>`` prints the same). No number is ever produced here: every value printed is read from
 the thesis tables or from results/.
 
 Usage, from the repository root: ``python -m fa_lib.bookgen [--results results] [--out book/_generated]
@@ -38,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from fa_lib.experiments import registry
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 THESIS_TABLES_CSV = PACKAGE_DIR / "thesis_tables.csv"
@@ -371,6 +375,15 @@ def render_status(thesis: pd.DataFrame, results_root: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_builders() -> str:
+    """Every registered table and figure: thesis id, title, builder, what it trains (Markdown)."""
+    lines = ["| Thesis item | What it shows | Built by | Trains |", "|:--|:--|:--|:--|"]
+    for b in registry.builders():
+        trains = "<br>".join(_escape(t) for t in b.trains) or "nothing of its own"
+        lines.append(f"| {b.kind.capitalize()} {b.thesis_id} | {_escape(b.title)} | `{b.qualname}` | {trains} |")
+    return "\n".join(lines) + "\n"
+
+
 def generate(results_root: str | Path | None = None, out_dir: str | Path | None = None,
              thesis_csv: str | Path = THESIS_TABLES_CSV) -> list[Path]:
     """Write ``ch<N>_tables.md`` for chapters 3-6, ``data_results.md`` and ``status.md`` into ``out_dir``
@@ -393,6 +406,9 @@ def generate(results_root: str | Path | None = None, out_dir: str | Path | None 
     status = out_dir / "status.md"
     status.write_text(render_status(thesis, results_root), encoding="utf-8")
     written.append(status)
+    builders = out_dir / "builders.md"
+    builders.write_text(render_builders(), encoding="utf-8")
+    written.append(builders)
     return written
 
 

@@ -14,16 +14,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 from typing import Callable, Sequence
+
+import pandas as pd
 
 from fa_lib.api import add_landmarks_parser
 from fa_lib.convert_ls3dw import add_convert_ls3dw_parser
+from fa_lib.data.render import benchmark_render
 from fa_lib.device import DEVICE_CHOICES
 from fa_lib.experiments import registry
 from fa_lib.experiments.runs import RunCache
 from fa_lib.profiles import DEFAULT_PROFILE, PROFILE_NAMES, SECTIONS, get_profile
 from fa_lib.reproduce import reproduce, summary
+from fa_lib.results import atomic_write_text, provenance, results_dir, write_figure
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -108,12 +116,6 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 def bench_render(args: argparse.Namespace) -> int:
     """``fa-lib bench render``: synthetic faces per second at 256 px, one process and a 2-process pool."""
-    import os
-    import time
-    from concurrent.futures import ProcessPoolExecutor
-
-    from fa_lib.data.render import benchmark_render
-
     n = args.n or (10 if args.quick else 50)
     single = benchmark_render(n=n)
     print(f"1 process : {single:6.1f} images/s at 256 px")
@@ -131,13 +133,9 @@ def bench_render(args: argparse.Namespace) -> int:
 def bench_xnor(args: argparse.Namespace) -> int:
     """``fa-lib bench xnor``: bit-packed binary convs vs torch float conv, side by side in one process;
     writes results/tables/bench_xnor.csv (+ .json provenance) and results/figures/fig_bench_xnor.png."""
-    import json
-    from pathlib import Path
-
-    import pandas as pd
-
+    # the compiled kernels are imported only by the command that needs them: a machine where the C
+    # extension did not build can still use every other command
     from fa_lib.kernels import bench, xnor
-    from fa_lib.results import atomic_write_text, provenance, results_dir, write_figure
 
     out = Path(args.out) if args.out else results_dir() / "tables" / "bench_xnor.csv"
     threads = args.threads or [1, 2]

@@ -26,8 +26,8 @@ numbers of faces with |yaw| in [0, 30), [30, 60) and [60, 90] degrees (Table 4.2
    face model's mean 68 landmarks), ``index.csv`` of every converted image and ``balanced.csv``, the
    largest subset with equal counts in the three |yaw| bins (random choice, seeded).
 
-Resumable: an image whose ``.t7`` and ``.json`` already exist is skipped; every file is written to a
-temporary name and renamed, so an interrupted run leaves no half-written annotation.
+Resumable: an image whose ``.t7`` and ``.json`` already exist is skipped; every file is written
+atomically (:mod:`fa_lib.atomic`), so an interrupted run leaves no half-written annotation.
 """
 from __future__ import annotations
 
@@ -37,7 +37,6 @@ import os
 import shutil
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -47,7 +46,15 @@ import torch
 import torch.nn as nn
 
 from . import geometry
-from .heatmaps import decode_heatmaps, gaussian_heatmaps
+from .api import FaceAligner, load_boxes_json
+from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from .data.face_model import load_face_model
+from .data.formats import load_image, read_pts
+from .device import resolve_device
+from .heatmaps import gaussian_heatmaps, heatmaps_to_image_points
+from .inference import optimize_for_inference
+from .models import FAN, fan_2d_to_3d
+from .models.checkpoints import checkpoint_input_size, load_fan_checkpoint
 
 __all__ = ["YAW_BINS", "write_t7_tensor", "estimate_pose", "yaw_bin", "balanced_subset",
            "ConversionResult", "convert_folder", "load_2d_to_3d_network", "checkpoint_input_size",
@@ -77,26 +84,12 @@ def write_t7_tensor(path: str | os.PathLike, array: np.ndarray) -> None:
     tensor += struct.pack("<q", 1)  # 1-based storage offset
     storage = struct.pack("<ii", torch_object, 2) + _t7_string("V 1") + _t7_string("torch.FloatStorage")
     storage += struct.pack("<q", array.size) + array.tobytes()
-    _atomic_write_bytes(Path(path), header + tensor + storage)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    atomic_write_bytes(path, header + tensor + storage)
 
 
 # ------------------------------------------------------------------------------------ pose
 def _mean_landmarks_3d() -> np.ndarray:
     """The face model's mean 68 landmarks (mm; x to the subject's left, y up, z to the camera)."""
-    from .data.face_model import load_face_model
-
     model = load_face_model()
     return np.asarray(model.mean[model.landmark_vertices], np.float64)
 
@@ -160,18 +153,12 @@ def balanced_subset(yaws: Sequence[float], seed: int = 0) -> list[int]:
 def load_2d_to_3d_network(weights=None, network=None, allow_random_weights: bool = False) -> nn.Module:
     """2D-to-3D-FAN (3 + 68 input channels) from a checkpoint (ours or official), a module, or —
     for tests only — random weights (``network`` then holds FAN kwargs)."""
-    from .models import FAN, fan_2d_to_3d
-    from .models.checkpoints import load_model, load_official_fan
-
     if isinstance(network, nn.Module):
         model = network
     elif weights is not None:
         if not Path(weights).is_file():
             raise FileNotFoundError(f"2D-to-3D-FAN weights not found: {weights}")
-        try:
-            model, _ = load_model(weights)
-        except ValueError:
-            model = load_official_fan(weights)
+        model = load_fan_checkpoint(weights)  # ours or an official FAN
     elif allow_random_weights:
         config = dict(network or {})
         model = fan_2d_to_3d(config.pop("num_modules", 4), **config)
@@ -185,26 +172,9 @@ def load_2d_to_3d_network(weights=None, network=None, allow_random_weights: bool
     return model.eval()
 
 
-def checkpoint_input_size(weights) -> int | None:
-    """The input size (px) a checkpoint of this project records in its metadata (``extra
-    ["input_size"]``, written e.g. by the chapter-4 experiments, whose networks read 64-128 px
-    crops), or None (official checkpoints, or none recorded: the thesis's 256 px then applies)."""
-    if weights is None or not Path(weights).is_file():
-        return None
-    try:
-        payload = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception:  # an official or TorchScript checkpoint: no metadata of ours
-        return None
-    extra = payload.get("extra") if isinstance(payload, dict) else None
-    size = extra.get("input_size") if isinstance(extra, dict) else None
-    return int(size) if size else None
-
-
 def read_boxes_json(path) -> dict[str, list]:
     """``--boxes``: a JSON object {image path relative to the image folder, or file name: a box
     [x1, y1, x2, y2] or a list of boxes} (the format of ``fa-lib landmarks --boxes``)."""
-    from .api import load_boxes_json
-
     spec = load_boxes_json(path)
     if not isinstance(spec, dict):
         raise ValueError(f"--boxes {path} must hold an object {{image: box or boxes}}")
@@ -248,8 +218,6 @@ def _guided_input(image: np.ndarray, points_2d: np.ndarray, input_size: int = IN
 
 def _points_2d(image_path: Path, image: np.ndarray, aligner, boxes: np.ndarray | None = None
                ) -> tuple[np.ndarray, str]:
-    from .data.formats import read_pts
-
     pts = image_path.with_suffix(".pts")
     if pts.is_file():
         return read_pts(pts, n_points=68), "pts"
@@ -265,7 +233,7 @@ def _points_2d(image_path: Path, image: np.ndarray, aligner, boxes: np.ndarray |
 
 
 def _write_sidecar(path: Path, record: dict) -> None:
-    _atomic_write_bytes(path, json.dumps(record, indent=1).encode("utf-8"))
+    atomic_write_text(path, json.dumps(record, indent=1))
 
 
 def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, batch_size: int = 8,
@@ -281,9 +249,7 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
     for images without one); ``input_size``: the crop side the network was trained on (None: the
     thesis's 256 px).
     """
-    from tqdm.auto import tqdm
-
-    from .data.formats import load_image
+    from tqdm.auto import tqdm  # imports IPython's widgets where installed: only when converting
 
     source = Path(images_dir)
     target = Path(out_dir)
@@ -301,8 +267,6 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
     target.mkdir(parents=True, exist_ok=True)
     files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
                    and target not in p.parents)
-    from .inference import optimize_for_inference
-
     network = optimize_for_inference(network).to(device).eval()
     converted, skipped, failed = [], [], {}
     pending: list[tuple[Path, Path, np.ndarray, np.ndarray, float, np.ndarray, str]] = []
@@ -313,9 +277,10 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
         inputs = torch.from_numpy(np.stack([p[2] for p in pending])).to(device)
         with torch.inference_mode():
             heatmaps = network(inputs)[-1].float().cpu()
-        points, _ = decode_heatmaps(heatmaps)
-        for (file, stem, _, center, scale, points_2d, origin), hm_points in zip(pending, points.numpy()):
-            points_3d = geometry.uncrop_points(hm_points, center, scale, heatmaps.shape[-1]).astype(np.float32)
+        uncrop = geometry.uncrop_matrix(np.stack([p[3] for p in pending]), np.asarray([p[4] for p in pending]),
+                                        heatmaps.shape[-1])
+        points, _ = heatmaps_to_image_points(heatmaps, inverse=uncrop)
+        for (file, stem, _, center, scale, points_2d, origin), points_3d in zip(pending, points):
             try:
                 yaw, pitch, roll = estimate_pose(points_3d)
             except (ValueError, FileNotFoundError, np.linalg.LinAlgError):
@@ -323,10 +288,8 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
             if copy_images:
                 image_copy = stem.with_suffix(file.suffix)
                 if not image_copy.exists():
-                    handle, temporary = tempfile.mkstemp(dir=stem.parent, prefix=".img.", suffix=".tmp")
-                    os.close(handle)
-                    shutil.copyfile(file, temporary)
-                    os.replace(temporary, image_copy)
+                    with open(file, "rb") as original:
+                        atomic_write(image_copy, lambda out: shutil.copyfileobj(original, out))
             write_t7_tensor(stem.with_suffix(".t7"), points_3d + 0.5)   # 1-based, as the release
             _write_sidecar(stem.with_suffix(".json"), {
                 "image": str(file.relative_to(source)), "landmarks_2d_from": origin,
@@ -380,7 +343,7 @@ def _write_index(target: Path, seed: int) -> tuple[Path, Path, list[int]]:
         lines = ["annotation,image,yaw,yaw_bin,landmarks_2d_from"]
         lines += [f"{r['annotation']},{r['image']},{r['yaw']:.2f},{r['yaw_bin']},{r['landmarks_2d_from']}"
                   for r in selection]
-        _atomic_write_bytes(target / name, ("\n".join(lines) + "\n").encode("utf-8"))
+        atomic_write_text(target / name, "\n".join(lines) + "\n")
         paths.append(target / name)
     return paths[0], paths[1], counts
 
@@ -392,12 +355,9 @@ def convert_ls3dw_main(args: argparse.Namespace) -> int:
         network = load_2d_to_3d_network(args.weights)
         aligner = None
         if args.fan2d_weights:
-            from .api import FaceAligner
-
             aligner = FaceAligner("2D", device=args.device, detector=args.detector,
                                   weights=args.fan2d_weights)  # its crop size: from the checkpoint
-        device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
-            "cpu" if args.device == "auto" else args.device)
+        device = resolve_device(args.device)
         input_size = args.input_size or checkpoint_input_size(args.weights) or INPUT_SIZE
         boxes = read_boxes_json(args.boxes) if args.boxes else None
         result = convert_folder(args.images, args.out, network, aligner, batch_size=args.batch_size,

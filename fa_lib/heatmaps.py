@@ -1,12 +1,19 @@
 """Heatmap targets and their decoding (thesis 3.1.1, 3.1.2 and the FAN decoding of chapter 4).
 
-All functions take numpy arrays or torch tensors and return torch tensors. Coordinates are continuous
-heatmap pixels: the centre of heatmap pixel (row i, col j) is at (x = j + 0.5, y = i + 0.5).
+The target and decoding functions take numpy arrays or torch tensors and return torch tensors.
+Coordinates are continuous heatmap pixels: the centre of heatmap pixel (row i, col j) is at
+(x = j + 0.5, y = i + 0.5). :func:`heatmaps_to_image_points` is the one decoder from heatmaps to
+image pixels (decode, then undo the crop's affine); it returns numpy arrays.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+
+from . import geometry
+
+__all__ = ["gaussian_heatmaps", "disc_heatmaps", "decode_heatmaps", "heatmap_coords_to_image",
+           "heatmaps_to_image_points"]
 
 
 def _as_tensor(values, name: str, dtype=torch.float32) -> torch.Tensor:
@@ -90,7 +97,7 @@ def disc_heatmaps(points, size, radius: float) -> torch.Tensor:
 
 
 def decode_heatmaps(heatmaps) -> tuple[torch.Tensor, torch.Tensor]:
-    """Points and scores from heatmaps: argmax + official quarter-pixel refinement (FACTS.md 1).
+    """Points and scores from heatmaps: argmax + the official FAN code's quarter-pixel refinement.
 
     ``heatmaps`` (..., N, H, W) (normally (B, N, 64, 64)). For each map: the argmax pixel
     (row i, col j); when it is not on the border (0 < i < H-1 and 0 < j < W-1) each coordinate moves
@@ -127,3 +134,55 @@ def decode_heatmaps(heatmaps) -> tuple[torch.Tensor, torch.Tensor]:
     shift = torch.nan_to_num(shift, nan=0.0)
     points = torch.stack([col, row], dim=-1).to(torch.float32) + 0.5 + shift
     return points, scores
+
+
+def _float64_numpy(values) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        return values.detach().to(torch.float64).cpu().numpy()
+    return np.asarray(values, dtype=np.float64)
+
+
+def heatmap_coords_to_image(points, matrix=None, *, inverse=None) -> np.ndarray:
+    """Heatmap px -> image px: undo the affine a crop's heatmaps were made with.
+
+    ``points`` (..., N, 2|3) in heatmap pixels (numpy or torch; a third column, depth, is scaled
+    like x and y, see :func:`fa_lib.geometry.transform_points`). Give exactly one of
+
+    - ``matrix``: the image px -> heatmap px affine (..., 3, 3) the crop was made with (the
+      ``"matrix"`` of a :class:`fa_lib.data.pipeline.FanInputs` item, with any rotation / flip of
+      the augmentation); it is inverted in float64 with ``np.linalg.inv``;
+    - ``inverse``: the heatmap px -> image px affine (..., 3, 3) itself, e.g.
+      ``geometry.uncrop_matrix(center, scale, heatmap_size)`` for an official FAN crop of
+      (center, scale) (the exact analytic inverse of ``geometry.crop_matrix``).
+
+    The matrices' leading dimensions broadcast against the points' (a (3, 3) matrix serves a whole
+    batch). The map is computed in float64; returns float32 numpy (..., N, 2|3).
+    """
+    if (matrix is None) == (inverse is None):
+        raise ValueError("give exactly one of matrix (image -> heatmap) and inverse (heatmap -> image)")
+    back = np.linalg.inv(_float64_numpy(matrix)) if inverse is None else _float64_numpy(inverse)
+    out = geometry.transform_points(_float64_numpy(points), back)
+    return np.asarray(out, dtype=np.float64).astype(np.float32)
+
+
+def heatmaps_to_image_points(heatmaps, matrix=None, *, inverse=None) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks in image pixels from heatmaps: the one decoder of the library.
+
+    ``heatmaps_to_image_points(heatmaps, matrix) -> (points, scores)``, or
+    ``heatmaps_to_image_points(heatmaps, inverse=uncrop) -> (points, scores)``:
+
+    1. :func:`decode_heatmaps` (argmax + the official quarter-pixel rule, heatmap pixels);
+    2. :func:`heatmap_coords_to_image`: back to image pixels through the inverse of ``matrix``, the
+       image px -> heatmap px affine of the crop ((B, 3, 3) one per map set, or (3, 3) for all;
+       inverted in float64 with ``np.linalg.inv``), or through ``inverse``, the heatmap px -> image
+       px affine, e.g. ``geometry.uncrop_matrix(center, scale, heatmap_size)``.
+
+    ``heatmaps`` (B, N, H, W) (or (..., N, H, W)), numpy or torch, any device. Returns
+    ``points`` float32 numpy (B, N, 2) in image pixels (continuous convention: the centre of image
+    pixel (row i, col j) is (j + 0.5, i + 0.5); never rounded) and ``scores`` float32 numpy (B, N),
+    the heatmap maxima. A flipped crop's points keep the order of the heatmap channels: permute
+    them back (``fa_lib.train.heatmap_points_to_image`` does for prepared batches).
+    """
+    points, scores = decode_heatmaps(heatmaps)
+    image_points = heatmap_coords_to_image(points, matrix, inverse=inverse)
+    return image_points, scores.detach().cpu().numpy().astype(np.float32, copy=False)

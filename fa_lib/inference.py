@@ -1,6 +1,6 @@
 """Fast, exact CPU inference for FAN (thesis 4.3, Fig. 4.2) and its depth network (4.8).
 
-FAN is built from pre-activation blocks (BatchNorm -> ReLU -> conv, thesis 5.1; FACTS.md 1). In
+FAN is built from pre-activation blocks (BatchNorm -> ReLU -> conv, thesis 5.1, as the official FAN code). In
 eager PyTorch on a CPU about a third of a FAN forward is not convolution but per-element passes:
 BatchNorm, ReLU, the concatenation of the hierarchical block's three outputs and the residual
 addition (measured with ``torch.profiler``). :func:`optimize_for_inference` rewrites a trained FAN
@@ -208,22 +208,18 @@ def _replace_blocks(module: nn.Module) -> None:
             _replace_blocks(child)
 
 
-class _FastHourGlass(nn.Module):
-    """:class:`~fa_lib.models.hourglass.HourGlass` without the per-call input checks."""
+class _FastHourGlass(HourGlass):
+    """:class:`~fa_lib.models.hourglass.HourGlass` (the same modules) without the per-call input
+    checks, adding its branches in place (inference only)."""
+
+    add_in_place = True
 
     def __init__(self, hourglass: HourGlass):
-        super().__init__()
-        self.depth, self.pooling = hourglass.depth, hourglass.pooling
+        nn.Module.__init__(self)
+        self.depth, self.features, self.pooling = hourglass.depth, hourglass.features, hourglass.pooling
+        self.out_channels = hourglass.out_channels
         for name, child in hourglass.named_children():
             self.add_module(name, child)
-
-    def _forward(self, level: int, x: torch.Tensor) -> torch.Tensor:
-        up1 = getattr(self, f"b1_{level}")(x)
-        low = getattr(self, f"b2_{level}")(pool2x(x, self.pooling))
-        low = self._forward(level - 1, low) if level > 1 else self.b2_plus_1(low)
-        low = getattr(self, f"b3_{level}")(low)
-        up1 += F.interpolate(low, scale_factor=2, mode="nearest")
-        return up1
 
     def forward(self, x):
         return self._forward(self.depth, x)

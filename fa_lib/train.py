@@ -45,6 +45,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
+from fa_lib import geometry
+from fa_lib.atomic import atomic_torch_save, atomic_write_text  # atomic_torch_save: re-exported
+from fa_lib.data.augment import flip_permutation
+from fa_lib.device import resolve_device  # re-exported: fa_lib.train.resolve_device
+from fa_lib.heatmaps import heatmap_coords_to_image, heatmaps_to_image_points
+from fa_lib.metrics import nme_box
+
 CHECKPOINT_NAME = "last.pt"
 HISTORY_NAME = "history.jsonl"
 CHECKPOINT_FORMAT = 1
@@ -237,18 +244,6 @@ def _distributed_env() -> tuple[int, int, int]:
     return rank, world, local
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without a GPU is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but no CUDA device is available")
-    return dev
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
@@ -259,7 +254,7 @@ def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------------
-# RNG states and atomic files
+# RNG states and files
 
 
 def _rng_state() -> dict[str, Any]:
@@ -292,53 +287,26 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace``: a kill at any
-    moment leaves either the previous file or the new one, never half a file."""
+def _run_file(path: str | os.PathLike, name: str, what: str) -> Path:
+    """``path`` itself, or ``path / name`` when ``path`` is a run's folder; it must exist."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    if path.is_dir():
+        path = path / name
+    if not path.exists():
+        raise FileNotFoundError(f"no {what} at {path}")
+    return path
 
 
 def read_history(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Records of a ``history.jsonl`` (a checkpoint folder or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / HISTORY_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"no training history at {path}")
+    path = _run_file(path, HISTORY_NAME, "training history")
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None) -> dict[str, Any]:
     """Read a checkpoint written by ``Trainer`` (a folder or the file); optionally load its weights
     into ``model``. Returns the whole checkpoint dict."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = torch.load(_run_file(path, CHECKPOINT_NAME, "checkpoint"), map_location="cpu", weights_only=True)
     if model is not None:
         _unwrap(model).load_state_dict(ckpt["model"])
     return ckpt
@@ -374,43 +342,47 @@ class Evaluation:
         return float(np.mean(self.nme))
 
 
+def _unflip(values: np.ndarray, batch: Mapping[str, Any]) -> np.ndarray:
+    """Rows of ``values`` (B, N, ...) of the items a batch flipped, back in the original landmark
+    order (a flip permutation is its own inverse); a copy when anything changes."""
+    if "flipped" not in batch:
+        return values
+    flipped = torch.as_tensor(batch["flipped"]).cpu().numpy().astype(bool)
+    if not flipped.any():
+        return values
+    values = values.copy()
+    values[flipped] = values[flipped][:, flip_permutation(values.shape[1])]
+    return values
+
+
+def _crop_affine(batch: Mapping[str, Any], heatmap_size: int) -> dict[str, np.ndarray]:
+    """The keyword :func:`fa_lib.heatmaps.heatmap_coords_to_image` takes for a prepared batch: its
+    ``"matrix"`` (image -> heatmap), else the heatmap -> image map of its ``"center"``/``"scale"``."""
+    if "matrix" in batch:
+        return {"matrix": batch["matrix"]}
+    if "center" in batch and "scale" in batch:
+        return {"inverse": geometry.uncrop_matrix(np.asarray(batch["center"]), np.asarray(batch["scale"]),
+                                                  heatmap_size)}
+    raise ValueError("cannot map heatmap points to the image: the items carry neither 'matrix' nor "
+                     "'center'/'scale'")
+
+
 def heatmap_points_to_image(points: torch.Tensor | np.ndarray, batch: Mapping[str, Any],
                             heatmap_size: int) -> np.ndarray:
     """Map decoded points (B, N, 2) from heatmap px back to image px for a prepared batch.
 
     Uses the batch's ``"matrix"`` (image -> heatmap affine, including any rotation and flip the
-    pipeline applied) when present, else ``"center"``/``"scale"`` with ``geometry.uncrop_points``.
-    A flipped item's points are permuted back to the original landmark order.
+    pipeline applied) when present, else ``"center"``/``"scale"`` with ``geometry.uncrop_matrix``
+    (both through :func:`fa_lib.heatmaps.heatmap_coords_to_image`). A flipped item's points are
+    permuted back to the original landmark order. Returns float32 (B, N, 2).
     """
-    from fa_lib import geometry
-
-    points = torch.as_tensor(points, dtype=torch.float64).cpu().numpy()
-    if "matrix" in batch:
-        matrices = torch.as_tensor(batch["matrix"], dtype=torch.float64).cpu().numpy()
-        inverse = np.linalg.inv(matrices)
-        out = np.asarray(geometry.transform_points(points, inverse), dtype=np.float64)
-    elif "center" in batch and "scale" in batch:
-        out = np.asarray(geometry.uncrop_points(points, np.asarray(batch["center"]),
-                                                np.asarray(batch["scale"]), heatmap_size), dtype=np.float64)
-    else:
-        raise ValueError("cannot map heatmap points to the image: the items carry neither 'matrix' nor "
-                         "'center'/'scale'")
-    if "flipped" in batch:
-        from fa_lib.data.augment import flip_permutation
-
-        flipped = torch.as_tensor(batch["flipped"]).cpu().numpy().astype(bool)
-        if flipped.any():
-            # a flip permutation is its own inverse
-            out[flipped] = out[flipped][:, flip_permutation(out.shape[1])]
-    return out.astype(np.float32)
+    return _unflip(heatmap_coords_to_image(points, **_crop_affine(batch, heatmap_size)), batch)
 
 
 @torch.no_grad()
 def _validation_pass(model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device,
                      input_key: str, loss_fn: Callable | None, decode: bool, num_workers: int,
                      amp: bool, progress: bool, seed: int = 0, stack: int = -1) -> Evaluation:
-    from fa_lib.heatmaps import decode_heatmaps
-
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         generator=_loader_generator(seed))
     was_training = model.training
@@ -430,22 +402,15 @@ def _validation_pass(model: nn.Module, dataset: Dataset, *, batch_size: int, dev
                 loss_count += n
             if decode:
                 last = stack_outputs(outputs)[stack].float()
-                points, score = decode_heatmaps(last)
-                preds.append(heatmap_points_to_image(points, batch, last.shape[-1]))
-                scores.append(torch.as_tensor(score).cpu().numpy())
+                points, score = heatmaps_to_image_points(last, **_crop_affine(batch, last.shape[-1]))
+                preds.append(_unflip(points, batch))
+                scores.append(score)
                 if "landmarks_image" in batch:
                     gts.append(batch["landmarks_image"].cpu().numpy())
                 if "box" in batch:
                     boxes.append(batch["box"].cpu().numpy())
-                if "visibility" in batch:
-                    visible = batch["visibility"].cpu().numpy().copy()
-                    if "flipped" in batch:  # back to the original label order, as the points
-                        from fa_lib.data.augment import flip_permutation
-
-                        flipped = torch.as_tensor(batch["flipped"]).cpu().numpy().astype(bool)
-                        if flipped.any():
-                            visible[flipped] = visible[flipped][:, flip_permutation(visible.shape[1])]
-                    vis.append(visible)
+                if "visibility" in batch:  # back to the original label order, as the points
+                    vis.append(_unflip(batch["visibility"].cpu().numpy(), batch))
             idx = batch.get("index")
             indices.append(idx.cpu().numpy() if isinstance(idx, torch.Tensor) else np.arange(offset, offset + n))
             offset += n
@@ -460,8 +425,6 @@ def _validation_pass(model: nn.Module, dataset: Dataset, *, batch_size: int, dev
         loss=(loss_sum / loss_count) if loss_count else None,
     )
     if gts:
-        from fa_lib.metrics import nme_box
-
         result.ground_truth = np.concatenate(gts)
         result.boxes = np.concatenate(boxes) if len(boxes) == len(gts) else None
         result.visibility = np.concatenate(vis) if len(vis) == len(gts) else None
@@ -475,8 +438,8 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 16, device
              amp: bool = False, progress: bool = False, stack: int = -1) -> Evaluation:
     """Run a landmark model over prepared items and return per-image predictions in image pixels.
 
-    The last stack's heatmaps are decoded (argmax + quarter-pixel refinement,
-    ``fa_lib.heatmaps.decode_heatmaps``), mapped back to the image (``heatmap_points_to_image``) and
+    The last stack's heatmaps are decoded to image pixels (argmax + quarter-pixel refinement, then the
+    inverse of the crop's affine: ``fa_lib.heatmaps.heatmaps_to_image_points``) and
     compared with ``"landmarks_image"`` by the box-normalised NME of eq. 4.1 (``metrics.nme_box``,
     normalised by the ground-truth ``"box"``). ``loss`` (a name of ``LOSSES`` or a callable
     ``loss(outputs, batch)``) also reports the mean loss. ``stack`` picks the decoded output of a
@@ -721,7 +684,7 @@ class Trainer:
     def _write_history(self) -> None:
         if self.rank == 0 and self.checkpoint_dir is not None:
             text = "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history)
-            _atomic_write_text(text, self.checkpoint_dir / HISTORY_NAME)
+            atomic_write_text(self.checkpoint_dir / HISTORY_NAME, text)
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -863,7 +826,7 @@ _FAN_STACK_LINK = re.compile(r"^(?:bl|al)(\d+)$")
 def fan_stack_modules(model: nn.Module, stack: int) -> list[nn.Module]:
     """The sub-modules that belong to stack ``stack`` (0-based) of a FAN-style stacked network.
 
-    Uses the official FAN module names (FACTS.md section 1): stack i is ``m{i}``, ``top_m_{i}``,
+    Uses the official FAN module names: stack i is ``m{i}``, ``top_m_{i}``,
     ``conv_last{i}``, ``bn_end{i}``, ``l{i}``, plus the links ``bl{i-1}``/``al{i-1}`` that feed it
     from the previous stack; stack 0 also owns every other child (the stem).
     """

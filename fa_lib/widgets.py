@@ -159,9 +159,9 @@ def frame_explorer(frames: Sequence[Any], labels: Sequence[Any], description: st
                    max_total_bytes: int | None = DEFAULT_MAX_TOTAL_BYTES) -> FrameExplorer:
     """A slider that flips through precomputed frames, interactive without a kernel.
 
-    The book's explorers (pose, resolution, binarization, Gaussian targets: DESIGN.md "Interactive
-    book") are all this one widget: ``frames[i]`` is shown when the slider is at ``i`` and
-    ``labels[i]`` is written beside the slider.
+    The book's explorers (pose, resolution, binarization, Gaussian targets) are all this one
+    widget: ``frames[i]`` is shown when the slider is at ``i`` and ``labels[i]`` is written beside
+    the slider.
 
     :param frames: PIL images, uint8 arrays, matplotlib Figures or PNG bytes (see :func:`frame_to_png`).
     :param labels: one text per frame (e.g. ``"yaw = 45°"``).

@@ -30,9 +30,19 @@ def smoke_project(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_reproduction(smoke_project):
     """Execute every notebook with the smoke profile; returns ({name: run}, results folder)."""
+    from fa_lib.experiments.runs import ROOT_ENV
     from fa_lib.reproduce import reproduce
 
-    runs = reproduce("smoke", root=smoke_project, progress=False, force=True, device="cpu")
+    # trained networks go to a cache of this test session, never to the checkout's checkpoints/
+    previous = os.environ.get(ROOT_ENV)
+    os.environ[ROOT_ENV] = str(smoke_project / "runs")
+    try:
+        runs = reproduce("smoke", root=smoke_project, progress=False, force=True, device="cpu")
+    finally:
+        if previous is None:
+            os.environ.pop(ROOT_ENV, None)
+        else:
+            os.environ[ROOT_ENV] = previous
     return {r.name: r for r in runs}, smoke_project / "results"
 
 

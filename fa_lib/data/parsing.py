@@ -36,6 +36,8 @@ import cv2
 import numpy as np
 import torch
 
+from fa_lib.data.pipeline import FanInputs
+from fa_lib.geometry import box_from_landmarks
 from fa_lib.landmarks import face_part_polygons
 
 #: Class index -> name (index 0 is the background).
@@ -160,8 +162,6 @@ class ParsingInputs:
 
     def __init__(self, *, input_size: int = 256, output_size: int = 64, zoom: float = 1.0,
                  augment=None, min_visible: float = 0.5):
-        from fa_lib.data.pipeline import FanInputs
-
         if not zoom > 0:
             raise ValueError(f"zoom must be positive, got {zoom}")
         self.fan = FanInputs("2d", input_size=input_size, heatmap_size=output_size, augment=augment)
@@ -176,8 +176,6 @@ class ParsingInputs:
             raise ValueError(f"face parsing needs sample['landmarks_2d'] (source {sample.get('source', '?')!r})")
         if self.zoom != 1.0:
             sample = dict(sample)
-            from fa_lib.geometry import box_from_landmarks
-
             box = sample.get("box")
             box = box_from_landmarks(np.asarray(sample["landmarks_2d"])) if box is None else box
             sample["box"] = zoom_box(box, self.zoom)

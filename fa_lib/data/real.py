@@ -50,7 +50,9 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from . import formats
+from ..geometry import box_from_landmarks
+from ..profiles import get_profile
+from . import formats, synthetic
 
 REAL_KINDS = ("pts_folder", "300w_lp", "aflw2000_3d", "ls3dw", "300vw", "aflw_pifa", "celeba",
               "widerface", "oxford_pets")
@@ -78,8 +80,6 @@ _NAN_POSE = np.full(3, np.nan, dtype=np.float32)
 def face_sample(image, *, landmarks_2d=None, landmarks_3d=None, visibility=None, box=None,
                 pose=None, identity: int = -1, source: str) -> dict:
     """Assemble a face sample dict; the box defaults to the tight box of the 2D (else 3D) points."""
-    from ..geometry import box_from_landmarks
-
     if box is None:
         points = landmarks_2d if landmarks_2d is not None else landmarks_3d
         if points is None:
@@ -363,8 +363,8 @@ def make_dataset(name: str, profile="quick", data_root=None, *, split: str | Non
     """The dataset an experiment asks for: synthetic stand-in without data, real with it.
 
     ``name`` is one of :data:`DATASETS`. With ``data_root=None`` the synthetic builder of
-    :mod:`fa_lib.data.synthetic` is called as ``builder(profile, **options)`` (imported lazily so
-    reading real data never needs the face model); datasets without a stand-in then raise
+    :mod:`fa_lib.data.synthetic` is called as ``builder(profile, **options)`` (the face model is
+    loaded only then: reading real data never needs it); datasets without a stand-in then raise
     ``ValueError``. Otherwise a :class:`RealFaceDataset` of the mapped kind is returned (``split``
     overrides the default split).
     """
@@ -375,13 +375,9 @@ def make_dataset(name: str, profile="quick", data_root=None, *, split: str | Non
         if builder_name is None:
             raise ValueError(f"dataset {name!r} has no synthetic stand-in: pass data_root= "
                              "pointing at your copy of it")
-        from . import synthetic
-
         builder = getattr(synthetic, builder_name, None)
         if builder is None:
             raise ValueError(f"fa_lib.data.synthetic has no builder {builder_name!r}")
-        from ..profiles import get_profile
-
         return builder(get_profile(profile), **options)
     if kind is None:
         raise ValueError(f"dataset {name!r} has no real reader: build it from real faces, e.g. "

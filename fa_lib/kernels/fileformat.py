@@ -33,6 +33,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from fa_lib.atomic import atomic_write
+
 MAGIC = b"FALIBBIN"
 VERSION = 1
 ALIGN = 64
@@ -81,17 +83,15 @@ def save(path: str | os.PathLike, entries: dict[str, tuple[str, Any]], config: O
     header = json.dumps({"format": "fa_lib.packed", "version": VERSION, "config": config,
                          "entries": meta}).encode("utf-8")
     start = _align(16 + len(header))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    def write(f) -> None:
         f.write(MAGIC + struct.pack("<II", VERSION, len(header)) + header)
         f.write(b"\0" * (start - 16 - len(header)))
         for off, blob in blobs:
             f.seek(start + off)
             f.write(blob)
         f.truncate(start + offset if blobs else start)
-    os.replace(tmp, path)
-    return path.stat().st_size
+
+    return atomic_write(path, write).stat().st_size
 
 
 def load(path: str | os.PathLike) -> tuple[Optional[dict], dict[str, tuple[str, Any]]]:

@@ -22,13 +22,18 @@ real_layers="nchw")`` runs them on NCHW copies (equal to the training-time forwa
 from __future__ import annotations
 
 import copy
+import importlib
+import io
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from . import xnor
+from fa_lib.models.binary import BinaryConv2d, PreActConv
+from fa_lib.models.blocks import HierarchicalBlock
+
+from . import fileformat, xnor
 
 
 class PackedBinaryConv(nn.Module):
@@ -108,12 +113,10 @@ def _check_supported_conv(conv: nn.Module) -> None:
 
 
 def _is_binary_preact(module: nn.Module) -> bool:
-    from fa_lib.models.binary import PreActConv
     return isinstance(module, PreActConv) and module.binary
 
 
 def _is_binary_conv(module: nn.Module) -> bool:
-    from fa_lib.models.binary import BinaryConv2d
     return isinstance(module, BinaryConv2d)
 
 
@@ -202,7 +205,6 @@ class PackedHierarchicalBlock(nn.Module):
 
 
 def _is_binary_hierarchical(module: nn.Module) -> bool:
-    from fa_lib.models.blocks import HierarchicalBlock
     if not isinstance(module, HierarchicalBlock):
         return False
     owners = [module] if module.branches is None else list(module.branches)
@@ -302,7 +304,6 @@ def save_packed(packed: nn.Module, path, config: Optional[dict] = None) -> int:
     input channel instead of BN's 4), every real parameter/buffer as float32 (int64 counters as int64).
     ``config`` (JSON) may say how to rebuild the skeleton: ``{"builder": "module:function", "kwargs": {...}}``.
     Returns the file size in bytes."""
-    from . import fileformat
     entries: dict = {}
     for name, module in packed.named_modules():
         if isinstance(module, PackedBinaryConv):
@@ -317,7 +318,6 @@ def save_packed(packed: nn.Module, path, config: Optional[dict] = None) -> int:
 
 
 def _build_from_config(config: Optional[dict]) -> nn.Module:
-    import importlib
     if not config or "builder" not in config:
         raise ValueError("the file has no config.builder: pass the float model skeleton as `model`")
     module_name, _, attr = config["builder"].partition(":")
@@ -334,7 +334,6 @@ def load_packed(path, model: Optional[nn.Module] = None, isa: Optional[str] = No
 
     ``model`` is an (untrained) float skeleton of the same architecture; without it the file's
     ``config.builder`` is called.  ``real_layers``: see :func:`pack_model`."""
-    from . import fileformat
     config, entries = fileformat.load(path)
     skeleton = model if model is not None else _build_from_config(config)
     packed = pack_model(skeleton.eval(), isa=isa, threads=threads, real_layers=real_layers)
@@ -369,7 +368,6 @@ def compression_report(model: nn.Module, path) -> dict:
     The thesis's 39x exceeds the 32x of 1-bit weights, so its float baseline must have held more than 32
     bits per binary weight (e.g. Torch7 modules serialise ``gradWeight``/``gradBias`` next to the weights,
     doubling the float file); against weights only, 1-bit packing cannot pass 32x."""
-    import io
     model = model.eval()
     float_bytes = sum(v.numel() * 4 for v in model.state_dict().values() if v.is_floating_point())
     buf = io.BytesIO()
@@ -377,7 +375,6 @@ def compression_report(model: nn.Module, path) -> dict:
     binary_params = sum(m.weight.numel() for m in model.modules() if _is_binary_conv(m))
     real_params = sum(p.numel() for p in model.parameters()) - binary_params
     packed_bytes = save_packed(pack_model(model), path)
-    from . import fileformat
     _, entries = fileformat.load(path)
     bits_bytes = sum(-(-v.size // 8) for kind, v in entries.values() if kind == "binary")
     return {

@@ -8,7 +8,8 @@ Constructors (one per family, explicit arguments; see each module):
 - :mod:`.fan`: ``FAN``, ``fan_2d``, ``fan_3d``, ``fan_2d_to_3d``, ``binary_hourglass_net``,
   ``face_parsing_net``, ``parameter_count``.
 - :mod:`.depth`: ``ResNetDepth``, ``FanFull``, ``fan_3d_full``, ``fan_2d_to_3d_full`` (thesis 4.8).
-- :mod:`.checkpoints`: official checkpoints in, our own checkpoints in and out.
+- :mod:`.checkpoints`: official checkpoints in, our own checkpoints in and out (``model_kind``,
+  ``build_model``: the kind and config our checkpoints store).
 - :mod:`.sizes`: our parameter counts beside the thesis's.
 
 ``get_model(name, **kwargs)`` builds any of them by name; ``build_model(kind, config)`` rebuilds a
@@ -16,14 +17,15 @@ model from the ``config`` it stores (used by our checkpoints).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import torch.nn as nn
 
 from .binary import BinaryConv2d, binarize_sign_ste, bn_sign_conv, sign_pm1, weight_scale
 from .blocks import BLOCKS, HierarchicalBlock, make_block
-from .checkpoints import (CheckpointMismatchError, load_model, load_official_depth, load_official_fan,
-                          load_weights, read_state_dict, save_model)
+from .checkpoints import (CheckpointMismatchError, build_model, checkpoint_input_size, load_fan_checkpoint,
+                          load_model, load_official_depth, load_official_fan, load_weights, model_kind,
+                          read_state_dict, save_model)
 from .depth import FanFull, ResNetDepth, fan_2d_to_3d_full, fan_3d_full
 from .fan import (FAN, binary_hourglass_net, face_parsing_net, fan_2d, fan_2d_to_3d, fan_2d_to_3d_input, fan_3d,
                   parameter_count)
@@ -49,30 +51,12 @@ def get_model(name: str, **kwargs) -> nn.Module:
     return MODELS[name](**kwargs)
 
 
-def model_kind(model: nn.Module) -> str:
-    """The class name :func:`build_model` rebuilds ``model`` from (``"fan"``, ``"fan_full"``, ``"resnet_depth"``)."""
-    for kind, cls in (("fan_full", FanFull), ("fan", FAN), ("resnet_depth", ResNetDepth)):
-        if isinstance(model, cls):
-            return kind
-    raise ValueError(f"cannot save {type(model).__name__}: not a FAN, FanFull or ResNetDepth")
-
-
-def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
-    """Rebuild a model (random weights) from the ``kind`` and ``config`` stored in our checkpoints."""
-    if kind == "fan":
-        return FAN(**config)
-    if kind == "resnet_depth":
-        return ResNetDepth(**config)
-    if kind == "fan_full":
-        return FanFull(FAN(**config["fan"]), ResNetDepth(**config["depth"]), depth_sigma=config["depth_sigma"])
-    raise ValueError(f"unknown model kind {kind!r}")
-
-
 __all__ = [
     "BinaryConv2d", "binarize_sign_ste", "bn_sign_conv", "sign_pm1", "weight_scale",
     "BLOCKS", "HierarchicalBlock", "make_block", "HourGlass", "ImprovedHourGlass",
     "FAN", "fan_2d", "fan_3d", "fan_2d_to_3d", "fan_2d_to_3d_input", "binary_hourglass_net", "face_parsing_net",
     "parameter_count", "ResNetDepth", "FanFull", "fan_3d_full", "fan_2d_to_3d_full",
     "CheckpointMismatchError", "read_state_dict", "load_weights", "load_official_fan", "load_official_depth",
-    "save_model", "load_model", "MODELS", "get_model", "model_kind", "build_model",
+    "save_model", "load_model", "load_fan_checkpoint", "checkpoint_input_size", "MODELS", "get_model",
+    "model_kind", "build_model",
 ]

@@ -144,7 +144,7 @@ def make_conv(in_channels: int, out_channels: int, kernel_size: int, binary: boo
 def pre_activation(binary: bool) -> nn.Module:
     """The activation between BatchNorm and a convolution: ReLU for the real twin; for the binary
     layer nothing (``BinaryConv2d`` takes the sign of its input itself: a ReLU before the sign
-    would turn the activations into {0, +1}, FACTS.md 2)."""
+    would turn the activations into {0, +1} and the sign into a constant +1)."""
     return nn.Identity() if binary else nn.ReLU(inplace=False)
 
 

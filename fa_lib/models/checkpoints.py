@@ -12,18 +12,23 @@ Pickled files are always read with ``torch.load(weights_only=True)``. Loading is
 missing, unexpected or wrongly shaped key raises :class:`CheckpointMismatchError` listing them.
 
 Our own checkpoints (:func:`save_model` / :func:`load_model`) store the constructor config beside
-the weights so the model can be rebuilt without knowing its arguments.
+the weights so the model can be rebuilt without knowing its arguments (:func:`model_kind`,
+:func:`build_model`); :func:`load_fan_checkpoint` reads either kind of file and
+:func:`checkpoint_input_size` the crop size one of ours records.
 """
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
+
+from ..atomic import atomic_torch_save
+from .depth import FanFull, ResNetDepth
+from .fan import FAN
 
 __all__ = [
     "CheckpointMismatchError",
@@ -34,6 +39,10 @@ __all__ = [
     "load_official_depth",
     "save_model",
     "load_model",
+    "load_fan_checkpoint",
+    "checkpoint_input_size",
+    "model_kind",
+    "build_model",
 ]
 
 OUR_FORMAT = "fa_lib.model"
@@ -85,6 +94,13 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
     return normalize_state_dict(state, str(path))
 
 
+def _state_of(source: str | os.PathLike | Mapping[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:
+    """(a name for messages, the state_dict) of a checkpoint file or an in-memory state_dict."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source), read_state_dict(source)
+    return "state_dict", normalize_state_dict(source, "state_dict")
+
+
 def _describe(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
     return f"{len(keys)} [{shown}{', ...' if len(keys) > limit else ''}]"
@@ -98,8 +114,7 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, Any]
     unexpected keys and the shape mismatches (with ``strict=False`` only shapes are checked and
     matching keys are loaded; ``check_only=True`` only checks). Returns the model.
     """
-    name = str(source) if isinstance(source, (str, os.PathLike)) else "state_dict"
-    state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else normalize_state_dict(source, name)
+    name, state = _state_of(source)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -144,10 +159,7 @@ def load_official_fan(source: str | os.PathLike | Mapping[str, Any], **fan_kwarg
     """Build a :class:`~fa_lib.models.fan.FAN` shaped like an official checkpoint (2D-FAN / 3D-FAN /
     2D-to-3D-FAN: stacks, input channels, landmarks and width read from the weights) and load it
     strictly. Official weights were trained with average pooling (the default here)."""
-    from .fan import FAN
-
-    name = str(source) if isinstance(source, (str, os.PathLike)) else "state_dict"
-    state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else normalize_state_dict(source, name)
+    name, state = _state_of(source)
     if "conv1.weight" not in state or "l0.weight" not in state:
         raise CheckpointMismatchError(f"{name} is not a FAN checkpoint (no conv1.weight / l0.weight)")
     config = dict(num_modules=_count_stacks(state), in_channels=int(state["conv1.weight"].shape[1]),
@@ -160,10 +172,7 @@ def load_official_depth(source: str | os.PathLike | Mapping[str, Any]) -> nn.Mod
     """Build the depth network (:class:`~fa_lib.models.depth.ResNetDepth`, input channels, outputs
     and stage depths read from the weights: ResNet-152 for the official file) and load the official
     depth checkpoint (``module.`` prefix stripped) strictly."""
-    from .depth import ResNetDepth
-
-    name = str(source) if isinstance(source, (str, os.PathLike)) else "state_dict"
-    state = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else normalize_state_dict(source, name)
+    name, state = _state_of(source)
     if "conv1.weight" not in state or "fc.weight" not in state:
         raise CheckpointMismatchError(f"{name} is not a depth-network checkpoint (no conv1.weight / fc.weight)")
     # Stage depths from the keys (ResNet-152 gives [3, 8, 36, 3]).
@@ -173,34 +182,39 @@ def load_official_depth(source: str | os.PathLike | Mapping[str, Any]) -> nn.Mod
                                                num_outputs=int(state["fc.weight"].shape[0]), layers=layers), state)
 
 
+def model_kind(model: nn.Module) -> str:
+    """The class name :func:`build_model` rebuilds ``model`` from (``"fan"``, ``"fan_full"``, ``"resnet_depth"``)."""
+    for kind, cls in (("fan_full", FanFull), ("fan", FAN), ("resnet_depth", ResNetDepth)):
+        if isinstance(model, cls):
+            return kind
+    raise ValueError(f"cannot save {type(model).__name__}: not a FAN, FanFull or ResNetDepth")
+
+
+def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
+    """Rebuild a model (random weights) from the ``kind`` and ``config`` stored in our checkpoints."""
+    if kind == "fan":
+        return FAN(**config)
+    if kind == "resnet_depth":
+        return ResNetDepth(**config)
+    if kind == "fan_full":
+        return FanFull(FAN(**config["fan"]), ResNetDepth(**config["depth"]), depth_sigma=config["depth_sigma"])
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
 def save_model(model: nn.Module, path: str | os.PathLike, extra: Mapping[str, Any] | None = None) -> Path:
     """Save ``model`` (a library model with a ``config``) and its constructor config, atomically.
 
     ``extra`` holds plain metadata (numbers, strings, lists, dicts) such as the training step.
     """
-    from . import model_kind
-
-    path = Path(path)
     kind = model_kind(model)
     payload = {"format": OUR_FORMAT, "version": OUR_VERSION, "kind": kind, "config": model.config,
                "state_dict": {key: value.detach().cpu() for key, value in model.state_dict().items()},
                "extra": dict(extra or {})}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-    return path
+    return atomic_torch_save(payload, path)
 
 
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """Rebuild and load a model saved by :func:`save_model`; returns ``(model, extra)``."""
-    from . import build_model
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -211,3 +225,28 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
     model = build_model(payload["kind"], payload["config"])
     load_weights(model, payload["state_dict"])
     return model, dict(payload.get("extra", {}))
+
+
+def load_fan_checkpoint(path: str | os.PathLike) -> nn.Module:
+    """A network from a checkpoint file: one of ours (any model kind, :func:`load_model`) or, when
+    the file is not ours, an official FAN checkpoint (:func:`load_official_fan`)."""
+    try:
+        model, _ = load_model(path)
+        return model
+    except ValueError:
+        return load_official_fan(path)
+
+
+def checkpoint_input_size(weights) -> int | None:
+    """The input size (px) a checkpoint of this project records in its metadata (``extra
+    ["input_size"]``, written e.g. by the chapter-4 experiments, whose networks read 64-128 px
+    crops), or None (official checkpoints, or none recorded: the thesis's 256 px then applies)."""
+    if weights is None or not Path(weights).is_file():
+        return None
+    try:
+        payload = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception:  # an official or TorchScript checkpoint: no metadata of ours
+        return None
+    extra = payload.get("extra") if isinstance(payload, dict) else None
+    size = extra.get("input_size") if isinstance(extra, dict) else None
+    return int(size) if size else None

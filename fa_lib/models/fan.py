@@ -3,7 +3,7 @@
 One constructor, :class:`FAN`, builds every stacked-hourglass network of chapters 4 and 5 from
 explicit arguments (stacks, width, block family, binary or real, standard or improved hourglass,
 pooling, inputs, outputs). With ``block="hierarchical"``, ``hourglass="standard"`` and the default
-widths its state_dict keys are those of the official face-alignment ``FAN`` (FACTS.md 1), so the
+widths its state_dict keys are those of the official face-alignment ``FAN`` (1.x), so the
 official 2D-FAN / 3D-FAN checkpoints load into it and give the same heatmaps.
 
 Module tree (keys are irregular on purpose: ``top_m_0`` but ``conv_last0``)::

@@ -33,15 +33,6 @@ def pool2x(x: torch.Tensor, pooling: str) -> torch.Tensor:
     raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
 
 
-def _check_args(depth: int, features: int, pooling: str) -> None:
-    if depth < 1:
-        raise ValueError(f"hourglass depth must be >= 1, got {depth}")
-    if features < 1:
-        raise ValueError(f"features must be positive, got {features}")
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-
-
 def _check_input(x: torch.Tensor, depth: int, channels: int) -> None:
     if x.ndim != 4 or x.shape[1] != channels:
         raise ValueError(f"hourglass expects (N, {channels}, H, W), got {tuple(x.shape)}")
@@ -50,7 +41,37 @@ def _check_input(x: torch.Tensor, depth: int, channels: int) -> None:
                          f"got {tuple(x.shape[-2:])}")
 
 
-class HourGlass(nn.Module):
+class _Hourglass(nn.Module):
+    """What both hourglasses share: arguments, checks, the recursion's entry point. Subclasses
+    register their modules in ``_add_level`` and compute level L in ``_forward``."""
+
+    def __init__(self, depth: int, features: int, block: Callable[..., nn.Module], pooling: str,
+                 out_channels: int):
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"hourglass depth must be >= 1, got {depth}")
+        if features < 1:
+            raise ValueError(f"features must be positive, got {features}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.depth = depth
+        self.features = features
+        self.out_channels = out_channels
+        self.pooling = pooling
+        self._add_level(depth, block)
+
+    def _add_level(self, level: int, block) -> None:
+        raise NotImplementedError
+
+    def _forward(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_input(x, self.depth, self.features)
+        return self._forward(self.depth, x)
+
+
+class HourGlass(_Hourglass):
     """Recursive hourglass, ``depth`` levels, ``features`` channels everywhere (thesis Fig. 4.1).
 
     ``block(in_ch, out_ch)`` builds each residual module (13 for depth 4). Level L:
@@ -58,14 +79,11 @@ class HourGlass(nn.Module):
     or ``b2_plus_1`` at L = 1; output ``up1 + upsample_nearest_2x(low)``.
     """
 
+    #: add the upsampled lower branch into ``up1`` in place (inference-only subclasses: no autograd)
+    add_in_place = False
+
     def __init__(self, depth: int, features: int, block: Callable[..., nn.Module], pooling: str = "avg"):
-        super().__init__()
-        _check_args(depth, features, pooling)
-        self.depth = depth
-        self.features = features
-        self.out_channels = features
-        self.pooling = pooling
-        self._add_level(depth, block)
+        super().__init__(depth, features, block, pooling, out_channels=features)
 
     def _add_level(self, level: int, block) -> None:
         # Registration order follows the official module tree (b1_4, b2_4, b1_3, ..., b3_1, ..., b3_4).
@@ -81,15 +99,11 @@ class HourGlass(nn.Module):
         up1 = getattr(self, f"b1_{level}")(x)
         low = getattr(self, f"b2_{level}")(pool2x(x, self.pooling))
         low = self._forward(level - 1, low) if level > 1 else self.b2_plus_1(low)
-        low = getattr(self, f"b3_{level}")(low)
-        return up1 + F.interpolate(low, scale_factor=2, mode="nearest")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.depth, self.features)
-        return self._forward(self.depth, x)
+        low = F.interpolate(getattr(self, f"b3_{level}")(low), scale_factor=2, mode="nearest")
+        return up1.add_(low) if self.add_in_place else up1 + low
 
 
-class ImprovedHourGlass(nn.Module):
+class ImprovedHourGlass(_Hourglass):
     """U-Net-like hourglass of Fig. 5.6 (thesis 5.7.1).
 
     The upper branches carry the input unchanged (no ``b1_L`` blocks) and are concatenated with
@@ -102,13 +116,7 @@ class ImprovedHourGlass(nn.Module):
     """
 
     def __init__(self, depth: int, features: int, block: Callable[..., nn.Module], pooling: str = "max"):
-        super().__init__()
-        _check_args(depth, features, pooling)
-        self.depth = depth
-        self.features = features
-        self.out_channels = 2 * features
-        self.pooling = pooling
-        self._add_level(depth, block)
+        super().__init__(depth, features, block, pooling, out_channels=2 * features)
 
     def _add_level(self, level: int, block) -> None:
         f = self.features
@@ -125,10 +133,6 @@ class ImprovedHourGlass(nn.Module):
         low = self._forward(level - 1, low) if level > 1 else self.b2_plus_1(low)
         low = getattr(self, f"b3_{level}")(low)
         return torch.cat([x, F.interpolate(low, scale_factor=2, mode="nearest")], dim=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.depth, self.features)
-        return self._forward(self.depth, x)
 
 
 HOURGLASSES = {"standard": HourGlass, "improved": ImprovedHourGlass}

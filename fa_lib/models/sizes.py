@@ -31,6 +31,7 @@ How each row is read (and why some differ):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -40,6 +41,10 @@ import torch.nn as nn
 from .fan import FAN, binary_hourglass_net, parameter_count
 
 __all__ = ["SizeRow", "SIZE_ROWS", "parameter_table", "format_parameter_table"]
+
+#: the thesis's numbers, shipped with the package (also read by ``fa_lib.results.thesis_tables``;
+#: read directly here so that the models layer does not import the reproduction machinery)
+THESIS_TABLES_CSV = Path(__file__).resolve().parents[1] / "thesis_tables.csv"
 
 
 @dataclass(frozen=True)
@@ -97,9 +102,7 @@ def parameter_table(rows: tuple[SizeRow, ...] = SIZE_ROWS) -> pd.DataFrame:
     """Our parameter count for each thesis row: columns table, row, network, thesis_M, ours,
     ours_M, rel_diff (ours / thesis - 1), matched (False = explained mismatch, module docstring).
     Networks are built on the meta device (well under a second)."""
-    from ..results import thesis_tables
-
-    tables = thesis_tables()
+    tables = pd.read_csv(THESIS_TABLES_CSV, dtype={"table": str})
     records = []
     for row in rows:
         # Built on the meta device: shapes only, no memory and no initialisation cost.

@@ -1,0 +1,134 @@
+"""Chapter 5's data: the training and test sets, the test sets prepared once as tensors, and the
+decoding of a network's outputs into image landmarks.
+
+The thesis trains every network of chapter 5 on 300-W-LP and tests on LS3D-W Balanced, AFLW,
+AFLW-PIFA and AFLW2000-3D. Without ``data_root`` every experiment trains on the synthetic 300-W-LP
+stand-in (:func:`fa_lib.data.synthetic.train_300wlp_standin`, 3D landmarks) and tests on the
+yaw-balanced stand-in (:func:`~fa_lib.data.synthetic.test_yaw_balanced`, equal counts in |yaw| 0-30,
+30-60, 60-90, people never seen in training) and the grey AFLW-PIFA stand-in
+(:func:`~fa_lib.data.synthetic.pifa_standin`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from fa_lib.data.pipeline import TransformedDataset
+from fa_lib.data.real import RealFaceDataset, make_dataset
+from fa_lib.data.synthetic import (SyntheticFaces, pifa_standin, test_yaw_balanced, train_300wlp_standin,
+                                   yaw_bin_of)
+from fa_lib.experiments.runs import run_key
+from fa_lib.heatmaps import heatmaps_to_image_points
+from fa_lib.experiments.ch5.scale import Ch5Setup
+
+
+@dataclass
+class Ch5Data:
+    """Training and test sets of the chapter (synthetic stand-ins unless ``data_root`` is given)."""
+
+    train: Dataset
+    test: Dataset
+    pifa: Dataset | None
+    seed: int
+    real: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        def name(ds):
+            return getattr(ds, "name", type(ds).__name__) if ds is not None else None
+
+        return {"train": f"{name(self.train)} ({len(self.train)} faces)",
+                "test": f"{name(self.test)} ({len(self.test)} faces, yaw-balanced)",
+                "pifa": None if self.pifa is None else f"{name(self.pifa)} ({len(self.pifa)} faces)",
+                "seed": self.seed, "real": self.real}
+
+
+def load_data(setup: Ch5Setup, seed: int = 0, data_root=None, progress: bool = False) -> Ch5Data:
+    """The 300-W-LP (stand-in), yaw-balanced test and AFLW-PIFA (stand-in) sets of the profile.
+
+    With ``data_root`` the real 300-W-LP, LS3D-W balanced and AFLW-PIFA under it are read
+    (``fa_lib.data.real.make_dataset``); the AFLW-PIFA set is optional there.
+    """
+    if data_root is None:
+        return Ch5Data(train=train_300wlp_standin(setup.profile, seed=seed, progress=progress),
+                       test=test_yaw_balanced(setup.profile, seed=seed, progress=progress),
+                       pifa=pifa_standin(setup.profile, seed=seed, progress=progress), seed=seed)
+    train = make_dataset("300w_lp", setup.profile, data_root)
+    test = make_dataset("ls3dw_balanced", setup.profile, data_root)
+    try:
+        pifa = make_dataset("aflw_pifa", setup.profile, data_root)
+    except (FileNotFoundError, ValueError):
+        pifa = None
+    return Ch5Data(train=train, test=test, pifa=pifa, seed=seed, real=True)
+
+
+def dataset_identity(dataset: Dataset) -> dict[str, Any]:
+    """What identifies a training set in a run's cache key: a rendered synthetic set by its name,
+    size and the hash of its generator spec (people, poses, seed, image size, generator version); a
+    real set by its kind, folder, split and size."""
+    if isinstance(dataset, SyntheticFaces):
+        manifest = dataset.manifest
+        return {"synthetic": manifest["name"], "size": len(dataset),
+                "spec": run_key({"spec": manifest.get("spec"), "generator": manifest.get("generator_version")})}
+    if isinstance(dataset, RealFaceDataset):
+        return {"real": dataset.kind, "root": str(dataset.root), "split": dataset.split, "size": len(dataset)}
+    return {"dataset": type(dataset).__name__, "name": getattr(dataset, "name", None), "size": len(dataset)}
+
+
+def yaw_bins(dataset: Dataset) -> np.ndarray | None:
+    """|yaw| bin (0, 1, 2) of every sample, or None when the poses are unknown."""
+    if hasattr(dataset, "array"):
+        pose = np.asarray(dataset.array("pose"), np.float64)
+    else:
+        pose = np.stack([np.asarray(dataset[i]["pose"], np.float64) for i in range(len(dataset))])
+    if not np.isfinite(pose[:, 0]).all():
+        return None
+    return yaw_bin_of(pose)
+
+
+class PreparedSet:
+    """A test set cropped once and kept in memory as tensors (every model sees the same inputs):
+    ``image`` (M, C, R, R), ``matrix`` (M, 3, 3) image -> output px, ``landmarks`` (M, N, 2) image
+    px, ``box`` (M, 4), ``visibility`` (M, N), ``mask`` (M, H, H) for parsing sets."""
+
+    def __init__(self, dataset: Dataset, transform: Callable, batch_size: int = 64):
+        items = TransformedDataset(dataset, transform, seed=0)
+        loader = DataLoader(items, batch_size=batch_size, shuffle=False)
+        parts: dict[str, list[torch.Tensor]] = {}
+        for batch in loader:
+            for key in ("image", "matrix", "landmarks_image", "box", "visibility", "mask"):
+                if key in batch:
+                    parts.setdefault(key, []).append(batch[key])
+        self.tensors = {k: torch.cat(v) for k, v in parts.items()}
+        self.size = len(items)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+
+@torch.no_grad()
+def predict_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 64,
+                    device: torch.device | str = "cpu") -> torch.Tensor:
+    """The last stack's output of ``model`` for every image (CPU tensor)."""
+    was_training = model.training
+    model.eval()
+    try:
+        outs = [model(images[i:i + batch_size].to(device))[-1].float().cpu()
+                for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(outs)
+
+
+def outputs_to_landmarks(heatmaps: torch.Tensor, matrix: torch.Tensor) -> np.ndarray:
+    """Landmarks in image px (float32 (M, N, 2)) from heatmaps and the crops' image -> heatmap
+    affines (:func:`fa_lib.heatmaps.heatmaps_to_image_points`: argmax + quarter pixel, then back
+    through the inverse affine)."""
+    return heatmaps_to_image_points(heatmaps, matrix)[0]

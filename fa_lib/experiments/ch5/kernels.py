@@ -1,0 +1,70 @@
+"""The kernels' own benchmark read back for chapter 5: single layers at the thesis's sizes, the
+bit-packed convolution against torch's float convolution of the same shape (``fa-lib bench xnor``
+writes ``results/tables/bench_xnor.csv`` and ``fig_bench_xnor.png``; this chapter does not measure
+them), and the speed targets the kernels were built to."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from fa_lib.kernels.bench import AVX2_ONLY_LABEL
+from fa_lib.results import find_result
+
+# The speed targets of the kernels (measured against torch's float conv of the same shape, one thread):
+# (what, regex of the layer rows of bench_xnor.csv, column, target, AVX2-only rows?, judge the slowest row?)
+KERNEL_TARGETS = (
+    ("256->128 3x3 conv at 64x64, including BN+sign+packing", r"conv3x3 256->128 @64x64", "speedup_with_pack", 18.0,
+     False, False),
+    ("hierarchical block 256->256 at 64x64", r"hierarchical block 256->256 @64x64", "speedup", 15.0, False, False),
+    ("whole single-hourglass binary network", r"network", "speedup", 8.0, False, False),
+    ("256->128 3x3 conv at 64x64 on an AVX2-only machine", r"conv3x3 256->128 @64x64", "speedup", 5.0, True, False),
+    ("slowest 3x3 conv at 64x64 on an AVX2-only machine", r"conv3x3 .* @64x64", "speedup", 5.0, True, True),
+)
+
+
+def kernel_speed_table(path=None) -> pd.DataFrame | None:
+    """The kernels' benchmark (``results/tables/bench_xnor.csv``: this run's results, else the
+    published tree) if it has been run, else None. Speed-up of the bit-packed binary convolution over
+    torch float."""
+    p = Path(path) if path is not None else find_result("tables/bench_xnor.csv")
+    if p is None or not p.is_file():
+        return None
+    return pd.read_csv(p)
+
+
+def kernel_speed_figure() -> Path | None:
+    """Path of the kernels' benchmark figure (``fig_bench_xnor.png``) if it has been made, else None."""
+    return find_result("figures/fig_bench_xnor.png")
+
+
+def kernel_targets_table(bench: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
+    """The kernels' benchmark against the speed targets: for each target, the fastest code path this
+    machine ran (AVX2-only targets: the emulated AVX2-only rows, torch restricted to AVX2 as well; plain
+    ``avx2`` rows, against torch on AVX-512, if the emulation was not run), at ``threads`` threads."""
+    rows = []
+    for what, layer, column, target, avx2_only, slowest in KERNEL_TARGETS:
+        sel = bench[(bench["threads"] == threads) & bench["layer"].str.match(layer)]
+        if avx2_only:
+            emulated = sel["isa"] == AVX2_ONLY_LABEL
+            sel = sel[emulated] if emulated.any() else sel[sel["isa"] == "avx2"]
+        else:
+            sel = sel[sel["isa"] != AVX2_ONLY_LABEL]
+        if sel.empty:
+            continue
+        if slowest:  # the worst layer on its fastest path
+            per_layer = sel.loc[sel.groupby("layer")[column].idxmax()]
+            best = per_layer.loc[per_layer[column].idxmin()]
+            what = f"{what} ({best['layer']})"
+        else:
+            best = sel.loc[sel[column].idxmax()]
+        rows.append({"measurement": what, "isa": best["isa"], "threads": threads, "torch float ms": best["torch_ms"],
+                     "binary ms": best["binary_with_pack_ms"] if column == "speedup_with_pack" else best["binary_ms"],
+                     "speed-up": float(best[column]), "target": target, "met": bool(best[column] >= target)})
+    return pd.DataFrame(rows)
+
+
+def one_thread_speedups(bench: pd.DataFrame) -> pd.DataFrame:
+    """Speed-up of every layer of the benchmark by ISA on one thread (layers at 8x8 and 4x4 left out)."""
+    one_thread = bench[(bench["threads"] == 1) & ~bench["layer"].str.contains("@(?:8|4)x")]
+    return one_thread.pivot_table(index="layer", columns="isa", values="speedup", sort=False)
