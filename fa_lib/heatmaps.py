@@ -12,8 +12,11 @@ import torch
 
 from . import geometry
 
-__all__ = ["gaussian_heatmaps", "disc_heatmaps", "decode_heatmaps", "heatmap_coords_to_image",
-           "heatmaps_to_image_points"]
+__all__ = ["gaussian_heatmaps", "disc_heatmaps", "decode_heatmaps", "decode_heatmaps_subpixel",
+           "DECODERS", "heatmap_coords_to_image", "heatmaps_to_image_points"]
+
+#: the decoders :func:`heatmaps_to_image_points` knows: the official FAN rule and the sub-pixel fit
+DECODERS = ("quarter", "subpixel")
 
 
 def _as_tensor(values, name: str, dtype=torch.float32) -> torch.Tensor:
@@ -136,6 +139,82 @@ def decode_heatmaps(heatmaps) -> tuple[torch.Tensor, torch.Tensor]:
     return points, scores
 
 
+def _gaussian_kernel(sigma: float, dtype, device) -> torch.Tensor:
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    kernel = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+    return kernel / kernel.sum()
+
+
+def decode_heatmaps_subpixel(heatmaps, smooth_sigma: float = 1.0,
+                             max_shift: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points and scores from heatmaps with a distribution-aware sub-pixel step.
+
+    A network's heatmap near its peak is close to the Gaussian it was trained to regress, whose
+    logarithm is a quadratic: one Newton step on the log-heatmap from the argmax pixel lands on the
+    Gaussian's centre exactly. For each map: smooth it with a Gaussian of ``smooth_sigma`` heatmap
+    px (a Gaussian convolved with a Gaussian stays one; smoothing tames the noise of a network's
+    output and keeps the log finite), take the log, estimate its gradient g and Hessian H at the
+    argmax pixel by central differences, and move by ``-H^-1 g`` (at most ``max_shift`` px per
+    axis). Where the Hessian is not negative definite or the argmax is on the border, the point is
+    the argmax pixel's centre. This is the decoding of Zhang et al., "Distribution-aware coordinate
+    representation for human pose estimation" (CVPR 2020), used here because the official
+    quarter-pixel rule (:func:`decode_heatmaps`) quantises to 0.25 px, about 1.5% NME per quarter pixel
+    on 32 px heatmaps. Same conventions and return values as :func:`decode_heatmaps` (scores are
+    the raw maps' maxima).
+    """
+    if not smooth_sigma >= 0:
+        raise ValueError(f"smooth_sigma must be non-negative, got {smooth_sigma}")
+    maps = _as_tensor(heatmaps, "heatmaps", dtype=None)
+    if maps.ndim < 3:
+        raise ValueError(f"heatmaps must have shape (..., N, H, W), got {tuple(maps.shape)}")
+    maps = maps.detach().to(torch.float64)
+    height, width = maps.shape[-2:]
+    if height == 0 or width == 0:
+        raise ValueError(f"heatmaps must be non-empty, got {tuple(maps.shape)}")
+    lead = maps.shape[:-2]
+    flat_maps = maps.reshape(-1, 1, height, width)
+    scores = flat_maps.reshape(flat_maps.shape[0], -1).max(dim=-1).values
+    smooth = flat_maps
+    if smooth_sigma > 0:
+        k = _gaussian_kernel(smooth_sigma, flat_maps.dtype, flat_maps.device)
+        pad = k.numel() // 2
+        # replicate padding: a peak near the border is not pulled toward a zero frame
+        smooth = torch.nn.functional.pad(flat_maps, (pad, pad, 0, 0), mode="replicate")
+        smooth = torch.nn.functional.conv2d(smooth, k.view(1, 1, 1, -1))
+        smooth = torch.nn.functional.pad(smooth, (0, 0, pad, pad), mode="replicate")
+        smooth = torch.nn.functional.conv2d(smooth, k.view(1, 1, -1, 1))
+    smooth = smooth[:, 0]
+    peak = smooth.amax(dim=(-2, -1), keepdim=True)
+    # log of the map relative to its peak; a floor keeps it finite where the map is ~0 or negative
+    logmap = torch.log(torch.clamp(smooth / torch.clamp(peak, min=1e-30), min=1e-10))
+    index = smooth.reshape(smooth.shape[0], -1).argmax(dim=-1)
+    row = torch.div(index, width, rounding_mode="floor")
+    col = index - row * width
+    interior = (row > 0) & (row < height - 1) & (col > 0) & (col < width - 1)
+    n = torch.arange(smooth.shape[0], device=smooth.device)
+    r, c = row.clamp(1, max(height - 2, 1)), col.clamp(1, max(width - 2, 1))
+
+    def at(dr: int, dc: int) -> torch.Tensor:
+        return logmap[n, (r + dr).clamp(0, height - 1), (c + dc).clamp(0, width - 1)]
+
+    centre = at(0, 0)
+    gx, gy = 0.5 * (at(0, 1) - at(0, -1)), 0.5 * (at(1, 0) - at(-1, 0))
+    hxx = at(0, 1) - 2 * centre + at(0, -1)
+    hyy = at(1, 0) - 2 * centre + at(-1, 0)
+    hxy = 0.25 * (at(1, 1) - at(1, -1) - at(-1, 1) + at(-1, -1))
+    det = hxx * hyy - hxy * hxy
+    usable = interior & (hxx < 0) & (det > 1e-12) & torch.isfinite(det)
+    safe = torch.where(usable, det, torch.ones_like(det))
+    dx = -(hyy * gx - hxy * gy) / safe
+    dy = -(hxx * gy - hxy * gx) / safe
+    shift = torch.stack([dx, dy], dim=-1).clamp(-max_shift, max_shift)
+    shift = torch.where(usable.unsqueeze(-1), shift, torch.zeros_like(shift))
+    points = torch.stack([col, row], dim=-1).to(torch.float64) + 0.5 + shift
+    return (points.to(torch.float32).reshape(*lead, 2),
+            scores.to(torch.float32).reshape(*lead))
+
+
 def _float64_numpy(values) -> np.ndarray:
     if isinstance(values, torch.Tensor):
         return values.detach().to(torch.float64).cpu().numpy()
@@ -165,13 +244,15 @@ def heatmap_coords_to_image(points, matrix=None, *, inverse=None) -> np.ndarray:
     return np.asarray(out, dtype=np.float64).astype(np.float32)
 
 
-def heatmaps_to_image_points(heatmaps, matrix=None, *, inverse=None) -> tuple[np.ndarray, np.ndarray]:
+def heatmaps_to_image_points(heatmaps, matrix=None, *, inverse=None,
+                             decoder: str = "quarter") -> tuple[np.ndarray, np.ndarray]:
     """Landmarks in image pixels from heatmaps: the one decoder of the library.
 
     ``heatmaps_to_image_points(heatmaps, matrix) -> (points, scores)``, or
     ``heatmaps_to_image_points(heatmaps, inverse=uncrop) -> (points, scores)``:
 
-    1. :func:`decode_heatmaps` (argmax + the official quarter-pixel rule, heatmap pixels);
+    1. ``decoder="quarter"``: :func:`decode_heatmaps` (argmax + the official quarter-pixel rule,
+       heatmap pixels); ``decoder="subpixel"``: :func:`decode_heatmaps_subpixel`;
     2. :func:`heatmap_coords_to_image`: back to image pixels through the inverse of ``matrix``, the
        image px -> heatmap px affine of the crop ((B, 3, 3) one per map set, or (3, 3) for all;
        inverted in float64 with ``np.linalg.inv``), or through ``inverse``, the heatmap px -> image
@@ -183,6 +264,9 @@ def heatmaps_to_image_points(heatmaps, matrix=None, *, inverse=None) -> tuple[np
     the heatmap maxima. A flipped crop's points keep the order of the heatmap channels: permute
     them back (``fa_lib.train.heatmap_points_to_image`` does for prepared batches).
     """
-    points, scores = decode_heatmaps(heatmaps)
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    decode = decode_heatmaps if decoder == "quarter" else decode_heatmaps_subpixel
+    points, scores = decode(heatmaps)
     image_points = heatmap_coords_to_image(points, matrix, inverse=inverse)
     return image_points, scores.detach().cpu().numpy().astype(np.float32, copy=False)

@@ -151,3 +151,51 @@ def test_train_decoder_is_the_heatmaps_decoder():
                                                     "scale": torch.from_numpy(scales)}, 32)
     np.testing.assert_array_equal(by_center, heatmaps_to_image_points(
         heatmaps, inverse=geometry.uncrop_matrix(centers, scales, 32))[0])
+
+
+# -- the distribution-aware sub-pixel decoder -----------------------------------------------------------
+
+def test_subpixel_decoder_recovers_gaussian_centres_well_under_a_tenth_of_a_pixel():
+    from fa_lib.heatmaps import decode_heatmaps_subpixel
+
+    rng = np.random.default_rng(0)
+    for size, sigma in [(16, 1.5), (32, 1.0), (32, 2.0), (64, 1.0)]:
+        points = rng.uniform(3, size - 3, size=(40, 2, 2)).astype(np.float32)
+        decoded, scores = decode_heatmaps_subpixel(gaussian_heatmaps(points, size, sigma))
+        assert decoded.shape == (40, 2, 2) and scores.shape == (40, 2)
+        assert np.abs(decoded.numpy() - points).max() < 0.02
+        # the quarter-pixel rule cannot do better than its quantisation
+        quarter, _ = decode_heatmaps(gaussian_heatmaps(points, size, sigma))
+        assert np.abs(quarter.numpy() - points).max() > 0.1
+
+
+def test_subpixel_decoder_is_robust_to_noise_and_degenerate_maps():
+    from fa_lib.heatmaps import decode_heatmaps_subpixel
+
+    rng = np.random.default_rng(1)
+    points = rng.uniform(4, 28, size=(64, 1, 2)).astype(np.float32)
+    maps = gaussian_heatmaps(points, 32, 1.0)
+    noisy = maps + 0.02 * torch.from_numpy(rng.standard_normal(maps.shape).astype(np.float32))
+    sub, _ = decode_heatmaps_subpixel(noisy)
+    quarter, _ = decode_heatmaps(noisy)
+    sub_err = np.linalg.norm(sub.numpy() - points, axis=-1).mean()
+    quarter_err = np.linalg.norm(quarter.numpy() - points, axis=-1).mean()
+    assert sub_err < 0.1 and sub_err < quarter_err / 2
+    # flat, zero and border maps: no step, the argmax pixel's centre, finite
+    flat = torch.zeros(1, 3, 8, 8)
+    flat[0, 2, 0, 0] = 1.0  # a peak on the border
+    out, _ = decode_heatmaps_subpixel(flat)
+    assert torch.isfinite(out).all()
+    assert out[0, 2].tolist() == [0.5, 0.5]
+
+
+def test_heatmaps_to_image_points_takes_the_decoder_by_name():
+    from fa_lib.heatmaps import heatmaps_to_image_points
+
+    points = np.array([[[10.3, 12.7]]], np.float32)
+    maps = gaussian_heatmaps(points, 32, 1.0)
+    scale = np.diag([4.0, 4.0, 1.0])  # image px -> heatmap px is a quarter
+    image, _ = heatmaps_to_image_points(maps, np.linalg.inv(scale), decoder="subpixel")
+    assert np.abs(image - points * 4).max() < 0.05
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        heatmaps_to_image_points(maps, np.eye(3), decoder="dark")
