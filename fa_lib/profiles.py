@@ -138,8 +138,9 @@ class Ch4Scale(Section):
     ``depth_iterations`` steps (None: as the FANs). Table 4.4: ``size_rows`` (labels of the rows to
     run, None: all six), ``size_iterations`` (steps per size, None: the FANs' budget). Fig. 4.10:
     ``resolutions`` (face sizes, px). Speed table: ``speed_thesis_scale`` (also time the
-    thesis-scale networks). Fig. 4.6: ``convert_images`` (test faces given to ``fa-lib
-    convert-ls3dw``, None: all). ``loader_workers``: data-loading processes.
+    thesis-scale networks); ``timing_repeats``: rounds of the side-by-side step timings of the scale
+    section. Fig. 4.6: ``convert_images`` (test faces given to ``fa-lib convert-ls3dw``, None: all).
+    ``loader_workers``: data-loading processes.
     """
 
     input_size: int = 256
@@ -165,6 +166,7 @@ class Ch4Scale(Section):
     size_iterations: int | None = None
     resolutions: tuple[int, ...] = (10, 15, 20, 30, 40, 60, 80, 120)
     speed_thesis_scale: bool = True
+    timing_repeats: int = 2
     convert_images: int | None = None
     loader_workers: int = 0
 
@@ -264,7 +266,7 @@ _PROFILES: dict[str, Profile] = {
         ch4=Ch4Scale(input_size=64, heatmap_size=16, stacks=1, width=32, hg_depth=2, stem_channels=(16, 32),
                      batch_size=4, lr=2.5e-4, lr_2d_to_3d=2.5e-3, iterations=3, epochs=None,
                      depth_layers=(1, 1, 1, 1), depth_input_size=32, resolutions=(8, 16),
-                     speed_thesis_scale=False, convert_images=6),
+                     speed_thesis_scale=False, timing_repeats=1, convert_images=6),
         ch5=Ch5Scale(input_size=32, width=16, hg_depth=2, batch_size=4, iterations=2, epochs=None,
                      max_stacks=2, threads=1, timing_repeats=1, packed_repeats=2),
     ),

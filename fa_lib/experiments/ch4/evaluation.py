@@ -1,0 +1,107 @@
+"""Evaluation protocol of the chapter (sections 4.1.3, 4.7): NME of eq. 4.1 normalised by sqrt(w*h)
+of the box of the 2D landmarks, for 2D and 3D alike; AUC at 7%; the crop taken from the
+ground-truth box with 10% uniform noise ("for all reported results so far, we used 10% of noise"),
+the same noisy boxes for every model (one seed)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset
+
+from fa_lib import metrics
+from fa_lib.data.pipeline import TransformedDataset
+from fa_lib.device import resolve_device
+from fa_lib.experiments.ch4.data import (Ch4Data, DepthInputs, eval_augmentation, fan_inputs, ground_truth,
+                                         mean_shape, mean_shape_errors, with_guides, with_points)
+from fa_lib.experiments.ch4.scale import EVAL_BOX_NOISE, EVAL_SEED, Ch4Setup
+from fa_lib.train import evaluate
+
+
+def evaluate_fan(model: nn.Module, samples: Dataset, setup: Ch4Setup, *, landmarks: str,
+                 box_noise: float = EVAL_BOX_NOISE, guide: bool = False, seed: int = 0,
+                 device: Any = "auto"):
+    """Predictions (image px) and NME (eq. 4.1) of a FAN on ``samples``, crops from the
+    ground-truth box perturbed by ``box_noise`` (the same boxes for every model given the seed).
+    Returns a :class:`fa_lib.train.Evaluation`."""
+    items = TransformedDataset(samples, fan_inputs(setup, landmarks, augment=eval_augmentation(box_noise),
+                                                   guide=guide), seed=seed + EVAL_SEED)
+    return evaluate(model, items, batch_size=max(setup.batch_size, 16), device=device,
+                    num_workers=setup.loader_workers)
+
+
+@torch.no_grad()
+def predict_depth(depth_net: nn.Module, samples: Dataset, points_xy: np.ndarray, setup: Ch4Setup, *,
+                  box_noise: float = EVAL_BOX_NOISE, seed: int = 0, device: Any = "auto") -> np.ndarray:
+    """z (image px, centred on the 68 points' mean) of every sample, from the depth network fed
+    with Gaussian maps at ``points_xy`` (image px, e.g. 3D-FAN's predictions): 3D-FAN-full."""
+    dev = resolve_device(device)
+    depth_net.to(dev).eval()
+    items = TransformedDataset(with_points(samples, points_xy, "depth_points"),
+                               DepthInputs(setup, eval_augmentation(box_noise)), seed=seed + EVAL_SEED)
+    out = []
+    for batch in DataLoader(items, batch_size=max(setup.batch_size, 16), shuffle=False,
+                            num_workers=setup.loader_workers):
+        z = depth_net(batch["depth_input"].to(dev)).float().cpu().numpy()
+        # depth px -> heatmap px -> image px (the crop's isotropic scale: sqrt |det|)
+        m = batch["matrix"].numpy()[:, :2, :2]
+        image_per_hm = 1.0 / np.sqrt(np.abs(np.linalg.det(m)))
+        z = z * (setup.heatmap_size / setup.depth_input_size) * image_per_hm[:, None]
+        out.append(z - z.mean(axis=1, keepdims=True))
+    return np.concatenate(out).astype(np.float32)
+
+
+@dataclass
+class Predictions:
+    """Every test-set prediction the tables and figures share (computed once per context)."""
+
+    fan2d: Any                 # Evaluation of 2D-FAN against the 2D landmarks
+    fan3d: Any                 # 3D-FAN against the projections of the 3D landmarks
+    converted_pred: Any        # 2D-to-3D-FAN guided by 2D-FAN's predictions (thesis 4.5 pipeline)
+    depth_z: np.ndarray        # 3D-FAN-full: z (image px, centred) at 3D-FAN's points
+    baseline2d: np.ndarray     # mean-shape NME, 2D landmarks
+    baseline3d: np.ndarray     # mean-shape NME, 3D landmarks
+    bins: np.ndarray
+    seconds: float
+
+
+def predict_all(models: Mapping[str, nn.Module], data: Ch4Data, setup: Ch4Setup, *, seed: int = 0,
+                device: Any = "auto") -> Predictions:
+    """Run every network of section 4.3 (``models``: name -> network) over the test set (10% box
+    noise, one seed)."""
+    started = time.perf_counter()
+    test = data.test
+    fan2d = evaluate_fan(models["2D-FAN"], test, setup, landmarks="2d", seed=seed, device=device)
+    fan3d = evaluate_fan(models["3D-FAN"], test, setup, landmarks="3d", seed=seed, device=device)
+    conv_pred = evaluate_fan(models["2D-to-3D-FAN"], with_guides(test, fan2d.predictions), setup,
+                             landmarks="3d", guide=True, seed=seed, device=device)
+    depth_z = predict_depth(models["3D-FAN-full depth"], test, fan3d.predictions, setup, seed=seed,
+                            device=device)
+    return Predictions(
+        fan2d=fan2d, fan3d=fan3d, converted_pred=conv_pred, depth_z=depth_z,
+        baseline2d=mean_shape_errors(mean_shape(data.train, "2d"), test, "2d", seed=seed),
+        baseline3d=mean_shape_errors(mean_shape(data.train, "3d"), test, "3d", seed=seed),
+        bins=data.test_bins, seconds=time.perf_counter() - started)
+
+
+def depth_errors(preds: Predictions, data: Ch4Data) -> dict[str, np.ndarray]:
+    """Fig. 4.12's errors of 3D-FAN-full, all normalised by sqrt(w*h) of the 2D box (eq. 4.1):
+    z alone, (x, y) alone (3D-FAN), (x, y, z), and the flat-face guess z = 0."""
+    gt3, boxes = ground_truth(data.test, "3d")
+    d = metrics.face_size(boxes)
+    dz = np.abs(preds.depth_z - gt3[..., 2]).mean(axis=1) / d
+    pred3 = np.concatenate([preds.fan3d.predictions, preds.depth_z[..., None]], axis=-1)
+    xyz = np.linalg.norm(pred3 - gt3, axis=-1).mean(axis=1) / d
+    zero = np.abs(gt3[..., 2]).mean(axis=1) / d  # predicting z = 0 (a flat face)
+    return {"z (depth)": dz, "x, y (3D-FAN)": preds.fan3d.nme, "x, y, z": xyz, "z = 0 baseline": zero}
+
+
+def error_summary(curves: Mapping[str, np.ndarray], label: str = "curve") -> pd.DataFrame:
+    """Mean NME (%) and AUC@7% (%) of each set of per-image errors."""
+    return pd.DataFrame([{label: k, "mean NME (%)": 100 * float(np.mean(v)), "AUC@7% (%)": 100 * metrics.auc_at(v)}
+                         for k, v in curves.items()])
