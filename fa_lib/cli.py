@@ -77,11 +77,17 @@ def _cmd_where(args: argparse.Namespace) -> int:
         return 0
     status = 0
     for thesis_id in args.id:
+        kinds = [args.kind] if args.kind else [None]
         try:
-            print(registry.describe(registry.find(thesis_id, args.kind)))
+            registry.find(thesis_id, args.kind)
         except KeyError as exc:
-            print(f"fa-lib where: {exc.args[0]}", file=sys.stderr)
-            status = 2
+            if "both a table and a figure" not in exc.args[0]:
+                print(f"fa-lib where: {exc.args[0]}", file=sys.stderr)
+                status = 2
+                continue
+            kinds = list(registry.KINDS)  # "5.2" is Table 5.2 and Fig. 5.2: show both
+        for kind in kinds:
+            print(registry.describe(registry.find(thesis_id, kind)))
     return status
 
 

@@ -58,11 +58,23 @@ def fake_results(tmp_path):
     return tmp_path / "results"
 
 
+def test_introduction_lists_every_builder(fake_results, tmp_path):
+    from fa_lib.experiments import registry
+
+    out = tmp_path / "generated"
+    bookgen.generate(fake_results, out)
+    listing = (out / "builders.md").read_text()
+    for b in registry.builders():
+        assert f"| {b.kind.capitalize()} {b.thesis_id} |" in listing
+        assert f"`{b.qualname}`" in listing
+    assert "{include} _generated/builders.md" in (ROOT / "book" / "intro.md").read_text()
+
+
 def test_bookgen_puts_paper_and_reproduced_side_by_side(fake_results, tmp_path):
     out = tmp_path / "generated"
     written = bookgen.generate(fake_results, out)
     assert {p.name for p in written} == {"ch3_tables.md", "ch4_tables.md", "ch5_tables.md",
-                                         "ch6_tables.md", "data_results.md", "status.md"}
+                                         "ch6_tables.md", "data_results.md", "status.md", "builders.md"}
     ch4 = (out / "ch4_tables.md").read_text()
     table_42 = ch4.split("### Table 4.2")[1].split("### Table")[0]
     assert "| 3D-FAN | \\[0-30] | 73.5 | 61.23 |" in table_42       # 4 significant digits, no more

@@ -74,6 +74,9 @@ def test_where_command(capsys):
     assert main(["where", "4.3"]) == 0
     out = capsys.readouterr().out
     assert "table 4.3" in out and "fa_lib.experiments.ch4" in out and "trains" in out
+    assert main(["where", "5.2"]) == 0  # Table 5.2 and Fig. 5.2 share the id: both are shown
+    out = capsys.readouterr().out
+    assert "table 5.2" in out and "figure 5.2" in out
     assert main(["where", "4.99"]) == 2
     assert main(["where", "--all"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == len(registry.builders())
