@@ -45,7 +45,8 @@ from .atomic import atomic_write_text
 from .data.formats import load_image
 from .detectors import FaceDetector, as_rgb_uint8, make_detector, _as_scored_boxes
 from .device import resolve_device
-from .heatmaps import decode_heatmaps, heatmap_coords_to_image, heatmaps_to_image_points
+from .heatmaps import (DECODERS, decode_heatmaps, decode_heatmaps_subpixel, heatmap_coords_to_image,
+                       heatmaps_to_image_points)
 from .inference import optimize_for_inference
 from .landmarks import FLIP_PERMUTATION_68
 from .models import FAN, FanFull, ResNetDepth
@@ -230,15 +231,23 @@ class FaceAligner(LandmarkPredictor):
         antialias: shrink the image with area averaging before cropping a face more than twice the
             crop's side (default); False crops exactly as :func:`fa_lib.geometry.crop_image`.
         name: the predictor's name in result tables (default ``"FaceAligner (<landmarks>)"``).
+        decoder: how heatmaps become points: ``"quarter"`` (the official FAN rule: argmax moved a
+            quarter pixel toward the larger neighbour; what the official checkpoints were evaluated
+            with) or ``"subpixel"`` (a Newton step on the smoothed log-heatmap,
+            :func:`fa_lib.heatmaps.decode_heatmaps_subpixel`: smoother points, no quarter-pixel
+            quantisation, which matters most on small heatmaps). Points are never rounded.
     """
 
     def __init__(self, landmarks: str = "2D", device: str = "auto", detector="dlib", weights=None,
                  network=None, flip_tta: bool = False, batch_size: int = 16, depth_weights=None,
                  allow_random_weights: bool = False, optimize: bool = True, compile: bool = False,
                  input_size: int | None = None, heatmap_size: int | None = None, antialias: bool = True,
-                 name: str | None = None):
+                 name: str | None = None, decoder: str = "quarter"):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        self.decoder = decoder
         self.landmarks_type = landmarks
         if input_size is None:
             input_size = checkpoint_input_size(weights) if isinstance(weights, (str, os.PathLike)) else None
@@ -309,11 +318,12 @@ class FaceAligner(LandmarkPredictor):
                 inverse = uncrop[start:start + self.batch_size]
                 heatmaps = self._heatmaps(batch)
                 if self.landmarks_type != "3D-full":
-                    xy, score = heatmaps_to_image_points(heatmaps, inverse=inverse)
+                    xy, score = heatmaps_to_image_points(heatmaps, inverse=inverse, decoder=self.decoder)
                 else:
                     # the depth network reads the crop with the decoded points (crop px); its z, in
                     # crop px, is scaled to heatmap px so that the uncrop scales it with x and y
-                    hm_xy, score = decode_heatmaps(heatmaps)
+                    decode = decode_heatmaps if self.decoder == "quarter" else decode_heatmaps_subpixel
+                    hm_xy, score = decode(heatmaps)
                     to_crop = self.input_size / self.heatmap_size
                     crop_xy = (hm_xy * to_crop).to(self.device)
                     z = self.network.depth(self.network.depth_input(batch[:, :3], crop_xy))
@@ -522,7 +532,8 @@ def landmarks_main(args: argparse.Namespace) -> int:
             boxes = [b if b is not None else [] for b in boxes]
         aligner = FaceAligner(landmarks=args.landmarks, device=args.device, detector=detector,
                               weights=args.weights, depth_weights=args.depth_weights,
-                              flip_tta=args.flip, compile=args.compile, input_size=args.input_size)
+                              flip_tta=args.flip, compile=args.compile, input_size=args.input_size,
+                              decoder=args.decoder)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"fa-lib landmarks: {error}", file=sys.stderr)
         return 2
@@ -575,6 +586,8 @@ def add_landmarks_parser(subparsers) -> argparse.ArgumentParser:
                         help="JSON file: a list of [x1, y1, x2, y2] boxes for every image, or "
                              "{image path or file name: boxes}; images without an entry are detected")
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
+    parser.add_argument("--decoder", default="quarter", choices=list(DECODERS),
+                        help="heatmap decoding: the official quarter-pixel rule or the sub-pixel fit")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -154,8 +154,8 @@ def decode_heatmaps_subpixel(heatmaps, smooth_sigma: float = 1.0,
     logarithm is a quadratic: one Newton step on the log-heatmap from the argmax pixel lands on the
     Gaussian's centre exactly. For each map: smooth it with a Gaussian of ``smooth_sigma`` heatmap
     px (a Gaussian convolved with a Gaussian stays one; smoothing tames the noise of a network's
-    output and keeps the log finite), take the log, estimate its gradient g and Hessian H at the
-    argmax pixel by central differences, and move by ``-H^-1 g`` (at most ``max_shift`` px per
+    output and keeps the log finite), take the log, estimate its gradient g and Hessian H at the raw
+    map's argmax pixel by central differences, and move by ``-H^-1 g`` (at most ``max_shift`` px per
     axis). Where the Hessian is not negative definite or the argmax is on the border, the point is
     the argmax pixel's centre. This is the decoding of Zhang et al., "Distribution-aware coordinate
     representation for human pose estimation" (CVPR 2020), used here because the official
@@ -188,7 +188,9 @@ def decode_heatmaps_subpixel(heatmaps, smooth_sigma: float = 1.0,
     peak = smooth.amax(dim=(-2, -1), keepdim=True)
     # log of the map relative to its peak; a floor keeps it finite where the map is ~0 or negative
     logmap = torch.log(torch.clamp(smooth / torch.clamp(peak, min=1e-30), min=1e-10))
-    index = smooth.reshape(smooth.shape[0], -1).argmax(dim=-1)
+    # the raw map's argmax, as the quarter-pixel rule takes it: the fit refines that mode, it never
+    # jumps to another one of a multi-modal map
+    index = flat_maps.reshape(flat_maps.shape[0], -1).argmax(dim=-1)
     row = torch.div(index, width, rounding_mode="floor")
     col = index - row * width
     interior = (row > 0) & (row < height - 1) & (col > 0) & (col < width - 1)

@@ -287,3 +287,20 @@ def test_from_network_checks_its_arguments(small_fan, image):
         wrong.predict(image, [[30, 20, 110, 100]])
     with pytest.raises(ValueError, match="multiple of 4"):
         FaceAligner.from_network(small_fan, input_size=130)
+
+
+def test_subpixel_decoder_is_the_sub_pixel_fit_of_the_same_heatmaps(small_fan, image):
+    """decoder="subpixel" decodes the very heatmaps the quarter-pixel rule decodes, with the
+    sub-pixel fit; the two agree to within a pixel of the heatmap and the default stays the official rule."""
+    box = np.array([[30, 20, 110, 100]], np.float32)
+    quarter = FaceAligner.from_network(small_fan, 128, device="cpu", optimize=False, antialias=False)
+    sub = FaceAligner.from_network(small_fan, 128, device="cpu", optimize=False, antialias=False,
+                                   decoder="subpixel")
+    assert quarter.decoder == "quarter" and sub.decoder == "subpixel"
+    a, b = quarter.predict(image, box).landmarks[0], sub.predict(image, box).landmarks[0]
+    assert np.isfinite(b).all() and not np.array_equal(a, b)
+    # one heatmap pixel in image pixels: the crop side is 200 * scale with scale = (w + h) / 195
+    pixel = 200 * (2 * 80) / 195 / 32
+    assert np.abs(a - b).max() <= 1.5 * pixel
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        FaceAligner.from_network(small_fan, 128, device="cpu", decoder="dark")
