@@ -382,7 +382,8 @@ def heatmap_points_to_image(points: torch.Tensor | np.ndarray, batch: Mapping[st
 @torch.no_grad()
 def _validation_pass(model: nn.Module, dataset: Dataset, *, batch_size: int, device: torch.device,
                      input_key: str, loss_fn: Callable | None, decode: bool, num_workers: int,
-                     amp: bool, progress: bool, seed: int = 0, stack: int = -1) -> Evaluation:
+                     amp: bool, progress: bool, seed: int = 0, stack: int = -1,
+                     decoder: str = "quarter") -> Evaluation:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         generator=_loader_generator(seed))
     was_training = model.training
@@ -402,7 +403,8 @@ def _validation_pass(model: nn.Module, dataset: Dataset, *, batch_size: int, dev
                 loss_count += n
             if decode:
                 last = stack_outputs(outputs)[stack].float()
-                points, score = heatmaps_to_image_points(last, **_crop_affine(batch, last.shape[-1]))
+                points, score = heatmaps_to_image_points(last, **_crop_affine(batch, last.shape[-1]),
+                                                         decoder=decoder)
                 preds.append(_unflip(points, batch))
                 scores.append(score)
                 if "landmarks_image" in batch:
@@ -435,11 +437,12 @@ def _validation_pass(model: nn.Module, dataset: Dataset, *, batch_size: int, dev
 
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 16, device: str = "auto",
              input_key: str = "image", loss: str | Callable | None = None, num_workers: int = 0,
-             amp: bool = False, progress: bool = False, stack: int = -1) -> Evaluation:
+             amp: bool = False, progress: bool = False, stack: int = -1, decoder: str = "quarter") -> Evaluation:
     """Run a landmark model over prepared items and return per-image predictions in image pixels.
 
-    The last stack's heatmaps are decoded to image pixels (argmax + quarter-pixel refinement, then the
-    inverse of the crop's affine: ``fa_lib.heatmaps.heatmaps_to_image_points``) and
+    The last stack's heatmaps are decoded to image pixels (``decoder``: ``"quarter"``, argmax +
+    quarter-pixel refinement, or ``"subpixel"``, the sub-pixel fit; then the inverse of the crop's
+    affine: ``fa_lib.heatmaps.heatmaps_to_image_points``) and
     compared with ``"landmarks_image"`` by the box-normalised NME of eq. 4.1 (``metrics.nme_box``,
     normalised by the ground-truth ``"box"``). ``loss`` (a name of ``LOSSES`` or a callable
     ``loss(outputs, batch)``) also reports the mean loss. ``stack`` picks the decoded output of a
@@ -450,7 +453,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 16, device
     loss_fn = _make_loss_fn(loss, None, None) if loss is not None else None
     return _validation_pass(model, dataset, batch_size=batch_size, device=dev, input_key=input_key,
                             loss_fn=loss_fn, decode=True, num_workers=num_workers,
-                            amp=amp and dev.type == "cuda", progress=progress, stack=stack)
+                            amp=amp and dev.type == "cuda", progress=progress, stack=stack, decoder=decoder)
 
 
 def _make_loss_fn(loss: str | Callable, target_key: str | None,

@@ -25,14 +25,15 @@ from fa_lib.train import evaluate
 
 def evaluate_fan(model: nn.Module, samples: Dataset, setup: Ch4Setup, *, landmarks: str,
                  box_noise: float = EVAL_BOX_NOISE, guide: bool = False, seed: int = 0,
-                 device: Any = "auto"):
+                 device: Any = "auto", decoder: str = "quarter"):
     """Predictions (image px) and NME (eq. 4.1) of a FAN on ``samples``, crops from the
-    ground-truth box perturbed by ``box_noise`` (the same boxes for every model given the seed).
+    ground-truth box perturbed by ``box_noise`` (the same boxes for every model given the seed),
+    heatmaps decoded with ``decoder`` (:data:`fa_lib.heatmaps.DECODERS`).
     Returns a :class:`fa_lib.train.Evaluation`."""
     items = TransformedDataset(samples, fan_inputs(setup, landmarks, augment=eval_augmentation(box_noise),
                                                    guide=guide), seed=seed + EVAL_SEED)
     return evaluate(model, items, batch_size=max(setup.batch_size, 16), device=device,
-                    num_workers=setup.loader_workers)
+                    num_workers=setup.loader_workers, decoder=decoder)
 
 
 @torch.no_grad()
