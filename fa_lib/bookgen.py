@@ -231,7 +231,7 @@ def provenance_line(provenance: dict | None) -> str:
 
 
 def _scale_warning(provenance: dict | None) -> str | None:
-    """The label every non-full result carries (DESIGN.md: quick results are always labelled)."""
+    """The label every non-full result carries (smoke and quick results are always labelled as such)."""
     profile = (provenance or {}).get("profile")
     if profile == "full":
         return None

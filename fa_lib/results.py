@@ -1,4 +1,4 @@
-"""Writing tables, figures and provenance into ``results/`` (DESIGN.md, "Results schema").
+"""Writing tables, figures and provenance into ``results/``.
 
 ``results/tables/table_<thesis id>.csv`` has the columns ``row, column, paper, reproduced``; the row and
 column labels are exactly those of the thesis table (``fa_lib/thesis_tables.csv``) so paper and

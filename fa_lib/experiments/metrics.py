@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 
 from fa_lib import geometry, heatmaps, landmarks, metrics
 from fa_lib.data.face_model import load_face_model
-from fa_lib.experiments.plotting import ced_axes
+from fa_lib.experiments.plotting import GROUND_TRUTH, PREDICTION, ced_axes
 
 #: colours of the face parts in the markup figure (Fig. 1.2)
 PART_COLOURS = {
@@ -180,8 +180,8 @@ def gaussian_target_frames(sigmas=(0.75, 1.0, 1.5, 2.0, 3.0), offsets=(0.0, 0.1,
             fig = Figure(figsize=(3.2, 3.2))
             ax = fig.add_subplot(1, 1, 1)
             ax.imshow(hm[0].numpy(), cmap="magma", extent=(0, size, size, 0), vmin=0, vmax=1)
-            ax.plot(true[0, 0], true[0, 1], "x", color="lime", ms=10, mew=2, label="true point")
-            ax.plot(dec[0], dec[1], "o", color="red", ms=5, label="decoded")
+            ax.plot(true[0, 0], true[0, 1], "x", color=GROUND_TRUTH, ms=10, mew=2, label="true point")
+            ax.plot(dec[0], dec[1], "o", color=PREDICTION, ms=5, label="decoded")
             ax.set_title(f"sigma={sigma:g} px, offset={off:.1f} px\ndecoding error {err:.3f} px",
                          fontsize=9)
             ax.set_xticks([])
