@@ -418,3 +418,32 @@ def test_real_fan_trains_stage_wise_when_available(tmp_path):
                             joint_budget={"iterations": 1}, checkpoint_dir=tmp_path, **COMMON)
     assert [r["phase"] for r in history] == ["stage1", "stage2", "joint"]
     assert all(math.isfinite(r["val_nme"]) for r in history)
+
+
+def test_cpu_bf16_and_channels_last_train_the_same_network_nearly_alike():
+    """bfloat16 autocast and channels-last memory are speed options: from the same start, a few steps
+    give nearly the same weights as float32 (channels-last only rounds differently)."""
+    import torch.nn as nn
+
+    from fa_lib.train import Trainer
+
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 16, 16)
+    items = [{"image": images[i], "heatmaps": torch.rand(2, 16, 16)} for i in range(16)]
+
+    def trained(**options):
+        torch.manual_seed(1)
+        net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 2, 3, padding=1))
+        start = torch.cat([p.detach().flatten().clone() for p in net.parameters()])
+        history = Trainer(net, items, None, lr=1e-3, batch_size=4, iterations=4, device="cpu", progress=False,
+                          seed=0, **options).fit()
+        return start, torch.cat([p.detach().flatten() for p in net.parameters()]), history[-1]["train_loss"]
+
+    start, base, base_loss = trained()
+    _, fast, fast_loss = trained(channels_last=True)
+    _, half, half_loss = trained(cpu_bf16=True, channels_last=True)
+    assert torch.allclose(base, fast, atol=1e-6) and fast_loss == pytest.approx(base_loss, rel=1e-5)
+    # bfloat16 rounds the forward pass: the same training, up to a small fraction of the update
+    assert not torch.equal(base, half)
+    assert float((half - base).norm() / (base - start).norm()) < 0.25
+    assert half_loss == pytest.approx(base_loss, rel=0.02)
