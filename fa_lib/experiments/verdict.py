@@ -68,7 +68,8 @@ class Verdict:
             spread = f"+- {2 * self.standard_error:.2f} at 2 standard errors"
         else:
             spread = "one seed each: spread unknown"
-        numbers = (f"{self.better} vs {self.worse}: {paper}ours {self.gap:+.2f} {self.metric} ({spread}; "
+        named = "" if self.better in self.claim and self.worse in self.claim else f"{self.better} vs {self.worse}: "
+        numbers = (f"{named}{paper}ours {self.gap:+.2f} {self.metric} ({spread}; "
                    f"{self.seeds[0]} and {self.seeds[1]} seed(s))")
         direction = {True: "direction as in the thesis", False: "direction opposite to the thesis",
                      None: "no difference"}[self.direction_agrees]
