@@ -51,7 +51,7 @@ from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from .data.face_model import load_face_model
 from .data.formats import load_image, read_pts
 from .device import resolve_device
-from .heatmaps import gaussian_heatmaps, heatmaps_to_image_points
+from .heatmaps import DECODERS, gaussian_heatmaps, heatmaps_to_image_points
 from .inference import optimize_for_inference
 from .models import FAN, fan_2d_to_3d
 from .models.checkpoints import checkpoint_input_size, load_fan_checkpoint
@@ -239,7 +239,7 @@ def _write_sidecar(path: Path, record: dict) -> None:
 def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, batch_size: int = 8,
                    copy_images: bool = True, seed: int = 0, show_progress: bool = True,
                    device: str = "cpu", input_size: int | None = None,
-                   boxes: dict | None = None) -> ConversionResult:
+                   boxes: dict | None = None, decoder: str = "quarter") -> ConversionResult:
     """Convert every image under ``images_dir`` (see the module docstring) into ``out_dir``.
 
     ``network``: a 2D-to-3D-FAN (:func:`load_2d_to_3d_network`); ``aligner_2d``: a 2D
@@ -247,7 +247,8 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
     images without a ``.pts`` file (or None); ``boxes``: {image path relative to ``images_dir``,
     or file name: face box(es) [x1, y1, x2, y2]} for those images (the aligner's detector is used
     for images without one); ``input_size``: the crop side the network was trained on (None: the
-    thesis's 256 px).
+    thesis's 256 px); ``decoder``: how the 2D-to-3D-FAN's heatmaps become points
+    (:data:`fa_lib.heatmaps.DECODERS`).
     """
     from tqdm.auto import tqdm  # imports IPython's widgets where installed: only when converting
 
@@ -279,7 +280,7 @@ def convert_folder(images_dir, out_dir, network: nn.Module, aligner_2d=None, bat
             heatmaps = network(inputs)[-1].float().cpu()
         uncrop = geometry.uncrop_matrix(np.stack([p[3] for p in pending]), np.asarray([p[4] for p in pending]),
                                         heatmaps.shape[-1])
-        points, _ = heatmaps_to_image_points(heatmaps, inverse=uncrop)
+        points, _ = heatmaps_to_image_points(heatmaps, inverse=uncrop, decoder=decoder)
         for (file, stem, _, center, scale, points_2d, origin), points_3d in zip(pending, points):
             try:
                 yaw, pitch, roll = estimate_pose(points_3d)
@@ -356,14 +357,14 @@ def convert_ls3dw_main(args: argparse.Namespace) -> int:
         aligner = None
         if args.fan2d_weights:
             aligner = FaceAligner("2D", device=args.device, detector=args.detector,
-                                  weights=args.fan2d_weights)  # its crop size: from the checkpoint
+                                  weights=args.fan2d_weights, decoder=args.decoder)  # its crop size: from the checkpoint
         device = resolve_device(args.device)
         input_size = args.input_size or checkpoint_input_size(args.weights) or INPUT_SIZE
         boxes = read_boxes_json(args.boxes) if args.boxes else None
         result = convert_folder(args.images, args.out, network, aligner, batch_size=args.batch_size,
                                 copy_images=not args.no_copy, seed=args.seed,
                                 show_progress=not args.quiet, device=device, input_size=input_size,
-                                boxes=boxes)
+                                boxes=boxes, decoder=args.decoder)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"fa-lib convert-ls3dw: {error}", file=sys.stderr)
         return 2
@@ -398,5 +399,7 @@ def add_convert_ls3dw_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the balanced subset")
     parser.add_argument("--no-copy", action="store_true", help="do not copy the images into --out")
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--decoder", default="quarter", choices=list(DECODERS),
+                        help="heatmap decoding: the official quarter-pixel rule or the sub-pixel fit")
     parser.set_defaults(func=convert_ls3dw_main)
     return parser

@@ -23,6 +23,8 @@ import typing
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping, Union
 
+from fa_lib.heatmaps import DECODERS
+
 PROFILE_NAMES = ("smoke", "quick", "full")
 DEFAULT_PROFILE = "quick"
 
@@ -140,7 +142,9 @@ class Ch4Scale(Section):
     ``resolutions`` (face sizes, px). Speed table: ``speed_thesis_scale`` (also time the
     thesis-scale networks); ``timing_repeats``: rounds of the side-by-side step timings of the scale
     section. Fig. 4.6: ``convert_images`` (test faces given to ``fa-lib convert-ls3dw``, None: all).
-    ``loader_workers``: data-loading processes.
+    ``loader_workers``: data-loading processes. ``decoder``: how every evaluation turns heatmaps
+    into points (:data:`fa_lib.heatmaps.DECODERS`: the official quarter-pixel rule, or the sub-pixel
+    fit of :func:`fa_lib.heatmaps.decode_heatmaps_subpixel`).
     """
 
     input_size: int = 256
@@ -169,8 +173,11 @@ class Ch4Scale(Section):
     timing_repeats: int = 2
     convert_images: int | None = None
     loader_workers: int = 0
+    decoder: str = "quarter"
 
     def validate(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"ch4.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.input_size % self.heatmap_size:
             raise ValueError(f"ch4.input_size {self.input_size} is not a multiple of heatmap_size {self.heatmap_size}")
         if self.iterations is None and self.epochs is None:
@@ -195,7 +202,8 @@ class Ch5Scale(Section):
     once on a CPU, one torch thread each (None: min(2, cores)); ``threads``: torch threads of the
     notebook's process (None: torch's default); ``timing_repeats``: rounds of the step timings.
     Packed inference: ``packed_threads`` (None: 1 and every core), ``packed_batch``,
-    ``packed_repeats``, ``packed_images`` (None: every test face).
+    ``packed_repeats``, ``packed_images`` (None: every test face). ``decoder``: heatmaps to points
+    in every evaluation (:data:`fa_lib.heatmaps.DECODERS`).
     """
 
     input_size: int = 256
@@ -225,8 +233,11 @@ class Ch5Scale(Section):
     packed_batch: int = 16
     packed_repeats: int = 5
     packed_images: int | None = None
+    decoder: str = "quarter"
 
     def validate(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"ch5.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.input_size % 4:
             raise ValueError(f"ch5.input_size must be a multiple of 4 (heatmaps are input/4), got {self.input_size}")
         if self.iterations is None and self.epochs is None:
@@ -266,9 +277,9 @@ _PROFILES: dict[str, Profile] = {
         ch4=Ch4Scale(input_size=64, heatmap_size=16, stacks=1, width=32, hg_depth=2, stem_channels=(16, 32),
                      batch_size=4, lr=2.5e-4, lr_2d_to_3d=2.5e-3, iterations=3, epochs=None,
                      depth_layers=(1, 1, 1, 1), depth_input_size=32, resolutions=(8, 16),
-                     speed_thesis_scale=False, timing_repeats=1, convert_images=6),
+                     speed_thesis_scale=False, timing_repeats=1, convert_images=6, decoder="subpixel"),
         ch5=Ch5Scale(input_size=32, width=16, hg_depth=2, batch_size=4, iterations=2, epochs=None,
-                     max_stacks=2, threads=1, timing_repeats=1, packed_repeats=2),
+                     max_stacks=2, threads=1, timing_repeats=1, packed_repeats=2, decoder="subpixel"),
     ),
     "quick": Profile(
         name="quick",
@@ -280,11 +291,11 @@ _PROFILES: dict[str, Profile] = {
                      batch_size=10, lr=1e-3, lr_2d_to_3d=1e-3, iterations=1200, epochs=None,
                      lr_milestones=(0.8,), sigma=2.0, depth_layers=(1, 1, 1, 1), depth_input_size=64,
                      depth_iterations=400, size_iterations=300, resolutions=(10, 15, 20, 30, 40, 60, 80),
-                     convert_images=150, loader_workers=1),
+                     convert_images=150, loader_workers=1, decoder="subpixel"),
         ch5=Ch5Scale(input_size=64, width=64, hg_depth=2, batch_size=4, iterations=800, epochs=None, lr=1e-3,
                      lr_milestones=(0.8,), lr_gamma=0.2, sigma=2.0, seeds=(0, 1), sweep_seeds=(0,),
                      parsing_zoom=0.6, cardinalities=(1, 2, 4), workers=2, threads=1, packed_batch=16,
-                     packed_repeats=5),
+                     packed_repeats=5, decoder="subpixel"),
     ),
     "full": Profile(
         name="full",

@@ -101,7 +101,7 @@ def fan_aligner(model: nn.Module, setup: Ch4Setup, *, name: str = "2D-FAN", devi
     :func:`fa_lib.geometry.crop_image`). With ``optimize`` the network runs batch-norm folded
     (:func:`fa_lib.inference.optimize_for_inference`: the same function, faster)."""
     return FaceAligner.from_network(model, setup.input_size, setup.heatmap_size, device=device, name=name,
-                                    optimize=optimize, antialias=False)
+                                    optimize=optimize, antialias=False, decoder=setup.decoder)
 
 
 def convert_with_tool(fan_2d_to_3d: nn.Module, fan_2d: nn.Module | None, setup: Ch4Setup, data: Ch4Data, *,
@@ -142,7 +142,8 @@ def convert_with_tool(fan_2d_to_3d: nn.Module, fan_2d: nn.Module | None, setup: 
         add_convert_ls3dw_parser(parser.add_subparsers())
         args = parser.parse_args(["convert-ls3dw", str(annotated), "--out", str(root / "out_pts"),
                                   "--weights", str(weights), "--device", dev, "--seed", str(seed),
-                                  "--batch-size", str(max(setup.batch_size, 8)), "--no-copy", "--quiet"])
+                                  "--batch-size", str(max(setup.batch_size, 8)), "--no-copy", "--quiet",
+                                  "--decoder", setup.decoder])
         code = args.func(args)
         if code != 0:
             raise RuntimeError(f"fa-lib convert-ls3dw exited with code {code}")
@@ -161,7 +162,8 @@ def convert_with_tool(fan_2d_to_3d: nn.Module, fan_2d: nn.Module | None, setup: 
             outcome = convert_folder(unannotated, root / "out_fan2d", load_2d_to_3d_network(weights),
                                      fan_aligner(fan_2d, setup, device=dev),
                                      batch_size=max(setup.batch_size, 8), copy_images=False, seed=seed,
-                                     show_progress=False, device=dev, input_size=setup.input_size, boxes=boxes)
+                                     show_progress=False, device=dev, input_size=setup.input_size, boxes=boxes,
+                                     decoder=setup.decoder)
             if outcome.failed:
                 raise RuntimeError(f"convert-ls3dw failed on {len(outcome.failed)} images: {outcome.failed}")
             from_fan2d, yaw_fan2d, balanced_fan2d, guides = _read_tool_output(root / "out_fan2d", names)

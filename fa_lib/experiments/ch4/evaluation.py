@@ -20,20 +20,22 @@ from fa_lib.device import resolve_device
 from fa_lib.experiments.ch4.data import (Ch4Data, DepthInputs, eval_augmentation, fan_inputs, ground_truth,
                                          mean_shape, mean_shape_errors, with_guides, with_points)
 from fa_lib.experiments.ch4.scale import EVAL_BOX_NOISE, EVAL_SEED, Ch4Setup
+from fa_lib.experiments.common import auc_by_bin
+from fa_lib.heatmaps import DECODERS
 from fa_lib.train import evaluate
 
 
 def evaluate_fan(model: nn.Module, samples: Dataset, setup: Ch4Setup, *, landmarks: str,
                  box_noise: float = EVAL_BOX_NOISE, guide: bool = False, seed: int = 0,
-                 device: Any = "auto", decoder: str = "quarter"):
+                 device: Any = "auto", decoder: str | None = None):
     """Predictions (image px) and NME (eq. 4.1) of a FAN on ``samples``, crops from the
     ground-truth box perturbed by ``box_noise`` (the same boxes for every model given the seed),
-    heatmaps decoded with ``decoder`` (:data:`fa_lib.heatmaps.DECODERS`).
+    heatmaps decoded with ``decoder`` (:data:`fa_lib.heatmaps.DECODERS`; None: the profile's).
     Returns a :class:`fa_lib.train.Evaluation`."""
     items = TransformedDataset(samples, fan_inputs(setup, landmarks, augment=eval_augmentation(box_noise),
                                                    guide=guide), seed=seed + EVAL_SEED)
     return evaluate(model, items, batch_size=max(setup.batch_size, 16), device=device,
-                    num_workers=setup.loader_workers, decoder=decoder)
+                    num_workers=setup.loader_workers, decoder=decoder or setup.decoder)
 
 
 @torch.no_grad()
@@ -106,3 +108,19 @@ def error_summary(curves: Mapping[str, np.ndarray], label: str = "curve") -> pd.
     """Mean NME (%) and AUC@7% (%) of each set of per-image errors."""
     return pd.DataFrame([{label: k, "mean NME (%)": 100 * float(np.mean(v)), "AUC@7% (%)": 100 * metrics.auc_at(v)}
                          for k, v in curves.items()])
+
+
+def decoder_comparison(ctx, name: str = "3D-FAN") -> pd.DataFrame:
+    """One trained network of the chapter evaluated with every heatmap decoder of
+    :data:`fa_lib.heatmaps.DECODERS` on the test set (same crops, same heatmaps): mean NME and
+    AUC@7% per |yaw| bin. What the profile's ``decoder`` knob is chosen on."""
+    landmarks = "2d" if name.startswith("2D-FAN") else "3d"
+    rows = {}
+    for decoder in DECODERS:
+        ev = evaluate_fan(ctx.network(name).model, ctx.data.test, ctx.setup, landmarks=landmarks, seed=ctx.seed,
+                          device=ctx.device, decoder=decoder)
+        rows[decoder] = {"mean NME (%)": 100.0 * float(np.mean(ev.nme)),
+                         **{f"AUC@7% {k}": v for k, v in auc_by_bin(ev.nme, ctx.data.test_bins).items()}}
+    table = pd.DataFrame(rows).T
+    table.index.name = f"{name}, decoder"
+    return table

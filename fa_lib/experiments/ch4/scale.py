@@ -66,6 +66,7 @@ class Ch4Setup:
     sigma: float = 1.0
     size_iterations: int | None = None   # Table 4.4's budget per variant (None: the 3D-FAN budget)
     convert_images: int | None = None    # test faces given to convert-ls3dw for Fig. 4.6 (None: all)
+    decoder: str = "quarter"             # heatmaps -> points in every evaluation (fa_lib.heatmaps.DECODERS)
 
     @property
     def name(self) -> str:
@@ -114,7 +115,8 @@ def ch4_setup(profile: str | Profile = "quick") -> Ch4Setup:
         depth_iterations=s.iterations if s.depth_iterations is None else s.depth_iterations,
         size_rows=size_rows, resolutions=tuple(s.resolutions), train_size=data.train_size,
         test_size=data.test_size, image_size=data.image_size, speed_thesis_scale=bool(s.speed_thesis_scale),
-        loader_workers=s.loader_workers, size_iterations=s.size_iterations, convert_images=s.convert_images)
+        loader_workers=s.loader_workers, size_iterations=s.size_iterations, convert_images=s.convert_images,
+        decoder=s.decoder)
 
 
 def size_budget_setup(setup: Ch4Setup) -> Ch4Setup:

@@ -372,7 +372,7 @@ class Chapter5(ChapterContext):
             return
         data = self.prepared("test")
         heat = predict_outputs(result.model, data["image"], device=self.device)
-        result.predictions = outputs_to_landmarks(heat, data["matrix"])
+        result.predictions = outputs_to_landmarks(heat, data["matrix"], self.setup.decoder)
         result.nme = np.asarray(metrics.nme_box(result.predictions, data["landmarks_image"].numpy(),
                                                 data["box"].numpy()), np.float64)
 
@@ -381,7 +381,7 @@ class Chapter5(ChapterContext):
         if result.pifa_predictions is None:
             data = self.prepared("pifa")
             heat = predict_outputs(result.model, data["image"], device=self.device)
-            result.pifa_predictions = outputs_to_landmarks(heat, data["matrix"])
+            result.pifa_predictions = outputs_to_landmarks(heat, data["matrix"], self.setup.decoder)
         return result.pifa_predictions
 
 

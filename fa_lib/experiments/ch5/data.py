@@ -127,8 +127,8 @@ def predict_outputs(model: nn.Module, images: torch.Tensor, batch_size: int = 64
     return torch.cat(outs)
 
 
-def outputs_to_landmarks(heatmaps: torch.Tensor, matrix: torch.Tensor) -> np.ndarray:
+def outputs_to_landmarks(heatmaps: torch.Tensor, matrix: torch.Tensor, decoder: str = "quarter") -> np.ndarray:
     """Landmarks in image px (float32 (M, N, 2)) from heatmaps and the crops' image -> heatmap
-    affines (:func:`fa_lib.heatmaps.heatmaps_to_image_points`: argmax + quarter pixel, then back
-    through the inverse affine)."""
-    return heatmaps_to_image_points(heatmaps, matrix)[0]
+    affines (:func:`fa_lib.heatmaps.heatmaps_to_image_points`: ``decoder``, then back through the
+    inverse affine)."""
+    return heatmaps_to_image_points(heatmaps, matrix, decoder=decoder)[0]

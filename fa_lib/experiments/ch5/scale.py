@@ -68,6 +68,7 @@ class Ch5Setup:
     packed_batch: int = 16
     packed_repeats: int = 5
     packed_images: int | None = None
+    decoder: str = "quarter"          # heatmaps -> points in every evaluation (fa_lib.heatmaps.DECODERS)
 
     @property
     def name(self) -> str:
@@ -150,6 +151,7 @@ def ch5_setup(profile: str | Profile = "quick") -> Ch5Setup:
         # says nothing about how a deployed network would use the machine)
         packed_threads=tuple(dict.fromkeys(c.packed_threads if c.packed_threads is not None else (1, cores))),
         packed_batch=c.packed_batch, packed_repeats=c.packed_repeats, packed_images=c.packed_images,
+        decoder=c.decoder,
     )
 
 
