@@ -54,6 +54,11 @@ def paper_value(table_id: str, row: str, column: str) -> float:
     return float(hit["paper"].iloc[0])
 
 
+def paper_mean_over_bins(table_id: str, row: str) -> float:
+    """The thesis's value of ``row`` averaged over its three |yaw| bins (Tables 4.2-4.4)."""
+    return float(np.mean([paper_value(table_id, row, b) for b in YAW_BIN_LABELS]))
+
+
 def long_table(values: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     """``{row: {column: value}}`` -> the long frame (row, column, reproduced) that results take."""
     return pd.DataFrame([{"row": r, "column": c, "reproduced": float(v)}

@@ -9,6 +9,7 @@ figure, and one structured :class:`~fa_lib.experiments.verdict.Verdict` per find
 from __future__ import annotations
 
 import importlib
+import re
 import inspect
 import pkgutil
 from dataclasses import dataclass, field
@@ -136,8 +137,9 @@ def thesis_figure(thesis_id: str, *, trains: Sequence[str] = ()) -> Callable:
     return _register("figure", thesis_id, trains)
 
 
-def _id_order(thesis_id: str) -> tuple:
-    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in thesis_id.split("."))
+def id_sort_key(thesis_id: str) -> tuple:
+    """Sort key putting 5.2 before 5.10 (numeric parts compared as numbers, named parts after)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"[._]", thesis_id))
 
 
 def load_all() -> None:
@@ -152,7 +154,7 @@ def builders(chapter: int | None = None, kind: str | None = None) -> list[Builde
     load_all()
     found = [b for b in _REGISTRY.values()
              if (chapter is None or b.chapter == chapter) and (kind is None or b.kind == kind)]
-    return sorted(found, key=lambda b: (b.chapter, b.kind != "table", _id_order(b.thesis_id)))
+    return sorted(found, key=lambda b: (b.chapter, b.kind != "table", id_sort_key(b.thesis_id)))
 
 
 def find(thesis_id: str, kind: str | None = None) -> Builder:

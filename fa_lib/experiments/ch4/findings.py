@@ -14,16 +14,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fa_lib.experiments.common import YAW_BIN_LABELS, cell, paper_value
+from fa_lib.experiments.common import YAW_BIN_LABELS, cell, paper_mean_over_bins, paper_value
 from fa_lib.experiments.verdict import Verdict, judge, not_measurable
 
 NEG_NME = "-NME%"
 AUC = "AUC@7%"
 
-
-def _paper_mean(table_id: str, row: str) -> float:
-    """The thesis's AUC of ``row`` averaged over its three |yaw| bins."""
-    return float(np.mean([paper_value(table_id, row, b) for b in YAW_BIN_LABELS]))
 
 
 def training_verdicts(mean_nme: Mapping[str, float]) -> list[Verdict]:
@@ -70,7 +66,7 @@ def table_4_3_verdicts(df: pd.DataFrame) -> list[Verdict]:
     """Table 4.3 (``df``: rows ``noise N%``, column ``all``): initialisation noise up to the training
     noise (20%) costs a little, more beyond it."""
     ours = {lvl: cell(df, f"noise {lvl}%", "all") for lvl in (0, 20, 30)}
-    paper = {lvl: _paper_mean("4.3", f"noise {lvl}%") for lvl in (0, 20, 30)}
+    paper = {lvl: paper_mean_over_bins("4.3", f"noise {lvl}%") for lvl in (0, 20, 30)}
     lost = {"0->20": ours[0] - ours[20], "20->30": ours[20] - ours[30]}
     paper_lost = {"0->20": paper[0] - paper[20], "20->30": paper[20] - paper[30]}
     return [
@@ -99,7 +95,7 @@ def table_4_4_verdicts(df: pd.DataFrame, labels: Sequence[str]) -> list[Verdict]
     out = []
     for better, worse, claim in pairs:
         out.append(judge(f"{claim} ({AUC})", better, [cell(df, better, "all")], worse, [cell(df, worse, "all")],
-                         paper_gap=round(_paper_mean("4.4", better) - _paper_mean("4.4", worse), 2),
+                         paper_gap=round(paper_mean_over_bins("4.4", better) - paper_mean_over_bins("4.4", worse), 2),
                          note="the thesis's values are the mean of its three |yaw| bins"))
         out.append(judge(f"{claim} (mean NME)", better, [-cell(df, better, "mean NME (%)")], worse,
                          [-cell(df, worse, "mean NME (%)")], metric=NEG_NME,

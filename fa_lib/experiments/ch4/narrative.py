@@ -11,11 +11,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from fa_lib.experiments.common import YAW_BIN_LABELS, cell, paper_value
+from fa_lib.experiments.common import YAW_BIN_LABELS, cell, paper_mean_over_bins, paper_value
 
-
-def _paper_mean(table_id: str, row: str) -> float:
-    return float(np.mean([paper_value(table_id, row, b) for b in YAW_BIN_LABELS]))
 
 
 def training(mean_nme: Mapping[str, float]) -> str:
@@ -50,7 +47,7 @@ def table_4_2(df: pd.DataFrame) -> str:
 
 def table_4_3(df: pd.DataFrame) -> str:
     ours = {lvl: cell(df, f"noise {lvl}%", "all") for lvl in (0, 10, 20, 30)}
-    paper = {lvl: _paper_mean("4.3", f"noise {lvl}%") for lvl in (0, 10, 20, 30)}
+    paper = {lvl: paper_mean_over_bins("4.3", f"noise {lvl}%") for lvl in (0, 10, 20, 30)}
     return (f"AUC@7% over all poses for 0 / 10 / 20 / 30% box noise: {ours[0]:.1f} / {ours[10]:.1f} / "
             f"{ours[20]:.1f} / {ours[30]:.1f}% (thesis, mean of its bins: {paper[0]:.1f} / {paper[10]:.1f} / "
             f"{paper[20]:.1f} / {paper[30]:.1f}%). Up to the training noise (20%) we lose {ours[0] - ours[20]:.1f} "
@@ -63,7 +60,7 @@ def table_4_4(df: pd.DataFrame, labels: Sequence[str], *, width: int, input_size
     auc = {lab: cell(df, lab, "all") for lab in labels}
     nme = {lab: cell(df, lab, "mean NME (%)") for lab in labels}
     params = {lab: cell(df, lab, "#params (ours, this scale)") for lab in labels}
-    paper = {lab: _paper_mean("4.4", lab) for lab in labels}
+    paper = {lab: paper_mean_over_bins("4.4", lab) for lab in labels}
     big, small = labels[0], labels[-1]
     text = (f"At this scale the {len(labels)} networks run have {params[small] / 1e6:.2f}M to "
             f"{params[big] / 1e6:.2f}M parameters (width {width}, the thesis's 256; input {input_size} px). "

@@ -8,7 +8,7 @@ that sets a value.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from fa_lib.profiles import Profile, TrainConfig, get_profile
@@ -123,8 +123,6 @@ def size_budget_setup(setup: Ch4Setup) -> Ch4Setup:
     """The setup Table 4.4's variants are trained with: the 3D-FAN budget, or
     ``setup.size_iterations`` steps when the profile sets a different one (then every row, the
     chapter's own layout included, is trained with it, so the table compares like with like)."""
-    from dataclasses import replace
-
     if setup.size_iterations is not None and setup.size_iterations != setup.iterations:
         return replace(setup, iterations=int(setup.size_iterations), epochs=None)
     return setup
