@@ -108,10 +108,15 @@ class TrainConfig(Section):
     epochs: int | None = 40
     lr_milestones: tuple[float, ...] = (15 / 40, 30 / 40)  # fractions of the run
     lr_gamma: float = 0.1
+    cpu_bf16: bool = False               # bfloat16 autocast on a CPU (Trainer ``cpu_bf16``)
+    channels_last: bool = False          # channels-last memory (Trainer ``channels_last``)
+    val_decoder: str = "quarter"         # heatmaps -> points of the validation NME of the history
 
     def validate(self) -> None:
         if self.iterations is None and self.epochs is None:
             raise ValueError("TrainConfig needs iterations or epochs")
+        if self.val_decoder not in DECODERS:
+            raise ValueError(f"val_decoder must be one of {DECODERS}, got {self.val_decoder!r}")
         if any(not 0 < m < 1 for m in self.lr_milestones):
             raise ValueError(f"lr_milestones are fractions of the run in (0, 1), got {self.lr_milestones}")
 
@@ -124,7 +129,19 @@ class TrainConfig(Section):
         """Keyword arguments of :class:`fa_lib.train.Trainer` for this budget."""
         return dict(optimizer=self.optimizer, lr=self.lr, batch_size=self.batch_size,
                     iterations=self.iterations, epochs=self.budget_epochs,
-                    milestones=self.lr_milestones, gamma=self.lr_gamma)
+                    milestones=self.lr_milestones, gamma=self.lr_gamma, cpu_bf16=self.cpu_bf16,
+                    channels_last=self.channels_last, val_decoder=self.val_decoder)
+
+    def key_record(self) -> dict[str, Any]:
+        """What of this budget changes the trained weights (a run's cache key): every field but the
+        validation decoder, and the speed switches only when on (keys made before they existed stay
+        valid)."""
+        record = self.to_dict()
+        record.pop("val_decoder")
+        for switch in ("cpu_bf16", "channels_last"):
+            if not record[switch]:
+                record.pop(switch)
+        return record
 
 
 @dataclass(frozen=True)
@@ -144,7 +161,9 @@ class Ch4Scale(Section):
     section. Fig. 4.6: ``convert_images`` (test faces given to ``fa-lib convert-ls3dw``, None: all).
     ``loader_workers``: data-loading processes. ``decoder``: how every evaluation turns heatmaps
     into points (:data:`fa_lib.heatmaps.DECODERS`: the official quarter-pixel rule, or the sub-pixel
-    fit of :func:`fa_lib.heatmaps.decode_heatmaps_subpixel`).
+    fit of :func:`fa_lib.heatmaps.decode_heatmaps_subpixel`). ``cpu_bf16`` / ``channels_last``:
+    train with bfloat16 autocast on a CPU and channels-last memory (:class:`fa_lib.train.Trainer`;
+    the thesis trained in float32 on GPUs).
     """
 
     input_size: int = 256
@@ -174,6 +193,8 @@ class Ch4Scale(Section):
     convert_images: int | None = None
     loader_workers: int = 0
     decoder: str = "quarter"
+    cpu_bf16: bool = False
+    channels_last: bool = False
 
     def validate(self) -> None:
         if self.decoder not in DECODERS:
@@ -203,7 +224,8 @@ class Ch5Scale(Section):
     notebook's process (None: torch's default); ``timing_repeats``: rounds of the step timings.
     Packed inference: ``packed_threads`` (None: 1 and every core), ``packed_batch``,
     ``packed_repeats``, ``packed_images`` (None: every test face). ``decoder``: heatmaps to points
-    in every evaluation (:data:`fa_lib.heatmaps.DECODERS`).
+    in every evaluation (:data:`fa_lib.heatmaps.DECODERS`). ``cpu_bf16`` / ``channels_last``: train
+    with bfloat16 autocast on a CPU and channels-last memory (:class:`fa_lib.train.Trainer`).
     """
 
     input_size: int = 256
@@ -234,6 +256,8 @@ class Ch5Scale(Section):
     packed_repeats: int = 5
     packed_images: int | None = None
     decoder: str = "quarter"
+    cpu_bf16: bool = False
+    channels_last: bool = False
 
     def validate(self) -> None:
         if self.decoder not in DECODERS:
@@ -288,14 +312,15 @@ _PROFILES: dict[str, Profile] = {
         data=DataScale(image_size=256, train_size=3000, test_size=600, pifa_size=300,
                        lowres_train_size=3000, lowres_test_size=300, parsing_size=600),
         ch4=Ch4Scale(input_size=128, heatmap_size=32, stacks=1, width=64, hg_depth=3, stem_channels=(32, 64),
-                     batch_size=10, lr=1e-3, lr_2d_to_3d=1e-3, iterations=1200, epochs=None,
+                     batch_size=10, lr=1e-3, lr_2d_to_3d=1e-3, iterations=4500, epochs=None,
                      lr_milestones=(0.8,), sigma=2.0, depth_layers=(1, 1, 1, 1), depth_input_size=64,
-                     depth_iterations=400, size_iterations=300, resolutions=(10, 15, 20, 30, 40, 60, 80),
-                     convert_images=150, loader_workers=1, decoder="subpixel"),
-        ch5=Ch5Scale(input_size=64, width=64, hg_depth=2, batch_size=4, iterations=800, epochs=None, lr=1e-3,
+                     depth_iterations=1500, size_iterations=1500, resolutions=(10, 15, 20, 30, 40, 60, 80),
+                     convert_images=150, loader_workers=1, decoder="subpixel", cpu_bf16=True,
+                     channels_last=True),
+        ch5=Ch5Scale(input_size=96, width=64, hg_depth=2, batch_size=4, iterations=1600, epochs=None, lr=1e-2,
                      lr_milestones=(0.8,), lr_gamma=0.2, sigma=2.0, seeds=(0, 1), sweep_seeds=(0,),
                      parsing_zoom=0.6, cardinalities=(1, 2, 4), workers=2, threads=1, packed_batch=16,
-                     packed_repeats=5, decoder="subpixel"),
+                     packed_repeats=5, decoder="subpixel", cpu_bf16=True, channels_last=True),
     ),
     "full": Profile(
         name="full",

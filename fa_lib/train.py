@@ -49,7 +49,7 @@ from fa_lib import geometry
 from fa_lib.atomic import atomic_torch_save, atomic_write_text  # atomic_torch_save: re-exported
 from fa_lib.data.augment import flip_permutation
 from fa_lib.device import resolve_device  # re-exported: fa_lib.train.resolve_device
-from fa_lib.heatmaps import heatmap_coords_to_image, heatmaps_to_image_points
+from fa_lib.heatmaps import DECODERS, heatmap_coords_to_image, heatmaps_to_image_points
 from fa_lib.metrics import nme_box
 
 CHECKPOINT_NAME = "last.pt"
@@ -506,6 +506,7 @@ class Trainer:
     - ``metrics_fn``: ``callable(model, val_set) -> dict`` of extra per-epoch metrics (rank 0).
     - ``trainable_modules``: train only these sub-modules (others frozen, and their batch-norm
       statistics too); used by ``fit_stagewise``.
+    - ``val_decoder``: how the per-epoch validation NME decodes heatmaps (``fa_lib.heatmaps.DECODERS``).
     - ``callbacks``: ``callable(trainer)`` after each step (and after its checkpoint); may raise
       ``StopTraining``.
 
@@ -525,7 +526,9 @@ class Trainer:
                  target_key: str | None = None, supervised_stacks: int | None = None,
                  trainable_modules: Iterable[nn.Module] | None = None, grad_clip: float | None = None,
                  val_batch_size: int | None = None, callbacks: Sequence[Callable] = (),
-                 history_extra: Mapping[str, Any] | None = None):
+                 history_extra: Mapping[str, Any] | None = None, val_decoder: str = "quarter"):
+        if val_decoder not in DECODERS:
+            raise ValueError(f"val_decoder must be one of {DECODERS}, got {val_decoder!r}")
         if epochs is None and iterations is None:
             raise ValueError("give the training budget: epochs= or iterations=")
         if epochs is not None and epochs <= 0 or iterations is not None and iterations <= 0:
@@ -559,6 +562,7 @@ class Trainer:
         self.grad_clip, self.callbacks = grad_clip, list(callbacks)
         self.val_batch_size = val_batch_size or batch_size
         self.history_extra = dict(history_extra or {})
+        self.val_decoder = val_decoder
         # run state (what a checkpoint stores)
         self.step = 0              # optimiser steps done
         self.epoch = 0             # epoch in progress (0-based)
@@ -590,6 +594,11 @@ class Trainer:
         self.cpu_bf16 = self.cpu_bf16_request and self.device.type == "cpu"
         if self.cpu_bf16_request and not self.cpu_bf16:
             warnings.warn(f"cpu_bf16=True is only used on a CPU; ignored on {self.device.type}", stacklevel=3)
+        elif self.cpu_bf16 and not cpu_has_bf16():
+            # emulated bfloat16 is slower than float32: nothing to gain
+            warnings.warn("cpu_bf16=True: this CPU has no bfloat16 units (AVX512-BF16 or AMX); "
+                          "training in float32", stacklevel=3)
+            self.cpu_bf16 = False
 
         model = self.model.to(self.device)
         if self.channels_last:
@@ -758,7 +767,7 @@ class Trainer:
                                   input_key=self.input_key, loss_fn=self.loss_fn,
                                   decode=self.decode_landmarks and self._has_landmark_targets(),
                                   num_workers=self.num_workers, amp=self.amp, progress=False,
-                                  seed=self.seed, stack=self.eval_stack)
+                                  seed=self.seed, stack=self.eval_stack, decoder=self.val_decoder)
             record["val_loss"] = ev.loss
             if ev.nme is not None:
                 record["val_nme"] = ev.mean_nme
@@ -826,6 +835,11 @@ class Trainer:
             if self._own_process_group:
                 dist.destroy_process_group()
         return self.history
+
+
+def cpu_has_bf16() -> bool:
+    """Does this CPU multiply bfloat16 matrices natively (AVX512-BF16 or AMX tiles)?"""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def _jsonable(value: Any) -> Any:

@@ -20,7 +20,7 @@ from fa_lib.experiments.registry import builders, find
 from fa_lib.profiles import with_knobs
 
 TABLES = ("4.1", "4.2", "4.3", "4.4", "4.fig6", "4.real", "4.speed")
-FIGURES = ("4.6", "4.8", "4.9", "4.10", "4.12", "4.13", "4.14", "4.15")
+FIGURES = ("4.6", "4.8", "4.9", "4.10", "4.12", "4.13", "4.14", "4.15", "4.learning_curves")
 
 
 # --------------------------------------------------------------------------------------------------

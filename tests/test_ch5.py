@@ -267,6 +267,9 @@ def test_judging_metric_and_seed_noise_hand_cases():
 
     score, metric = tables.judging_metric([[Run(0.0, 50.0), Run(0.5, 40.0)]])
     assert metric.startswith("mean NME") and score(Run(0.0, 40.0)) == -40.0  # AUC ~0 everywhere: judge on NME
+    # a few faces under 7% error: the AUC would order a handful of faces, the NME orders all of them
+    _, metric = tables.judging_metric([[Run(3.0, 9.0), Run(tables.AUC_JUDGING_FLOOR - 0.1, 8.0)]])
+    assert metric.startswith("mean NME")
     score, metric = tables.judging_metric([[Run(0.0, 50.0), Run(20.0, 9.0)]])
     assert metric == "AUC@7%" and score(Run(20.0, 9.0)) == 20.0
 

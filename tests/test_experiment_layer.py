@@ -152,3 +152,25 @@ def test_memory_only_cache_writes_nothing(tmp_path):
     cache = RunCache(False)
     run = cache.get_or_train("Tiny net", {"a": 1}, _net(), lambda folder: ({"iterations": 1}, []))
     assert run.folder is None and cache.entries() == []
+
+
+def test_learning_curves_accumulate_training_time_and_find_where_a_curve_flattens():
+    from fa_lib.experiments.common import curve_summary, learning_curves
+    from fa_lib.experiments.plotting import learning_curves_figure
+
+    histories = {
+        "flat": [{"step": s, "epoch_time_s": 2.0, "val_nme": v} for s, v in
+                 ((10, 0.20), (20, 0.101), (30, 0.100), (40, 0.100))],
+        "falling": [{"step": s, "epoch_time_s": 1.0, "val_nme": v} for s, v in ((10, 0.3), (20, 0.2), (30, 0.1))],
+        "no validation": [{"step": 10, "epoch_time_s": 1.0}],
+    }
+    curves = learning_curves(histories)
+    assert set(curves["network"]) == {"flat", "falling"}
+    assert curves[curves.network == "flat"]["train_s"].tolist() == [2.0, 4.0, 6.0, 8.0]
+    assert curves["value"].max() == pytest.approx(30.0)
+    summary = curve_summary(curves).set_index("network")
+    assert summary.loc["flat", "within 5% of final from step"] == 20
+    assert not summary.loc["flat", "still falling at the end"]
+    assert summary.loc["falling", "still falling at the end"]
+    fig = learning_curves_figure(curves)
+    assert len(fig.axes) == 2 and len(fig.axes[0].lines) == 2

@@ -68,3 +68,14 @@ def test_notebook_runs_under_smoke_profile(smoke_reproduction, name):
             assert prov["profile"] == "smoke"
         elif path.suffix == ".png":
             assert path.with_suffix(".json").exists(), f"{rel}: figure without provenance"
+    # every figure shown in the notebook is an image, not the text repr of a matplotlib Figure
+    nb = json.loads(run.executed.read_text(encoding="utf-8"))
+    images = 0
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            text = "".join(data.get("text/plain", "")) + "".join(output.get("text", ""))
+            # a figure's text repr is only the fallback of a bundle that carries its image
+            assert "<Figure size" not in text or "image/png" in data, f"{name}: a figure shown as text: {text[:80]!r}"
+            images += "image/png" in data
+    assert images, f"{name}: no figure shown as an image"

@@ -75,6 +75,19 @@ def test_train_config_drives_the_trainer():
     assert kw["iterations"] == 100 and kw["epochs"] is None and kw["milestones"] == (0.8,)
     with pytest.raises(ValueError, match="fractions"):
         TrainConfig(lr_milestones=(15,))
+    with pytest.raises(ValueError, match="val_decoder"):
+        TrainConfig(iterations=1, val_decoder="nearest")
+
+
+def test_train_config_key_record_leaves_out_what_does_not_change_weights():
+    plain = TrainConfig(lr=1e-3, iterations=100)
+    # keys made before the speed switches existed stay valid while the switches are off
+    assert set(plain.key_record()) == {"optimizer", "lr", "batch_size", "iterations", "epochs",
+                                       "lr_milestones", "lr_gamma"}
+    assert plain.key_record() == TrainConfig(lr=1e-3, iterations=100, val_decoder="subpixel").key_record()
+    fast = TrainConfig(lr=1e-3, iterations=100, cpu_bf16=True, channels_last=True)
+    assert fast.key_record()["cpu_bf16"] is True and fast.key_record() != plain.key_record()
+    assert fast.trainer_kwargs()["cpu_bf16"] and fast.trainer_kwargs()["channels_last"]
 
 
 def test_profiles_command_prints_every_knob(capsys):

@@ -425,8 +425,10 @@ def test_cpu_bf16_and_channels_last_train_the_same_network_nearly_alike():
     give nearly the same weights as float32 (channels-last only rounds differently)."""
     import torch.nn as nn
 
-    from fa_lib.train import Trainer
+    from fa_lib.train import Trainer, cpu_has_bf16
 
+    if not cpu_has_bf16():
+        pytest.skip("this CPU has no bfloat16 units: the trainer falls back to float32")
     torch.manual_seed(0)
     images = torch.rand(16, 3, 16, 16)
     items = [{"image": images[i], "heatmaps": torch.rand(2, 16, 16)} for i in range(16)]
@@ -447,3 +449,33 @@ def test_cpu_bf16_and_channels_last_train_the_same_network_nearly_alike():
     assert not torch.equal(base, half)
     assert float((half - base).norm() / (base - start).norm()) < 0.25
     assert half_loss == pytest.approx(base_loss, rel=0.02)
+
+
+def test_cpu_bf16_falls_back_to_float32_without_bf16_units(monkeypatch):
+    import torch.nn as nn
+
+    from fa_lib import train
+
+    monkeypatch.setattr(train, "cpu_has_bf16", lambda: False)
+    items = [{"image": torch.rand(3, 8, 8), "heatmaps": torch.rand(2, 8, 8)} for _ in range(4)]
+    net = nn.Conv2d(3, 2, 3, padding=1)
+    t = train.Trainer(net, items, None, batch_size=2, iterations=1, device="cpu", progress=False, cpu_bf16=True)
+    with pytest.warns(UserWarning, match="no bfloat16 units"):
+        t.fit()
+    assert t.cpu_bf16 is False
+
+
+def test_validation_decoder_is_checked_and_used():
+    from fa_lib.train import Trainer
+
+    with pytest.raises(ValueError, match="val_decoder"):
+        Trainer(torch.nn.Identity(), [0], None, iterations=1, val_decoder="nearest")
+    data = prepared(4)
+    nme = {}
+    for decoder in ("quarter", "subpixel"):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.AvgPool2d(4), torch.nn.Conv2d(3, 68, 1))
+        history = Trainer(net, data, data, iterations=1, batch_size=4, device="cpu", progress=False,
+                          val_decoder=decoder).fit()
+        nme[decoder] = history[-1]["val_nme"]
+    assert all(math.isfinite(v) for v in nme.values()) and nme["quarter"] != nme["subpixel"]

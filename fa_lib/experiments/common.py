@@ -82,3 +82,37 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def learning_curves(histories: Mapping[str, list[Mapping[str, Any]]], metric: str = "val_nme",
+                    scale: float = 100.0) -> pd.DataFrame:
+    """One row per (network, validation point) of the trainers' histories: ``step``, ``train_s``
+    (cumulative training seconds, validation excluded) and ``value`` (``metric`` times ``scale``;
+    the validation NME in %, by default). Networks without the metric are left out."""
+    rows = []
+    for name, history in histories.items():
+        seconds = 0.0
+        for record in history:
+            seconds += float(record.get("epoch_time_s", 0.0))
+            if record.get(metric) is not None:
+                rows.append({"network": name, "step": int(record["step"]), "train_s": round(seconds, 1),
+                             "value": scale * float(record[metric])})
+    return pd.DataFrame(rows, columns=["network", "step", "train_s", "value"])
+
+
+def curve_summary(curves: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame:
+    """Per network: steps trained, first and last validation value, the best one, and where the
+    curve flattened: the first step whose value is within ``tolerance`` (relative) of the final value
+    (a curve that only reaches it at its last point was still falling)."""
+    rows = []
+    for name, part in curves.groupby("network", sort=False):
+        part = part.sort_values("step")
+        final = float(part["value"].iloc[-1])
+        close = part[part["value"] <= final * (1 + tolerance)]
+        flat = int(close["step"].iloc[0])
+        rows.append({"network": name, "steps": int(part["step"].iloc[-1]),
+                     "train time (s)": float(part["train_s"].iloc[-1]), "first value": float(part["value"].iloc[0]),
+                     "final value": final, "best value": float(part["value"].min()),
+                     f"within {tolerance:.0%} of final from step": flat,
+                     "still falling at the end": bool(flat == int(part["step"].iloc[-1]) and len(part) > 1)})
+    return pd.DataFrame(rows)

@@ -112,3 +112,24 @@ def landmark_grid(images: Sequence[np.ndarray], predictions: Sequence[np.ndarray
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def learning_curves_figure(curves: pd.DataFrame, ylabel: str = "validation NME (%)", title: str = "") -> Figure:
+    """Two panels of the same curves (:func:`fa_lib.experiments.common.learning_curves`): the
+    validation metric against optimiser steps and against cumulative training seconds."""
+    fig = Figure(figsize=(10, 3.8))
+    axes = [fig.add_subplot(1, 2, k) for k in (1, 2)]
+    for name, part in curves.groupby("network", sort=False):
+        part = part.sort_values("step")
+        for ax, x in zip(axes, ("step", "train_s")):
+            ax.plot(part[x], part["value"], marker="o", markersize=3, label=name)
+    for ax, xlabel in zip(axes, ("optimiser steps", "training wall time (s)")):
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

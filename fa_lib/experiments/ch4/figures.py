@@ -17,9 +17,10 @@ from fa_lib import metrics
 from fa_lib.experiments.ch4 import findings, narrative
 from fa_lib.experiments.ch4.data import at_resolution, example_indices, ground_truth
 from fa_lib.experiments.ch4.evaluation import depth_errors, error_summary, evaluate_fan
-from fa_lib.experiments.ch4.training import TRAINS_2D, TRAINS_2D_TO_3D, TRAINS_3D, TRAINS_DEPTH
-from fa_lib.experiments.common import auc_by_bin
-from fa_lib.experiments.plotting import GROUND_TRUTH, PREDICTION, ced_axes, ced_by_yaw, draw_landmarks, landmark_grid
+from fa_lib.experiments.ch4.training import TRAINS_2D, TRAINS_2D_TO_3D, TRAINS_3D, TRAINS_DEPTH, TRAINS_SIZES
+from fa_lib.experiments.common import auc_by_bin, curve_summary, learning_curves
+from fa_lib.experiments.plotting import (GROUND_TRUTH, PREDICTION, ced_axes, ced_by_yaw, draw_landmarks,
+                                         landmark_grid, learning_curves_figure)
 from fa_lib.experiments.registry import ThesisResult, thesis_figure
 
 
@@ -181,3 +182,22 @@ def fig_4_15(ctx, per_bin: int = 3) -> ThesisResult:
     fig.tight_layout()
     return _figure_result(ctx, "4.15", fig, names=("3D-FAN", "3D-FAN-full depth"), data={"indices": show},
                           caption="3D-FAN-full fittings: (x, y) on the image and the side view (z, y)")
+
+
+@thesis_figure("4.learning_curves", trains=(TRAINS_2D, TRAINS_3D, TRAINS_2D_TO_3D, TRAINS_SIZES))
+def fig_learning_curves(ctx, sizes: bool = True) -> ThesisResult:
+    """Fig. "4.learning_curves" (the scale section's evidence, not a thesis figure): each FAN's
+    validation NME (the held-out 10% of the training set, 10% box noise, the chapter's decoder)
+    after every epoch, against optimiser steps and against training wall time; ``sizes`` adds
+    Table 4.4's networks.
+    ``data["summary"]``: where each curve flattened (:func:`fa_lib.experiments.common.curve_summary`)."""
+    runs = {name: ctx.network(name) for name in ("2D-FAN", "3D-FAN", "2D-to-3D-FAN")}
+    if sizes:
+        runs.update({f"Table 4.4 {label}": run for label, run in ctx.size_variants().items()
+                     if all(run is not seen for seen in runs.values())})
+    curves = learning_curves({name: run.history for name, run in runs.items()})
+    summary = curve_summary(curves)
+    fig = learning_curves_figure(curves, title=f"Validation NME while training ({ctx.setup.name} profile)")
+    return _figure_result(ctx, "4.learning_curves", fig, names=("2D-FAN", "3D-FAN", "2D-to-3D-FAN"),
+                          data={"curves": curves, "summary": summary},
+                          caption="validation NME of each FAN against optimiser steps and training wall time")

@@ -67,6 +67,8 @@ class Ch4Setup:
     size_iterations: int | None = None   # Table 4.4's budget per variant (None: the 3D-FAN budget)
     convert_images: int | None = None    # test faces given to convert-ls3dw for Fig. 4.6 (None: all)
     decoder: str = "quarter"             # heatmaps -> points in every evaluation (fa_lib.heatmaps.DECODERS)
+    cpu_bf16: bool = False               # bfloat16 autocast when training on a CPU
+    channels_last: bool = False          # channels-last memory when training
 
     @property
     def name(self) -> str:
@@ -83,7 +85,13 @@ class Ch4Setup:
         its = self.iterations if iterations is None else iterations
         return TrainConfig(optimizer="rmsprop", lr=float(self.lr if lr is None else lr), batch_size=self.batch_size,
                            iterations=its, epochs=None if its else self.epochs,
-                           lr_milestones=self.lr_milestones, lr_gamma=self.lr_gamma)
+                           lr_milestones=self.lr_milestones, lr_gamma=self.lr_gamma, cpu_bf16=self.cpu_bf16,
+                           channels_last=self.channels_last, val_decoder=self.decoder)
+
+    def speed_record(self) -> dict[str, bool]:
+        """The training-speed switches that are on (part of a run's cache key: they change the
+        rounding, so the weights)."""
+        return {k: True for k in ("cpu_bf16", "channels_last") if getattr(self, k)}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -116,7 +124,7 @@ def ch4_setup(profile: str | Profile = "quick") -> Ch4Setup:
         size_rows=size_rows, resolutions=tuple(s.resolutions), train_size=data.train_size,
         test_size=data.test_size, image_size=data.image_size, speed_thesis_scale=bool(s.speed_thesis_scale),
         loader_workers=s.loader_workers, size_iterations=s.size_iterations, convert_images=s.convert_images,
-        decoder=s.decoder)
+        decoder=s.decoder, cpu_bf16=s.cpu_bf16, channels_last=s.channels_last)
 
 
 def size_budget_setup(setup: Ch4Setup) -> Ch4Setup:

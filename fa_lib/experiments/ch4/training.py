@@ -69,7 +69,7 @@ def _train(name: str, model: nn.Module, record: dict, train_items: Dataset, val_
                   "parameters": parameter_count(model), "wall_time_s": round(time.perf_counter() - started, 1),
                   "device": str(run.device), "seed": seed}
         budget.update({k: v for k, v in record.items() if k in ("augmentation", "fan", "depth_layers",
-                                                                "depth_input_size")})
+                                                                "depth_input_size", "cpu_bf16", "channels_last")})
         return budget, history
 
     return runs.get_or_train(name, record, model, fit)
@@ -101,7 +101,7 @@ def train_fan(kind: str, setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed
               "heatmap_size": setup.heatmap_size, "sigma": setup.sigma, "batch_size": setup.batch_size,
               "lr": config.lr, "iterations": setup.iterations, "epochs": setup.epochs,
               "milestones": setup.lr_milestones, "gamma": setup.lr_gamma, "val_fraction": setup.val_fraction,
-              "train_set": str(Path(data.train.folder).name), "seed": seed}
+              "train_set": str(Path(data.train.folder).name), "seed": seed, **setup.speed_record()}
     return _train(name or FAN_KINDS[kind], model, record, train_items, val_items, runs=runs, setup=setup,
                   config=config, seed=seed, device=device, progress=progress, loss="l2")
 
@@ -121,7 +121,7 @@ def train_depth(setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed: int = 0
               "input_size": setup.input_size, "heatmap_size": setup.heatmap_size,
               "batch_size": setup.batch_size, "lr": setup.lr, "iterations": setup.depth_iterations,
               "epochs": setup.epochs, "milestones": setup.lr_milestones, "gamma": setup.lr_gamma,
-              "train_set": str(Path(data.train.folder).name), "seed": seed}
+              "train_set": str(Path(data.train.folder).name), "seed": seed, **setup.speed_record()}
     return _train(DEPTH_NAME, model, record, train_items, val_items, runs=runs, setup=setup, config=config,
                   seed=seed, device=device, progress=progress, loss=depth_loss, input_key="depth_input")
 

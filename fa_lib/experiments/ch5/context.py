@@ -192,7 +192,7 @@ class Chapter5(ChapterContext):
             "chapter": 5, "format": RUN_FORMAT, "net": asdict(net),
             "model": jsonable(net.fan_kwargs(s.width, s.hg_depth, s.stem_channels)),
             "recipe": asdict(recipe), "inputs": self.inputs_record(recipe),
-            "train": jsonable(s.train_config().to_dict()), "train_set": dataset_identity(self.data.train),
+            "train": jsonable(s.train_config().key_record()), "train_set": dataset_identity(self.data.train),
             "seed": seed}
         if net.stacks > 1:
             record["chain"] = {"previous": run_key(self.run_record(replace(net, stacks=net.stacks - 1), recipe, seed)),

@@ -69,6 +69,8 @@ class Ch5Setup:
     packed_repeats: int = 5
     packed_images: int | None = None
     decoder: str = "quarter"          # heatmaps -> points in every evaluation (fa_lib.heatmaps.DECODERS)
+    cpu_bf16: bool = False            # bfloat16 autocast when training on a CPU
+    channels_last: bool = False       # channels-last memory when training
 
     @property
     def name(self) -> str:
@@ -87,7 +89,8 @@ class Ch5Setup:
         milestones): what the trainer gets and what a run's cache key records."""
         return TrainConfig(optimizer=OPTIMIZER, lr=self.lr, batch_size=self.batch_size, iterations=self.iterations,
                            epochs=None if self.iterations is not None else self.epochs,
-                           lr_milestones=self.lr_milestones, lr_gamma=self.lr_gamma)
+                           lr_milestones=self.lr_milestones, lr_gamma=self.lr_gamma, cpu_bf16=self.cpu_bf16,
+                           channels_last=self.channels_last, val_decoder=self.decoder)
 
     def stage_iterations(self) -> int | None:
         """Optimiser steps of each phase of a stage-wise stack (5.7.2): ``stage_fraction`` of one run
@@ -102,7 +105,8 @@ class Ch5Setup:
                 "lr_gamma": self.lr_gamma, "batch_size": self.batch_size, "iterations": self.iterations,
                 "epochs": self.epochs, "seeds": list(self.seeds), "input_size": self.input_size,
                 "heatmap_size": self.heatmap_size, "width": self.width, "hg_depth": self.hg_depth,
-                "stem_channels": list(self.stem_channels), "train_size": self.train_size}
+                "stem_channels": list(self.stem_channels), "train_size": self.train_size,
+                "cpu_bf16": self.cpu_bf16, "channels_last": self.channels_last}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -151,7 +155,7 @@ def ch5_setup(profile: str | Profile = "quick") -> Ch5Setup:
         # says nothing about how a deployed network would use the machine)
         packed_threads=tuple(dict.fromkeys(c.packed_threads if c.packed_threads is not None else (1, cores))),
         packed_batch=c.packed_batch, packed_repeats=c.packed_repeats, packed_images=c.packed_images,
-        decoder=c.decoder,
+        decoder=c.decoder, cpu_bf16=c.cpu_bf16, channels_last=c.channels_last,
     )
 
 

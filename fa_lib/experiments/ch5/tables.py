@@ -31,8 +31,12 @@ from fa_lib.results import merge_with_paper
 
 EVALUATION = ("NME of eq. 4.1 (sqrt(w*h) of the ground-truth 2D-landmark box), crops from the ground-truth box "
               "without noise, AUC@7%; mean and sample std over seeds")
-MEAN_NME_NOTE = ("AUC@7% is below 1% for every row at this budget (errors mostly above 7%), so the orderings are "
-                 "judged on the mean NME instead (gap = NME of the worse minus NME of the better).")
+#: below this AUC@7% (%) for every run of a table, most faces are above 7% error and the AUC measures
+#: only the tail of a few faces: the table's orderings are judged on the mean NME instead
+AUC_JUDGING_FLOOR = 10.0
+MEAN_NME_NOTE = (f"AUC@7% is below {AUC_JUDGING_FLOOR:.0f}% for every row at this budget (errors mostly above 7%, "
+                 "so the AUC measures only a few faces), so the orderings are judged on the mean NME instead "
+                 "(gap = NME of the worse minus NME of the better).")
 Score = Callable[[RunResult], float]
 
 
@@ -53,10 +57,10 @@ def seed_noise(ctx: Chapter5, score: Score | None = None) -> float | None:
 
 def judging_metric(groups: Iterable[Sequence[RunResult]]) -> tuple[Score, str]:
     """The score orderings are judged on: AUC@7% (the thesis's), unless every run's AUC@7% is below
-    1% (nothing under 7% error, so AUC cannot order them); then minus the mean NME (higher is
-    better in both cases)."""
+    :data:`AUC_JUDGING_FLOOR` (few faces under 7% error, so the AUC orders only a handful of faces);
+    then minus the mean NME (higher is better in both cases)."""
     runs = [r for g in groups for r in g]
-    if runs and max(r.auc for r in runs) < 1.0:
+    if runs and max(r.auc for r in runs) < AUC_JUDGING_FLOOR:
         return (lambda r: -r.mean_nme), "mean NME (%, worse minus better)"
     return (lambda r: r.auc), "AUC@7%"
 

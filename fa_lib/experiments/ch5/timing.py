@@ -16,27 +16,37 @@ from fa_lib.experiments.ch5.scale import BOTTLENECK, BOTTLENECK_REAL, LANDMARKS,
 from fa_lib.experiments.ch5.tables import write_result
 from fa_lib.experiments.registry import ThesisResult, thesis_table
 from fa_lib.models.fan import parameter_count
-from fa_lib.train import stacked_loss
+from fa_lib.train import cpu_has_bf16, stacked_loss
 
 
 def _one_thread_step_seconds(models: dict, images: torch.Tensor, targets: torch.Tensor, lr: float, repeats: int,
-                             steps: int = 1) -> dict:
+                             steps: int = 1, cpu_bf16: bool = False, channels_last: bool = False) -> dict:
     """Minimum CPU seconds of one training step (forward, sigmoid cross-entropy, backward, RMSprop)
     of each model over ``repeats`` rounds, the models interleaved in every round, on one torch thread
-    (as in the training processes), after one untimed warm-up step each (first-call allocations)."""
+    (as in the training processes), after one untimed warm-up step each (first-call allocations).
+    ``cpu_bf16`` / ``channels_last``: as the profile trains (:class:`fa_lib.train.Trainer`)."""
+    if channels_last:
+        models = {key: m.to(memory_format=torch.channels_last) for key, m in models.items()}
+        images = images.contiguous(memory_format=torch.channels_last)
+    bf16 = cpu_bf16 and cpu_has_bf16()
+
+    def loss_of(model):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            outputs = model(images)
+        return stacked_loss([o.float() for o in outputs], targets, "sigmoid_bce")
+
     opts = {key: torch.optim.RMSprop(m.parameters(), lr=lr) for key, m in models.items()}
     best = {key: float("inf") for key in models}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one core, as in the training processes
     try:
         for key, model in models.items():  # warm-up: first-call allocations are not timed
-            loss = stacked_loss(model(images), targets, "sigmoid_bce")
-            loss.backward()
+            loss_of(model).backward()
         for _ in range(repeats):
             for key, model in models.items():
                 start = time.process_time()
                 for _ in range(steps):
-                    loss = stacked_loss(model(images), targets, "sigmoid_bce")
+                    loss = loss_of(model)
                     opts[key].zero_grad()
                     loss.backward()
                     opts[key].step()
@@ -57,28 +67,31 @@ def measure_step_seconds(ctx: Chapter5, nets: Sequence[NetSpec], steps: int = 2,
     images = torch.stack([b["image"] for b in batch_items])
     targets = torch.stack([b["heatmaps"] for b in batch_items])
     models = {net: net.build(ctx.setup) for net in nets}
-    return _one_thread_step_seconds(models, images, targets, ctx.setup.lr, repeats, steps)
+    return _one_thread_step_seconds(models, images, targets, ctx.setup.lr, repeats, steps,
+                                    ctx.setup.cpu_bf16, ctx.setup.channels_last)
 
 
 def _step_seconds(model: nn.Module, setup: Ch5Setup, repeats: int) -> float:
     """CPU seconds of one training step of ``model`` on random inputs of ``setup``'s size."""
     images = torch.rand(setup.batch_size, 3, setup.input_size, setup.input_size)
     target = torch.rand(setup.batch_size, 68, setup.heatmap_size, setup.heatmap_size)
-    return _one_thread_step_seconds({0: model}, images, target, setup.lr, repeats)[0]
+    return _one_thread_step_seconds({0: model}, images, target, setup.lr, repeats, 1, setup.cpu_bf16,
+                                    setup.channels_last)[0]
 
 
 def candidate_step_times(ctx: Chapter5, candidates: Sequence[tuple[int, int, int]] | None = None,
                          repeats: int | None = None) -> pd.DataFrame:
     """CPU seconds of one training step of binary "Ours, Final" at candidate scales (input px, width,
-    hourglass depth), each on one thread. Default candidates: the profile's own scale, half and double
-    its width, and 1.5x / 2x its input size."""
+    hourglass depth), each on one thread, in the profile's training precision and memory layout.
+    Default candidates: the profile's own scale, half and double its width, 2/3 of its input size, and
+    4/3 of it with one more hourglass level."""
     s = ctx.setup
     repeats = s.timing_repeats if repeats is None else int(repeats)
     if candidates is None:
         candidates = [(s.input_size, s.width, s.hg_depth), (s.input_size, max(8, s.width // 2), s.hg_depth),
                       (s.input_size, 2 * s.width, s.hg_depth),
-                      (s.input_size * 3 // 2 // 8 * 8, s.width, s.hg_depth + 1),
-                      (2 * s.input_size, s.width, s.hg_depth + 1)]
+                      (max(16, s.input_size * 2 // 3 // 8 * 8), s.width, s.hg_depth),
+                      (s.input_size * 4 // 3 // 8 * 8, s.width, s.hg_depth + 1)]
     rows = []
     for inp, width, depth in dict.fromkeys(candidates):
         if (inp // 4) % 2 ** depth:
