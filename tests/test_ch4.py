@@ -56,6 +56,14 @@ def test_knobs_reach_the_setup_and_unknown_knobs_are_rejected():
         with_knobs("smoke", "ch4", iterations="3")
 
 
+def test_speed_switches_reach_the_trainer_and_the_run_key_only_when_on():
+    quick, smoke = ch4_setup("quick"), ch4_setup("smoke")
+    assert quick.cpu_bf16 and quick.channels_last and quick.speed_record() == {"cpu_bf16": True, "channels_last": True}
+    assert smoke.speed_record() == {}   # keys of runs made before the switches existed stay valid
+    kwargs = quick.train_config().trainer_kwargs()
+    assert kwargs["cpu_bf16"] and kwargs["channels_last"] and kwargs["val_decoder"] == quick.decoder
+
+
 def test_every_builder_is_registered_and_documented():
     registered = {(b.kind, b.thesis_id): b for b in builders(4)}
     assert set(registered) == {("table", t) for t in TABLES} | {("figure", f) for f in FIGURES}

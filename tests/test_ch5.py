@@ -76,6 +76,10 @@ def test_setup_reads_the_typed_profile_section():
     # packed inference is timed on one thread first (the explorer's speed), and on a subset on the CPU for full
     assert quick.packed_threads[0] == 1 and quick.packed_images is None
     assert full.packed_images is not None and full.packed_batch <= quick.packed_batch
+    # the speed switches reach the trainer; the thesis's float32 training stays the default
+    assert quick.train_config().trainer_kwargs()["cpu_bf16"] and quick.train_config().channels_last
+    assert not full.cpu_bf16 and "cpu_bf16" not in config.key_record()
+    assert quick.train_config().key_record()["cpu_bf16"] is True
 
 
 def test_default_sweeps_follow_the_thesis_rules():
