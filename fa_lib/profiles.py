@@ -151,7 +151,8 @@ class Ch4Scale(Section):
     Network: ``input_size``/``heatmap_size`` (256/64), ``stacks`` (4), ``width`` (256), ``hg_depth``
     (4), ``pooling`` (the Torch7 models used max), ``stem_channels`` (official (64, 128)).
     Training: RMSprop, ``batch_size``, ``lr`` (2D-to-3D-FAN: ``lr_2d_to_3d``), ``iterations`` (or
-    ``epochs`` when None), ``lr_milestones`` (fractions of the run) / ``lr_gamma``, ``val_fraction``,
+    ``epochs`` when None; 2D-to-3D-FAN: ``iterations_2d_to_3d``, None: the same), ``lr_milestones``
+    (fractions of the run) / ``lr_gamma``, ``val_fraction``,
     ``sigma`` (std of the target Gaussians in heatmap px). Depth network (4.8): ResNet with
     ``depth_layers`` bottlenecks per stage (ResNet-152: (3, 8, 36, 3)) on ``depth_input_size`` px,
     ``depth_iterations`` steps (None: as the FANs). Table 4.4: ``size_rows`` (labels of the rows to
@@ -177,6 +178,7 @@ class Ch4Scale(Section):
     lr: float = 1e-4
     lr_2d_to_3d: float = 1e-3
     iterations: int | None = None
+    iterations_2d_to_3d: int | None = None
     epochs: int | None = 40
     lr_milestones: tuple[float, ...] = (15 / 40, 30 / 40)
     lr_gamma: float = 0.1
@@ -312,7 +314,8 @@ _PROFILES: dict[str, Profile] = {
         data=DataScale(image_size=256, train_size=3000, test_size=600, pifa_size=300,
                        lowres_train_size=3000, lowres_test_size=300, parsing_size=600),
         ch4=Ch4Scale(input_size=128, heatmap_size=32, stacks=1, width=64, hg_depth=3, stem_channels=(32, 64),
-                     batch_size=10, lr=1e-3, lr_2d_to_3d=1e-3, iterations=4500, epochs=None,
+                     batch_size=10, lr=1e-3, lr_2d_to_3d=1e-3, iterations=9000, iterations_2d_to_3d=4500,
+                     epochs=None,
                      lr_milestones=(0.8,), sigma=2.0, depth_layers=(1, 1, 1, 1), depth_input_size=64,
                      depth_iterations=1500, size_iterations=1500, resolutions=(10, 15, 20, 30, 40, 60, 80),
                      convert_images=150, loader_workers=1, decoder="subpixel", cpu_bf16=True,

@@ -50,6 +50,8 @@ def test_knobs_reach_the_setup_and_unknown_knobs_are_rejected():
     assert setup.iterations == 2 and setup.depth_iterations == 2   # unset: the FANs' budget
     assert [r[0] for r in setup.size_rows] == ["6M", "2M"]
     assert ch4_setup(with_knobs("smoke", "ch4", depth_iterations=5)).depth_iterations == 5
+    assert setup.iterations_2d_to_3d == 2                            # unset: the FANs' budget
+    assert ch4_setup(with_knobs("smoke", "ch4", iterations_2d_to_3d=7)).iterations_2d_to_3d == 7
     with pytest.raises(ValueError, match="unknown ch4 knob"):
         with_knobs("smoke", "ch4", iteratons=3)
     with pytest.raises(TypeError):

@@ -67,6 +67,7 @@ class Ch4Setup:
     size_iterations: int | None = None   # Table 4.4's budget per variant (None: the 3D-FAN budget)
     convert_images: int | None = None    # test faces given to convert-ls3dw for Fig. 4.6 (None: all)
     decoder: str = "quarter"             # heatmaps -> points in every evaluation (fa_lib.heatmaps.DECODERS)
+    iterations_2d_to_3d: int | None = None  # 2D-to-3D-FAN's budget (None: ``iterations``)
     cpu_bf16: bool = False               # bfloat16 autocast when training on a CPU
     channels_last: bool = False          # channels-last memory when training
 
@@ -124,7 +125,8 @@ def ch4_setup(profile: str | Profile = "quick") -> Ch4Setup:
         size_rows=size_rows, resolutions=tuple(s.resolutions), train_size=data.train_size,
         test_size=data.test_size, image_size=data.image_size, speed_thesis_scale=bool(s.speed_thesis_scale),
         loader_workers=s.loader_workers, size_iterations=s.size_iterations, convert_images=s.convert_images,
-        decoder=s.decoder, cpu_bf16=s.cpu_bf16, channels_last=s.channels_last)
+        decoder=s.decoder, cpu_bf16=s.cpu_bf16, channels_last=s.channels_last,
+        iterations_2d_to_3d=s.iterations if s.iterations_2d_to_3d is None else s.iterations_2d_to_3d)
 
 
 def size_budget_setup(setup: Ch4Setup) -> Ch4Setup:

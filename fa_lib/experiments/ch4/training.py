@@ -94,12 +94,13 @@ def train_fan(kind: str, setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed
     train_items, val_items = split_items(
         data.train, setup, seed, fan_inputs(setup, landmarks, augment=augmentation, guide=guided),
         fan_inputs(setup, landmarks, augment=eval_augmentation(EVAL_BOX_NOISE), guide=guided))
-    config = setup.train_config(lr=setup.lr_2d_to_3d if guided else setup.lr)
+    iterations = setup.iterations_2d_to_3d if guided else setup.iterations
+    config = setup.train_config(lr=setup.lr_2d_to_3d if guided else setup.lr, iterations=iterations)
     # the run's key: exactly the record the chapter has always used (cached runs stay valid)
     record = {"kind": kind, "fan": setup.fan_kwargs(stacks, width), "in_channels": model.in_channels,
               "augmentation": augmentation.to_dict(), "input_size": setup.input_size,
               "heatmap_size": setup.heatmap_size, "sigma": setup.sigma, "batch_size": setup.batch_size,
-              "lr": config.lr, "iterations": setup.iterations, "epochs": setup.epochs,
+              "lr": config.lr, "iterations": iterations, "epochs": setup.epochs,
               "milestones": setup.lr_milestones, "gamma": setup.lr_gamma, "val_fraction": setup.val_fraction,
               "train_set": str(Path(data.train.folder).name), "seed": seed, **setup.speed_record()}
     return _train(name or FAN_KINDS[kind], model, record, train_items, val_items, runs=runs, setup=setup,
