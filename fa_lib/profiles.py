@@ -139,9 +139,12 @@ class TrainConfig(Section):
         record = self.to_dict()
         record.pop("val_decoder")
         for switch in ("cpu_bf16", "channels_last"):
-            if not record[switch]:
-                record.pop(switch)
-        return record
+            record.pop(switch)
+        return {**record, **self.speed_record()}
+
+    def speed_record(self) -> dict[str, bool]:
+        """The training-speed switches that are on (they change the rounding, so the weights)."""
+        return {k: True for k in ("cpu_bf16", "channels_last") if getattr(self, k)}
 
 
 @dataclass(frozen=True)

@@ -90,9 +90,9 @@ class Ch4Setup:
                            channels_last=self.channels_last, val_decoder=self.decoder)
 
     def speed_record(self) -> dict[str, bool]:
-        """The training-speed switches that are on (part of a run's cache key: they change the
-        rounding, so the weights)."""
-        return {k: True for k in ("cpu_bf16", "channels_last") if getattr(self, k)}
+        """The training-speed switches that are on (part of a run's cache key; the rule of
+        :meth:`fa_lib.profiles.TrainConfig.speed_record`)."""
+        return self.train_config().speed_record()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
