@@ -16,10 +16,12 @@ of a batch goes through the network in one forward pass (chunks of ``batch_size`
 faces per image are returned, flip test-time augmentation is optional (off by default), nothing is
 ever downloaded, and a batch goes on when one of its images fails (the error is reported per image).
 
-Weights: ``weights=PATH`` takes an official face-alignment checkpoint (2DFAN4 / 3DFAN4, plain,
+Weights: with none given, "2D" and "3D" use the project's own 2D-FAN and 3D-FAN bundled with the
+package (:mod:`fa_lib.bundled`: trained on synthetic faces by the quick profile; their manifest gives
+their accuracy). ``weights=PATH`` takes an official face-alignment checkpoint (2DFAN4 / 3DFAN4, plain,
 ``{"state_dict": ...}`` or TorchScript; and ``depth_weights=PATH`` for the official depth network) or
-a checkpoint written by this project's trainer (:func:`fa_lib.models.save_model`). No pretrained
-weights ship with this project; without weights the aligner refuses to run unless
+a checkpoint of this project (:func:`fa_lib.models.save_model`, a run folder's ``model.pt`` or a
+trainer's ``last.pt``). Without weights for "3D-full" the aligner refuses to run unless
 ``allow_random_weights=True`` (tests, timing). A network already in memory (e.g. one the chapter-4
 experiments trained on smaller crops) becomes an aligner with :meth:`FaceAligner.from_network`
 (its crop side and heatmap side given); every ``FaceAligner`` is a
@@ -50,8 +52,9 @@ from .heatmaps import (DECODERS, decode_heatmaps, decode_heatmaps_subpixel, heat
 from .inference import optimize_for_inference
 from .landmarks import FLIP_PERMUTATION_68
 from .models import FAN, FanFull, ResNetDepth
-from .models.checkpoints import (checkpoint_input_size, load_fan_checkpoint, load_model, load_official_depth,
-                                 load_weights)
+from . import bundled
+from .models.checkpoints import (checkpoint_extra, checkpoint_input_size, describe_checkpoint, load_fan_checkpoint,
+                                 load_model, load_official_depth, load_weights)
 from .peers import LandmarkPredictor
 
 __all__ = ["FaceAligner", "Faces", "load_network", "read_image", "optimize_for_inference",
@@ -59,17 +62,19 @@ __all__ = ["FaceAligner", "Faces", "load_network", "read_image", "optimize_for_i
            "landmarks_main"]
 
 LANDMARK_TYPES = ("2D", "3D", "3D-full")
+#: faces are searched for on a copy of a photo no larger than this (px, longer side): detectors find
+#: faces of photo size at this resolution, and a 12000 px photo would cost gigabytes and minutes
+DETECT_MAX_SIDE = 2048
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 INPUT_SIZE, HEATMAP_SIZE = 256, 64
 
 NO_WEIGHTS_MESSAGE = (
-    "FaceAligner needs trained weights and none ship with fa_lib (nothing is ever downloaded). "
-    "Either pass weights=PATH to (a) a checkpoint trained with this project "
-    "(fa_lib.train, e.g. the chapter-4 notebook or `fa-lib reproduce --profile full`; saved by "
-    "fa_lib.models.save_model), or (b) an official face-alignment checkpoint you obtained "
-    "yourself (2DFAN4 for landmarks='2D', 3DFAN4 for '3D'; for '3D-full' also "
-    "depth_weights=PATH to the official depth network). For tests and timing only, "
-    "allow_random_weights=True runs an untrained network (its landmarks are meaningless).")
+    "no trained weights for these landmarks: the package bundles its own 2D-FAN and 3D-FAN only (for "
+    "'2D' and '3D'; nothing is ever downloaded). Give --weights PATH (FaceAligner(weights=PATH)): a "
+    "checkpoint trained with this project (a run folder's model.pt or last.pt, or a file saved by "
+    "fa_lib.models.save_model) or an official face-alignment checkpoint you obtained yourself (2DFAN4 for "
+    "2D, 3DFAN4 for 3D); '3D-full' also needs --depth-weights PATH (the official depth network or one "
+    "of ours). For tests and timing only, FaceAligner(allow_random_weights=True) runs an untrained network.")
 
 
 # ------------------------------------------------------------------------------ results
@@ -212,9 +217,12 @@ class FaceAligner(LandmarkPredictor):
     Args:
         landmarks: "2D", "3D" or "3D-full".
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N" (:func:`fa_lib.device.resolve_device`).
-        detector: "dlib" (HOG), "opencv" (Haar cascades), a :class:`~fa_lib.detectors.FaceDetector`,
+        detector: "dlib-cnn" (dlib's CNN, the default), "dlib" (HOG), "opencv" (Haar cascades), a
+            :class:`~fa_lib.detectors.FaceDetector`,
             any callable image -> (K, 4|5) boxes, or None (then pass ``boxes`` to every call).
-        weights, depth_weights, network, allow_random_weights: see :func:`load_network`
+        weights, depth_weights, network, allow_random_weights: see :func:`load_network`; with none of
+            them, "2D" and "3D" use the networks bundled with the package (:mod:`fa_lib.bundled`;
+            ``self.bundled`` is then their manifest entry)
             (``network`` may be an already-built FAN / FanFull; :meth:`from_network` is the short way).
         flip_tta: also run the mirrored crop and average the un-mirrored heatmaps (in the same
             forward pass; twice the compute).
@@ -231,20 +239,31 @@ class FaceAligner(LandmarkPredictor):
         antialias: shrink the image with area averaging before cropping a face more than twice the
             crop's side (default); False crops exactly as :func:`fa_lib.geometry.crop_image`.
         name: the predictor's name in result tables (default ``"FaceAligner (<landmarks>)"``).
-        decoder: how heatmaps become points: ``"quarter"`` (the official FAN rule: argmax moved a
-            quarter pixel toward the larger neighbour; what the official checkpoints were evaluated
-            with) or ``"subpixel"`` (a Newton step on the smoothed log-heatmap,
+        decoder: how heatmaps become points (None: what a checkpoint of this project records, e.g.
+            the bundled networks' ``"subpixel"``, else ``"quarter"``): ``"quarter"`` (the official FAN
+            rule: argmax moved a quarter pixel toward the larger neighbour; what the official
+            checkpoints were evaluated with) or ``"subpixel"`` (a Newton step on the smoothed log-heatmap,
             :func:`fa_lib.heatmaps.decode_heatmaps_subpixel`: smoother points, no quarter-pixel
             quantisation, which matters most on small heatmaps). Points are never rounded.
     """
 
-    def __init__(self, landmarks: str = "2D", device: str = "auto", detector="dlib", weights=None,
+    def __init__(self, landmarks: str = "2D", device: str = "auto", detector="dlib-cnn", weights=None,
                  network=None, flip_tta: bool = False, batch_size: int = 16, depth_weights=None,
                  allow_random_weights: bool = False, optimize: bool = True, compile: bool = False,
                  input_size: int | None = None, heatmap_size: int | None = None, antialias: bool = True,
-                 name: str | None = None, decoder: str = "quarter"):
+                 name: str | None = None, decoder: str | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        #: the bundled network's manifest entry when no weights were given (:mod:`fa_lib.bundled`)
+        self.bundled: dict | None = None
+        if weights is None and network is None and not allow_random_weights and landmarks in bundled.NETWORKS:
+            try:
+                weights, self.bundled = bundled.bundled_weights(landmarks)
+            except FileNotFoundError:
+                pass  # load_network explains what to pass
+        if decoder is None:
+            decoder = checkpoint_extra(weights).get("decoder", "quarter") if isinstance(
+                weights, (str, os.PathLike)) else "quarter"
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self.decoder = decoder
@@ -338,12 +357,27 @@ class FaceAligner(LandmarkPredictor):
 
     # -- faces -----------------------------------------------------------------------
     def _boxes_for(self, image: np.ndarray, boxes) -> np.ndarray:
+        """The face boxes of ``image`` (full-resolution px): given, or detected. A large photo is
+        searched on a copy shrunk to :data:`DETECT_MAX_SIDE` px (area averaging), its boxes scaled
+        back; the faces are then cropped from the original."""
         if boxes is not None:
             return _as_scored_boxes(boxes, "boxes")
         if self.detector is None:
             raise ValueError("this FaceAligner has no detector (detector=None): pass boxes=[[x1, y1, "
                              "x2, y2], ...] for every image")
-        return self.detector.detect(image)
+        height, width = image.shape[:2]
+        shrink = max(height, width) / DETECT_MAX_SIDE
+        if shrink <= 1.0:
+            return self.detector.detect(image)
+        import cv2
+
+        size = (max(1, round(width / shrink)), max(1, round(height / shrink)))
+        found = np.array(self.detector.detect(cv2.resize(image, size, interpolation=cv2.INTER_AREA)),
+                         np.float32, copy=True)
+        if len(found):  # small px -> full px (continuous convention: x scales by W / w)
+            found[:, [0, 2]] *= width / size[0]
+            found[:, [1, 3]] *= height / size[1]
+        return found
 
     def get_landmarks_from_batch(self, images: Sequence, boxes: Sequence | None = None,
                                  return_details: bool = False, names: Sequence[str] | None = None,
@@ -519,8 +553,9 @@ def _read_boxes_json(path: str, files: list[Path]) -> list | None:
 
 
 def landmarks_main(args: argparse.Namespace) -> int:
-    """``fa-lib landmarks``: exit code 0 when at least one image was processed, 1 when none could
-    be, 2 when the aligner cannot be built (e.g. no weights)."""
+    """``fa-lib landmarks``: exit code 0 when every image was processed (with or without a face), 1
+    when any image failed (the others are still written), 2 when the aligner cannot be built (e.g.
+    unreadable weights). Ends with one summary line: processed / no face / failed."""
     files = _expand_inputs(args.images)
     if not files:
         print("fa-lib landmarks: no images given", file=sys.stderr)
@@ -537,9 +572,13 @@ def landmarks_main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"fa-lib landmarks: {error}", file=sys.stderr)
         return 2
+    if aligner.bundled is not None:
+        print(f"fa-lib landmarks: using {bundled.describe(aligner.bundled)}", file=sys.stderr)
+    elif args.weights:
+        print(f"fa-lib landmarks: weights {describe_checkpoint(args.weights)}", file=sys.stderr)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    processed = n_faces = 0
+    processed = n_faces = no_face = failed = 0
     used_stems: set[str] = set()
     from tqdm.auto import tqdm
 
@@ -553,6 +592,7 @@ def landmarks_main(args: argparse.Namespace) -> int:
         for file, faces in zip(chunk, results):
             if faces.error:
                 print(f"  {file}: FAILED: {faces.error}", file=sys.stderr)
+                failed += 1
                 continue
             stem = file.stem
             k = 2
@@ -563,31 +603,39 @@ def landmarks_main(args: argparse.Namespace) -> int:
             _write_outputs(out_dir, stem, image, faces, args.landmarks)
             processed += 1
             n_faces += len(faces.landmarks)
+            no_face += not faces.landmarks
             if faces.note:
                 print(f"  {file}: {faces.note}", file=sys.stderr)
-    print(f"fa-lib landmarks: {processed}/{len(files)} images processed, {n_faces} faces, "
-          f"outputs in {out_dir}")
-    return 0 if processed else 1
+    print(f"fa-lib landmarks: {len(files)} images: {processed} processed ({n_faces} faces), {no_face} with no "
+          f"face, {failed} failed; outputs in {out_dir}")
+    return 1 if failed else 0
 
 
 def add_landmarks_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``fa-lib landmarks`` on an argparse subparsers object."""
     parser = subparsers.add_parser(
         "landmarks", help="68 landmarks of the faces in photos (JSON, CSV, overlay PNG per image)",
-        description="Detect faces and localise 68 landmarks with a trained FAN. No weights ship "
-                    "with fa_lib: pass --weights (see FaceAligner).")
+        description="Detect faces and localise 68 landmarks with a trained FAN: by default the project's "
+                    "own 2D-FAN / 3D-FAN bundled with the package (trained on synthetic faces); --weights "
+                    "takes an official face-alignment checkpoint or any checkpoint of this project.")
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--landmarks", default="2D", choices=LANDMARK_TYPES)
-    parser.add_argument("--weights", default=None, help="FAN checkpoint (ours or official)")
+    parser.add_argument("--weights", default=None,
+                        help="FAN checkpoint: official, or ours (a saved model, a run's model.pt, a trainer's "
+                             "last.pt); default: the bundled network")
     parser.add_argument("--depth-weights", default=None, help="depth network checkpoint (3D-full)")
-    parser.add_argument("--detector", default="dlib", choices=["dlib", "opencv", "none"])
+    parser.add_argument("--detector", default="dlib-cnn", choices=["dlib-cnn", "dlib", "opencv", "none"],
+                        help="face detector: dlib's CNN (default: every annotated real test face found, ~1-3 s "
+                             "per photo on one CPU thread), dlib's HOG (fast, frontal faces), OpenCV's Haar "
+                             "cascades, or none (give --boxes)")
     parser.add_argument("--boxes", default=None,
                         help="JSON file: a list of [x1, y1, x2, y2] boxes for every image, or "
                              "{image path or file name: boxes}; images without an entry are detected")
     parser.add_argument("--flip", action="store_true", help="flip test-time augmentation")
-    parser.add_argument("--decoder", default="quarter", choices=list(DECODERS),
-                        help="heatmap decoding: the official quarter-pixel rule or the sub-pixel fit")
+    parser.add_argument("--decoder", default=None, choices=list(DECODERS),
+                        help="heatmap decoding: the official quarter-pixel rule or the sub-pixel fit (default: "
+                             "what the weights record, else quarter)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -41,7 +41,10 @@ from typing import Any
 
 import pandas as pd
 
+from fa_lib.compare import COMPARE_FILE, FINDINGS_FILE
 from fa_lib.experiments import registry
+from fa_lib.experiments.verdict import Verdict
+from fa_lib.tableshape import readable as _readable, thesis_shape
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 THESIS_TABLES_CSV = PACKAGE_DIR / "thesis_tables.csv"
@@ -196,8 +199,25 @@ def reproduced_table_ids(tables_dir: Path) -> list[str]:
     return sorted(ids, key=registry.id_sort_key)
 
 
+def _short_date(text: Any) -> str:
+    return str(text)[:10]
+
+
+def _machine_words(provenance: dict) -> str | None:
+    """"cpu (AMD EPYC, 2 cores)" from the device and the machine record (older records: device only)."""
+    device = provenance.get("device")
+    machine = provenance.get("machine") if isinstance(provenance.get("machine"), dict) else {}
+    cpu, cores = machine.get("cpu"), machine.get("cpu_count")
+    inside = ", ".join(str(p) for p in (cpu, f"{cores} cores" if cores else None) if p)
+    if device and inside:
+        return f"{device} ({inside})"
+    return device or inside or None
+
+
 def provenance_line(provenance: dict | None) -> str:
-    """One sentence saying how the numbers were obtained (only fields that are present)."""
+    """One short line saying how the numbers were obtained: profile, data and size, seed, device and
+    CPU, wall time, commit, date (only the fields that are present; the training budget and the
+    rest go to :func:`provenance_details`)."""
     if provenance is None:
         return "Provenance file missing: how these numbers were obtained is unknown."
     parts = []
@@ -206,23 +226,64 @@ def provenance_line(provenance: dict | None) -> str:
     dataset = provenance.get("dataset")
     if dataset:
         size = provenance.get("dataset_size")
-        parts.append(f"data: {dataset}" + (f" ({size} samples)" if size not in (None, "") else ""))
+        parts.append(_escape(dataset) + (f" ({size} samples)" if size not in (None, "") else ""))
     if provenance.get("seed") is not None:
         parts.append(f"seed {provenance['seed']}")
-    if provenance.get("training_budget") not in (None, "", {}):
-        budget = provenance["training_budget"]
-        if isinstance(budget, dict):
-            budget = ", ".join(f"{k} {v}" for k, v in budget.items())
-        parts.append(f"training budget: {budget}")
-    if provenance.get("device"):
-        parts.append(f"device {provenance['device']}")
+    machine = _machine_words(provenance)
+    if machine:
+        parts.append(_escape(machine))
     if provenance.get("wall_time_s") is not None:
-        parts.append(f"wall time {format_value(provenance['wall_time_s'])} s")
+        parts.append(f"wall time {_readable(provenance['wall_time_s'])} s")
     if provenance.get("git_commit"):
         parts.append(f"commit `{str(provenance['git_commit'])[:12]}`")
     if provenance.get("created"):
-        parts.append(f"written {provenance['created']}")
-    return "Reproduced with " + "; ".join(parts) + "." if parts else "Provenance file is empty."
+        parts.append(_short_date(provenance["created"]))
+    return "Reproduced with " + " · ".join(parts) + "." if parts else "Provenance file is empty."
+
+
+def _setting_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_setting_value(v) for v in value) if value else "—"
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_setting_value(v)}" for k, v in value.items())
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return _readable(value)
+    return str(value)
+
+
+def provenance_details(provenance: dict | None) -> str:
+    """A collapsed block (sphinx-design dropdown) with the training budget and the machine as small
+    tables; empty when the provenance has neither."""
+    if not provenance:
+        return ""
+    sections = []
+    budget = provenance.get("training_budget")
+    if isinstance(budget, dict) and budget and all(isinstance(v, dict) for v in budget.values()):
+        # one budget per network: settings as rows, networks as columns
+        keys = list(dict.fromkeys(k for v in budget.values() for k in v))
+        head = "| setting | " + " | ".join(_escape(n) for n in budget) + " |"
+        rows = "\n".join(f"| {_escape(k)} | " + " | ".join(
+            _escape(_setting_value(v.get(k))) for v in budget.values()) + " |" for k in keys)
+        sections.append("**Training budget**\n\n" + head + "\n|:--|" + ":--|" * len(budget) + "\n" + rows)
+    elif isinstance(budget, dict) and budget:
+        rows = "\n".join(f"| {_escape(k)} | {_escape(_setting_value(v))} |" for k, v in budget.items())
+        sections.append("**Training budget**\n\n| setting | value |\n|:--|:--|\n" + rows)
+    elif budget not in (None, "", {}):
+        sections.append(f"**Training budget**: {_escape(budget)}")
+    machine = provenance.get("machine")
+    if isinstance(machine, dict) and machine:
+        rows = "\n".join(f"| {_escape(k)} | {_escape(_setting_value(v))} |" for k, v in machine.items())
+        sections.append("**Machine**\n\n| | |\n|:--|:--|\n" + rows)
+    versions = provenance.get("library_versions")
+    if isinstance(versions, dict) and versions:
+        sections.append("**Libraries**: " + _escape(", ".join(f"{k} {v}" for k, v in versions.items())))
+    if not sections:
+        return ""
+    return ":::{dropdown} Training budget and machine\n" + "\n\n".join(sections) + "\n:::"
 
 
 def _scale_warning(provenance: dict | None) -> str | None:
@@ -241,18 +302,42 @@ def _scale_warning(provenance: dict | None) -> str | None:
     return ":::{warning}\n" + text + "\n:::"
 
 
-def _markdown_table(rows: list[tuple[str, str, str, str]]) -> str:
-    lines = ["| Row | Column | Thesis | Reproduced |", "|:--|:--|--:|--:|"]
-    previous_row = None
-    for row, column, paper, reproduced in rows:
-        shown_row = "" if row == previous_row else _escape(row)
-        previous_row = row
-        lines.append(f"| {shown_row} | {_escape(column)} | {paper} | {reproduced} |")
+#: sphinx-design badge colour of each verdict outcome
+OUTCOME_BADGES = {"holds": "success", "reversed": "danger", "within noise": "secondary", "single seed": "info",
+                  "not measurable": "warning"}
+
+
+def render_verdicts(provenance: dict | None) -> str:
+    """The thesis findings a table checks, each with its coloured outcome (holds / reversed / within
+    noise / single seed / not measurable at this scale) and the numbers compared."""
+    records = (provenance or {}).get("verdicts") or []
+    lines = []
+    for record in records:
+        try:
+            verdict = Verdict.from_dict(record)
+        except (TypeError, ValueError):
+            continue
+        lines.append(f"- {{bdg-{OUTCOME_BADGES[verdict.outcome]}}}`{verdict.label}` {verdict.details()}")
+    return "**The thesis's findings, judged on our numbers:**\n\n" + "\n".join(lines) if lines else ""
+
+
+def shaped_table(thesis_cells: pd.DataFrame, cells: pd.DataFrame | None) -> str:
+    """The table in the thesis's shape (:func:`fa_lib.tableshape.thesis_shape`) as Markdown: ours-only
+    columns marked *(ours)*, ours-only rows under a separating row."""
+    grid = thesis_shape(thesis_cells, cells)
+    columns = list(grid.frame.columns)
+    names = [_escape(c) + (" *(ours)*" if c in grid.extra_columns and not grid.ours_only else "") for c in columns]
+    lines = ["| | " + " | ".join(names) + " |", "|:--|" + "--:|" * len(columns)]
+    for row, values in grid.frame.iterrows():
+        if row in grid.extra_rows and row == grid.extra_rows[0] and not grid.ours_only:
+            lines.append("| ***ours only (not in the thesis):*** |" + " |" * len(columns))
+        lines.append(f"| {_escape(row)} | " + " | ".join(_escape(v) for v in values) + " |")
     return "\n".join(lines)
 
 
 def render_table(table_id: str, thesis: pd.DataFrame, reproduced: ReproducedTable | None) -> str:
-    """MyST for one table: heading, caption, status, paper vs reproduced cells, provenance."""
+    """MyST for one table: heading, caption, status, the findings' verdicts, the table in the thesis's
+    shape (ours / thesis), the provenance line and a collapsed block with the training budget."""
     paper_cells = thesis[thesis["table"] == table_id]
     metric = ", ".join(dict.fromkeys(m for m in paper_cells["metric"] if m))
     provenance = reproduced.provenance if reproduced else None
@@ -260,42 +345,48 @@ def render_table(table_id: str, thesis: pd.DataFrame, reproduced: ReproducedTabl
     heading = f"### Table {table_id}" + (f" ({metric})" if metric else "")
     out = [f"({'table-' + table_id.replace('.', '-')})=", heading, "", f"*{_escape(caption)}*" if caption else ""]
     if reproduced is None:
-        rows = [(r.row, r.column, _escape(r.value), NOT_REPRODUCED) for r in paper_cells.itertuples()]
-        out += ["", f"**Not reproduced yet**: no `results/tables/table_{table_id}.csv`. The thesis's values:", ""]
-        out.append(_markdown_table(rows) if rows else "*(the thesis tables file has no cells for this table)*")
+        out += ["", f"**Not reproduced yet**: no `results/tables/table_{table_id}.csv`. The thesis's values "
+                "(each cell: ours / thesis):", ""]
+        out.append(shaped_table(paper_cells, None) if len(paper_cells) else
+                   "*(the thesis tables file has no cells for this table)*")
         return "\n".join(out) + "\n"
     if paper_cells.empty:
         return _render_additional_table(table_id, caption, reproduced)
-    rows = []
-    n_done = 0
-    for r in reproduced.cells.itertuples():
-        value = format_value(r.reproduced)
-        n_done += bool(value)
-        rows.append((r.row, r.column, _escape(r.paper) if str(r.paper).strip() else "—",
-                     value if value else NOT_REPRODUCED))
-    status = (f"**Reproduced**: {n_done} of {len(rows)} cells" if n_done else
+    cells = reproduced.cells
+    thesis_keys = {(str(r.row), str(r.column)) for r in paper_cells.itertuples()}
+    done = {(str(r.row), str(r.column)) for r in cells.itertuples() if format_value(r.reproduced) != ""}
+    n_done = len(done & thesis_keys)
+    status = (f"**Reproduced**: {n_done} of {len(thesis_keys)} thesis cells" if done else
               "**Not reproduced yet**: the results file has no reproduced values")
-    out += ["", status + f" (from `results/tables/table_{table_id}.csv`; cells marked *not reproduced yet* "
-            "are rows of other authors' methods or variants not run).", "",
-            _markdown_table(rows), "", provenance_line(provenance)]
-    warning = _scale_warning(provenance) if n_done else None
+    out += ["", status + " (each cell: ours / thesis; — where we have no number: rows of other authors' "
+            f"methods or variants not run; from `results/tables/table_{table_id}.csv`).", ""]
+    verdicts = render_verdicts(provenance)
+    if verdicts:
+        out += [verdicts, ""]
+    out += [shaped_table(paper_cells, cells), "", provenance_line(provenance)]
+    details = provenance_details(provenance)
+    if details:
+        out += ["", details]
+    warning = _scale_warning(provenance) if done else None
     if warning:
         out += ["", warning]
     return "\n".join(out) + "\n"
 
 
 def _render_additional_table(table_id: str, caption: str, reproduced: ReproducedTable) -> str:
-    """A result table the thesis does not have (an extra analysis): its values and provenance only."""
+    """A result table the thesis does not have (an extra analysis): its values in rows and columns,
+    its verdicts and provenance."""
     out = [f"({'table-' + table_id.replace('.', '-')})=", f"### Additional table {_escape(table_id)}", "",
            (f"*{_escape(caption)}* " if caption else "") + f"(Not a thesis table; from "
-           f"`results/tables/table_{table_id}.csv`.)", "", "| Row | Column | Value |", "|:--|:--|--:|"]
-    previous_row = None
-    for r in reproduced.cells.itertuples():
-        shown_row = "" if r.row == previous_row else _escape(r.row)
-        previous_row = r.row
-        value = format_value(r.reproduced)
-        out.append(f"| {shown_row} | {_escape(r.column)} | {value if value else '—'} |")
-    out += ["", provenance_line(reproduced.provenance)]
+           f"`results/tables/table_{table_id}.csv`.)", ""]
+    verdicts = render_verdicts(reproduced.provenance)
+    if verdicts:
+        out += [verdicts, ""]
+    empty = pd.DataFrame(columns=["table", "metric", "row", "column", "value", "note"])
+    out += [shaped_table(empty, reproduced.cells), "", provenance_line(reproduced.provenance)]
+    details = provenance_details(reproduced.provenance)
+    if details:
+        out += ["", details]
     warning = _scale_warning(reproduced.provenance)
     if warning:
         out += ["", warning]
@@ -404,7 +495,58 @@ def generate(results_root: str | Path | None = None, out_dir: str | Path | None 
     builders = out_dir / "builders.md"
     builders.write_text(render_builders(), encoding="utf-8")
     written.append(builders)
+    comparison = out_dir / "comparison.md"
+    comparison.write_text(render_comparison(results_root), encoding="utf-8")
+    written.append(comparison)
     return written
+
+
+#: where a committed re-run comparison lives (``fa-lib reproduce --compare`` writes it beside the re-run;
+#: copy its compare.csv and compare_findings.csv here to show it in the book)
+COMPARISON_DIR = "comparison"
+
+
+def render_comparison(results_root: Path) -> str:
+    """The introduction's "what a re-run on another machine gave": counts per verdict, the cells that
+    differ and the findings judged differently, from ``results/comparison/compare.csv`` (a line saying
+    there is none otherwise)."""
+    folder = Path(results_root) / COMPARISON_DIR
+    if not (folder / COMPARE_FILE).is_file():
+        return ("No re-run has been compared with these results yet: `fa-lib reproduce --compare` re-runs the "
+                "notebooks into another folder and writes the comparison there; its `compare.csv` and "
+                f"`compare_findings.csv` copied into `results/{COMPARISON_DIR}/` appear here.\n")
+    cells = pd.read_csv(folder / COMPARE_FILE, dtype={"row": str, "column": str, "table": str})
+    out = ["| verdict | cells |", "|:--|--:|"]
+    for verdict, count in cells["verdict"].value_counts().items():
+        out.append(f"| {_escape(verdict)} | {count} |")
+    differ = cells[cells["verdict"] == "differs"]
+    if len(differ):
+        out += ["", "Cells that differ by more than two standard errors over seeds:", "",
+                "| table | row | column | committed | re-run |", "|:--|:--|:--|--:|--:|"]
+        out += [f"| {_escape(r.table)} | {_escape(r.row)} | {_escape(r.column)} | {_readable(r.committed)} | "
+                f"{_readable(r.rerun)} |" for r in differ.itertuples()]
+    if (folder / FINDINGS_FILE).is_file():
+        findings = pd.read_csv(folder / FINDINGS_FILE, dtype={"table": str})
+        if len(findings):
+            same = findings["same"].astype(str).str.lower() == "true"
+            out += ["", f"Findings of the thesis judged the same in both runs: {int(same.sum())} of {len(findings)}."]
+            out += [f"- table {_escape(r.table)}: {_escape(r.claim)}: {r.committed} -> {r.rerun}"
+                    for r in findings[~same].itertuples()]
+    return "\n".join(out) + "\n"
+
+
+def toc_files(node: Any) -> list[str]:
+    """Every ``file`` entry of a ``_toc.yml`` tree (parts, chapters, sections, at any depth)."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if isinstance(node.get("file"), str):
+            found.append(node["file"])
+        for key in ("parts", "chapters", "sections"):
+            found += toc_files(node.get(key, []))
+    elif isinstance(node, list):
+        for item in node:
+            found += toc_files(item)
+    return found
 
 
 def missing_executed_notebooks(book_root: str | Path) -> list[str]:
@@ -416,10 +558,7 @@ def missing_executed_notebooks(book_root: str | Path) -> list[str]:
     import yaml
 
     toc = yaml.safe_load((Path(book_root) / "_toc.yml").read_text(encoding="utf-8"))
-    entries = [toc.get("root", "")]
-    for part in toc.get("parts", []):
-        entries += [chapter["file"] for chapter in part.get("chapters", [])]
-    entries += [chapter["file"] for chapter in toc.get("chapters", [])]
+    entries = [toc.get("root", "")] + toc_files(toc)
     return [e + ".ipynb" for e in entries
             if e.startswith("book/_executed/") and not (Path(book_root) / f"{e}.ipynb").is_file()]
 
@@ -448,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"`fa-lib reproduce --profile quick --chapters {chapters}` (or `make main`) to execute "
                   "their sources notebooks/<name>.md before building the book", file=sys.stderr)
             return 1
+    results = args.results or _project_root() / "results"
+    print(f"bookgen: rendering the tables and figures of {results}", file=sys.stderr)
     try:
         written = generate(args.results, args.out)
     except (FileNotFoundError, ValueError) as exc:

@@ -5,7 +5,8 @@ Sub-commands:
   profiles    print every scale knob of the smoke / quick / full profiles (what each chapter runs)
   where       which module and function build a thesis table or figure, and what they train
   runs        list or clear the on-disk cache of trained networks
-  landmarks   2D / 3D / 3D-full landmarks of faces in photos (FaceAligner; needs trained weights)
+  landmarks   2D / 3D / 3D-full landmarks of faces in photos (FaceAligner; bundled 2D-FAN / 3D-FAN by default)
+  bundle-weights  regenerate the bundled networks from the run cache of a chapter-4 reproduction
   convert-ls3dw  2D -> 3D landmark conversion of an annotated image folder (thesis 4.5), yaw-balanced subset
   bench       side-by-side benchmarks: ``render`` (synthetic faces/s), ``fan`` (FAN CPU inference
               vs the official module), ``xnor`` (bit-packed binary convolution vs torch float conv)
@@ -24,30 +25,63 @@ from typing import Callable, Sequence
 import pandas as pd
 
 from fa_lib.api import add_landmarks_parser
+from fa_lib.compare import write_comparison
 from fa_lib.convert_ls3dw import add_convert_ls3dw_parser
 from fa_lib.data.render import benchmark_render
 from fa_lib.device import DEVICE_CHOICES
 from fa_lib.experiments import registry
+from fa_lib.experiments.ch4.bundle import export_bundled
 from fa_lib.experiments.runs import RunCache
+from fa_lib.paths import project_root
 from fa_lib.profiles import DEFAULT_PROFILE, PROFILE_NAMES, SECTIONS, get_profile
-from fa_lib.reproduce import reproduce, summary
+from fa_lib.reproduce import default_results_dir, reproduce, summary
 from fa_lib.results import atomic_write_text, provenance, results_dir, write_figure
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
+    results_dir, executed_dir, reference = args.results_dir, args.executed_dir, None
     try:
+        if args.compare is not None:
+            root = project_root(args.root)
+            reference = Path(args.compare) if args.compare else root / "results"
+            if not (reference / "tables").is_dir():
+                raise FileNotFoundError(f"--compare {reference}: no tables/ folder of results to compare with")
+            # the re-run goes elsewhere: never over the results it is compared with
+            if results_dir is None:
+                results_dir = default_results_dir(root, args.profile)
+                if results_dir.resolve() == reference.resolve():
+                    results_dir = root / f"results-{args.profile}-rerun"
+            if Path(results_dir).resolve() == reference.resolve():
+                raise ValueError(f"--results-dir {results_dir} is the tree --compare reads: write the re-run elsewhere")
+            executed_dir = executed_dir or root / "book" / f"_executed-{args.profile}-rerun"
         runs = reproduce(profile=args.profile, chapters=args.chapters, device=args.device,
                          data_root=args.data_root, seed=args.seed, root=args.root, force=args.force,
                          progress=not args.no_progress, log_output=args.log_output,
-                         results_dir=args.results_dir, executed_dir=args.executed_dir)
+                         results_dir=results_dir, executed_dir=executed_dir)
     except (ValueError, FileNotFoundError) as exc:
         print(f"fa-lib reproduce: {exc}", file=sys.stderr)
         return 2
     print(summary(runs))
+    if reference is not None:
+        path, text = write_comparison(reference, results_dir)
+        print(text)
+        print(f"comparison written to {path}")
     failed = [r for r in runs if r.status == "failed"]
     if failed:
         print(f"{len(failed)} notebook(s) failed; the results of the others were kept.", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_bundle_weights(args: argparse.Namespace) -> int:
+    """Regenerate the bundled 2D-FAN / 3D-FAN (fa_lib/weights/) from a reproduction's run cache."""
+    try:
+        record = export_bundled(args.profile, runs_root=args.root, out_dir=args.out)
+    except FileNotFoundError as exc:
+        print(f"fa-lib bundle-weights: {exc}", file=sys.stderr)
+        return 2
+    print(f"fa-lib bundle-weights: wrote {', '.join(e['file'] for e in record['networks'].values())} and "
+          "manifest.json")
     return 0
 
 
@@ -207,10 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--force", action="store_true", help="ignore the cache and re-run every notebook")
     rep.add_argument("--no-progress", action="store_true")
     rep.add_argument("--log-output", action="store_true", help="stream notebook output to the log")
+    rep.add_argument("--compare", nargs="?", const="", default=None, metavar="PATH",
+                     help="after the run, compare its results with PATH (default: the committed results/) "
+                          "cell by cell within their seed spread; the run then writes to results-<profile>/ "
+                          "(or results-quick-rerun/), never over what it is compared with. Trained networks "
+                          "of this machine's run cache are reused: point $FA_LIB_RUNS at an empty folder to "
+                          "retrain")
     rep.set_defaults(func=_cmd_reproduce)
 
     add_landmarks_parser(sub)
     add_convert_ls3dw_parser(sub)
+
+    bundle = sub.add_parser("bundle-weights", help="regenerate the bundled 2D-FAN / 3D-FAN from the run cache "
+                                                  "of a chapter-4 reproduction (never trains)")
+    bundle.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES)
+    bundle.add_argument("--root", default=None, help="run cache root (default: $FA_LIB_RUNS or <checkout>/checkpoints)")
+    bundle.add_argument("--out", default=None, help="output folder (default: the package's fa_lib/weights)")
+    bundle.set_defaults(func=_cmd_bundle_weights)
 
     prof = sub.add_parser("profiles", help="print the profiles' scale knobs")
     prof.add_argument("name", nargs="?", choices=PROFILE_NAMES)

@@ -25,6 +25,9 @@ from typing import Any, Mapping, Union
 
 from fa_lib.heatmaps import DECODERS
 
+#: the optimisers :class:`fa_lib.train.Trainer` builds (by name)
+OPTIMIZERS = ("rmsprop", "adam", "sgd")
+
 PROFILE_NAMES = ("smoke", "quick", "full")
 DEFAULT_PROFILE = "quick"
 
@@ -115,6 +118,8 @@ class TrainConfig(Section):
     def validate(self) -> None:
         if self.iterations is None and self.epochs is None:
             raise ValueError("TrainConfig needs iterations or epochs")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.val_decoder not in DECODERS:
             raise ValueError(f"val_decoder must be one of {DECODERS}, got {self.val_decoder!r}")
         if any(not 0 < m < 1 for m in self.lr_milestones):
@@ -231,6 +236,9 @@ class Ch5Scale(Section):
     ``packed_repeats``, ``packed_images`` (None: every test face). ``decoder``: heatmaps to points
     in every evaluation (:data:`fa_lib.heatmaps.DECODERS`). ``cpu_bf16`` / ``channels_last``: train
     with bfloat16 autocast on a CPU and channels-last memory (:class:`fa_lib.train.Trainer`).
+    ``optimizer``: one of :data:`fa_lib.train.OPTIMIZERS` (the thesis: RMSprop). ``val_fraction``:
+    part of the training set held out to validate each landmark run after every epoch (the learning
+    curves of the scale section; 0: none, the thesis's protocol).
     """
 
     input_size: int = 256
@@ -263,10 +271,16 @@ class Ch5Scale(Section):
     decoder: str = "quarter"
     cpu_bf16: bool = False
     channels_last: bool = False
+    optimizer: str = "rmsprop"
+    val_fraction: float = 0.0
 
     def validate(self) -> None:
         if self.decoder not in DECODERS:
             raise ValueError(f"ch5.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"ch5.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"ch5.val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.input_size % 4:
             raise ValueError(f"ch5.input_size must be a multiple of 4 (heatmaps are input/4), got {self.input_size}")
         if self.iterations is None and self.epochs is None:
@@ -308,7 +322,8 @@ _PROFILES: dict[str, Profile] = {
                      depth_layers=(1, 1, 1, 1), depth_input_size=32, resolutions=(8, 16),
                      speed_thesis_scale=False, timing_repeats=1, convert_images=6, decoder="subpixel"),
         ch5=Ch5Scale(input_size=32, width=16, hg_depth=2, batch_size=4, iterations=2, epochs=None,
-                     max_stacks=2, threads=1, timing_repeats=1, packed_repeats=2, decoder="subpixel"),
+                     max_stacks=2, threads=1, timing_repeats=1, packed_repeats=2, decoder="subpixel",
+                     val_fraction=0.1),
     ),
     "quick": Profile(
         name="quick",
@@ -323,10 +338,10 @@ _PROFILES: dict[str, Profile] = {
                      depth_iterations=1500, size_iterations=1500, resolutions=(10, 15, 20, 30, 40, 60, 80),
                      convert_images=150, loader_workers=1, decoder="subpixel", cpu_bf16=True,
                      channels_last=True),
-        ch5=Ch5Scale(input_size=96, width=64, hg_depth=2, batch_size=4, iterations=1600, epochs=None, lr=1e-2,
+        ch5=Ch5Scale(input_size=96, width=64, hg_depth=2, batch_size=4, iterations=2800, epochs=None, lr=1e-2,
                      lr_milestones=(0.8,), lr_gamma=0.2, sigma=2.0, seeds=(0, 1), sweep_seeds=(0,),
                      parsing_zoom=0.6, cardinalities=(1, 2, 4), workers=2, threads=1, packed_batch=16,
-                     packed_repeats=5, decoder="subpixel", cpu_bf16=True, channels_last=True),
+                     packed_repeats=5, decoder="subpixel", cpu_bf16=True, channels_last=True, val_fraction=0.1),
     ),
     "full": Profile(
         name="full",

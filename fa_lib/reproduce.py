@@ -31,6 +31,7 @@ from typing import Iterable, Sequence
 from fa_lib.atomic import atomic_write, atomic_write_text
 from fa_lib.device import resolve_device
 from fa_lib.paths import NOTEBOOKS_DIR, PACKAGE_DIR, PUBLISHED_ENV, RESULTS_ENV, project_root
+from fa_lib.progress import PROGRESS_ENV, NotebookProgress
 from fa_lib.profiles import PROFILE_NAMES, get_profile
 
 #: notebook sources are ``notebooks/*.md`` in jupytext's MyST Markdown format
@@ -182,12 +183,28 @@ def _move_staged(staging: Path, results: Path) -> list[str]:
     return moved
 
 
+#: cell tags of Jupyter Book that already say how a cell's code is shown
+CODE_VISIBILITY_TAGS = {"hide-input", "remove-input", "hide-cell", "remove-cell"}
+
+
+def hide_code(nb) -> None:
+    """Tag every code cell of an executed notebook ``hide-input`` (unless it says otherwise): the book's
+    pages show results and narrative with the code one click away; the sources keep their code."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        if not CODE_VISIBILITY_TAGS & set(tags):
+            cell.metadata["tags"] = tags + ["hide-input"]
+
+
 def _publish_executed(running: Path, executed: Path, source: Path) -> None:
     """Move papermill's output onto ``executed`` (atomically), recording the ``.md`` source and the final
     path in the notebook's papermill metadata instead of the temporary ones papermill saw."""
     import nbformat
 
     nb = nbformat.read(running, as_version=4)
+    hide_code(nb)
     papermill_meta = nb.metadata.setdefault("papermill", {})
     papermill_meta["input_path"] = str(source)
     papermill_meta["output_path"] = str(executed)
@@ -196,9 +213,10 @@ def _publish_executed(running: Path, executed: Path, source: Path) -> None:
 
 
 def run_notebook(source: Path, executed: Path, parameters: dict, results: Path, root: Path,
-                 staging_root: Path, log_output: bool = False) -> list[str]:
+                 staging_root: Path, log_output: bool = False, progress: bool = False) -> list[str]:
     """Execute one notebook source (``notebooks/<name>.md``) into ``executed`` (an ``.ipynb``); return the
-    result files it produced (relative to ``results``)."""
+    result files it produced (relative to ``results``). With ``progress``, a line under the notebook bar
+    shows the section being run and the networks training (:class:`fa_lib.progress.NotebookProgress`)."""
     import papermill as pm
 
     # papermill's input: the MyST source converted by jupytext (beside, not inside, the staging folder)
@@ -212,12 +230,16 @@ def run_notebook(source: Path, executed: Path, parameters: dict, results: Path, 
     running = executed.with_name(f".{executed.name}.running.ipynb")
 
     # the notebook writes into the staging folder; it reads results made elsewhere from `results`
-    env = {RESULTS_ENV: str(staging), PUBLISHED_ENV: str(Path(results).resolve())}
+    progress_file = staging_root / f".{source.stem}.progress.jsonl"
+    env = {RESULTS_ENV: str(staging), PUBLISHED_ENV: str(Path(results).resolve()), PROGRESS_ENV: str(progress_file)}
     old_env = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        pm.execute_notebook(str(source_ipynb), str(running), parameters=parameters, cwd=str(root),
-                            kernel_name="python3", progress_bar=False, log_output=log_output)
+        with NotebookProgress(running, progress_file, enabled=progress and not log_output):
+            # the kernel's own log (e.g. its TCP-transport warning) is not for readers: errors only
+            pm.execute_notebook(str(source_ipynb), str(running), parameters=parameters, cwd=str(root),
+                                kernel_name="python3", progress_bar=False, log_output=log_output,
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
     finally:
         for k, v in old_env.items():
             if v is None:
@@ -231,6 +253,21 @@ def run_notebook(source: Path, executed: Path, parameters: dict, results: Path, 
     return moved
 
 
+#: the profile whose results are committed and rendered by the book
+BOOK_PROFILE = "quick"
+
+
+def default_results_dir(root: Path, profile: str) -> Path:
+    """``<root>/results`` for the book's profile (quick), ``<root>/results-<profile>`` for any other,
+    so a trial run never overwrites the committed results."""
+    return root / ("results" if profile == BOOK_PROFILE else f"results-{profile}")
+
+
+def default_executed_dir(root: Path, profile: str) -> Path:
+    """``<root>/book/_executed`` (the book's pages) for quick, ``<root>/book/_executed-<profile>`` else."""
+    return root / "book" / ("_executed" if profile == BOOK_PROFILE else f"_executed-{profile}")
+
+
 def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, device: str = "auto",
               data_root: str | None = None, seed: int = 0, root: str | os.PathLike | None = None,
               force: bool = False, progress: bool = True, log_output: bool = False,
@@ -238,9 +275,9 @@ def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, dev
               executed_dir: str | os.PathLike | None = None) -> list[NotebookRun]:
     """Execute the selected chapter notebooks and collect their results (see module docstring).
 
-    ``results_dir`` and ``executed_dir`` default to ``<root>/results`` and ``<root>/book/_executed``;
-    the test-suite points them at a temporary copy so that a smoke run never overwrites the committed
-    quick-profile results.
+    ``results_dir`` and ``executed_dir`` default to ``<root>/results`` and ``<root>/book/_executed`` for
+    the quick profile (what the book renders) and to ``results-<profile>`` / ``book/_executed-<profile>``
+    for the others, so that a trial run never overwrites the committed quick-profile results.
     """
     get_profile(profile)  # validates the name early with a clear message
     if data_root is not None and not Path(data_root).is_dir():
@@ -251,8 +288,8 @@ def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, dev
         raise FileNotFoundError(f"no notebooks (*{SOURCE_SUFFIX}) in {root / NOTEBOOKS_DIR}")
     dev = device_name(device)
     parameters = {"profile": profile, "device": dev, "data_root": data_root, "seed": int(seed)}
-    results = Path(results_dir) if results_dir is not None else root / "results"
-    executed_dir = Path(executed_dir) if executed_dir is not None else root / "book" / "_executed"
+    results = Path(results_dir) if results_dir is not None else default_results_dir(root, profile)
+    executed_dir = Path(executed_dir) if executed_dir is not None else default_executed_dir(root, profile)
     cache_dir = root / ".cache" / "reproduce"
     staging_root = root / ".cache" / "staging"
     lib_hash = library_fingerprint()
@@ -281,7 +318,7 @@ def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, dev
                 continue
         t0 = time.perf_counter()
         try:
-            run.outputs = run_notebook(nb, run.executed, parameters, results, root, staging_root,
+            run.outputs = run_notebook(nb, run.executed, parameters, results, root, staging_root, progress=progress,
                                        log_output=log_output)
             run.status = "ok"
             atomic_write_text(stamp, json.dumps({"key": key, "parameters": parameters,

@@ -41,8 +41,14 @@ def published_results_dir() -> Path:
 
 
 def find_result(relative: str | os.PathLike) -> Path | None:
-    """``relative`` (e.g. ``tables/bench_xnor.csv``) in this run's results, else in the published tree."""
-    for root in (results_dir(), published_results_dir()):
+    """``relative`` (e.g. ``tables/bench_xnor.csv``) in this run's results, else in the published tree,
+    else in the checkout's committed ``results/`` (a smoke run's own tree starts empty)."""
+    roots = [results_dir(), published_results_dir()]
+    try:
+        roots.append(project_root() / "results")
+    except FileNotFoundError:
+        pass
+    for root in roots:
         path = root / relative
         if path.is_file():
             return path
@@ -112,6 +118,39 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+#: the instruction-set extensions that decide which kernels and precisions a CPU runs
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vpopcntdq", "avx512_bf16", "amx_tile", "amx_bf16")
+
+
+def machine_info() -> dict[str, Any]:
+    """The machine a result was measured on: CPU model, the ISA extensions of :data:`ISA_FLAGS` it
+    has, core count and torch's thread count now (a difference between two runs can be traced to it)."""
+    info = dict(_cpu_info())
+    try:
+        import torch
+
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        pass
+    return info
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_info() -> dict[str, Any]:
+    model, flags = None, set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model is None:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"cpu": model or platform.processor() or platform.machine() or None,
+            "isa": [f for f in ISA_FLAGS if f in flags], "platform": platform.platform(), "cpu_count": os.cpu_count()}
+
+
 def provenance(*, profile: Profile | str, dataset: str, seed: int | None,
                dataset_size: int | None = None, training_budget: Any = None,
                wall_time_s: float | None = None, device: str = "cpu",
@@ -126,8 +165,7 @@ def provenance(*, profile: Profile | str, dataset: str, seed: int | None,
         "git_commit": git_commit(),
         "library_versions": library_versions(),
         "device": device,
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or None,
-                    "cpu_count": os.cpu_count()},
+        "machine": machine_info(),
         "wall_time_s": None if wall_time_s is None else round(float(wall_time_s), 3),
         "training_budget": training_budget,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -51,13 +51,14 @@ from fa_lib.data.augment import flip_permutation
 from fa_lib.device import resolve_device  # re-exported: fa_lib.train.resolve_device
 from fa_lib.heatmaps import DECODERS, heatmap_coords_to_image, heatmaps_to_image_points
 from fa_lib.metrics import nme_box
+from fa_lib.profiles import OPTIMIZERS  # noqa: F401 - re-exported: fa_lib.train.OPTIMIZERS
+from fa_lib.progress import TrainingReporter
 
 CHECKPOINT_NAME = "last.pt"
 HISTORY_NAME = "history.jsonl"
 CHECKPOINT_FORMAT = 1
 
 LOSSES = ("l2", "sigmoid_bce", "log_softmax")
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -509,6 +510,8 @@ class Trainer:
     - ``val_decoder``: how the per-epoch validation NME decodes heatmaps (``fa_lib.heatmaps.DECODERS``).
     - ``callbacks``: ``callable(trainer)`` after each step (and after its checkpoint); may raise
       ``StopTraining``.
+    - ``name``: the network's name in progress reports (``$FA_LIB_PROGRESS``, read by ``fa-lib
+      reproduce``: :class:`fa_lib.progress.TrainingReporter`).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel, each
     process takes its share of every epoch (``EpochSampler``) and only rank 0 validates and writes.
@@ -526,7 +529,8 @@ class Trainer:
                  target_key: str | None = None, supervised_stacks: int | None = None,
                  trainable_modules: Iterable[nn.Module] | None = None, grad_clip: float | None = None,
                  val_batch_size: int | None = None, callbacks: Sequence[Callable] = (),
-                 history_extra: Mapping[str, Any] | None = None, val_decoder: str = "quarter"):
+                 history_extra: Mapping[str, Any] | None = None, val_decoder: str = "quarter",
+                 name: str | None = None):
         if val_decoder not in DECODERS:
             raise ValueError(f"val_decoder must be one of {DECODERS}, got {val_decoder!r}")
         if epochs is None and iterations is None:
@@ -563,6 +567,7 @@ class Trainer:
         self.val_batch_size = val_batch_size or batch_size
         self.history_extra = dict(history_extra or {})
         self.val_decoder = val_decoder
+        self.name = name or type(model).__name__
         # run state (what a checkpoint stores)
         self.step = 0              # optimiser steps done
         self.epoch = 0             # epoch in progress (0-based)
@@ -801,6 +806,8 @@ class Trainer:
         self._setup()
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress or self.rank != 0, dynamic_ncols=True)
+        reporter = TrainingReporter(self.name, self.total_steps) if self.rank == 0 else None
+        value = None
         try:
             while self.step < self.total_steps:
                 started = time.perf_counter()
@@ -816,6 +823,8 @@ class Trainer:
                     self.batch_in_epoch += 1
                     bar.update(1)
                     bar.set_postfix(loss=f"{value:.4g}", epoch=self.epoch + 1)
+                    if reporter is not None:
+                        reporter.update(self.step, value)
                     epoch_done = self.batch_in_epoch >= self.steps_per_epoch or self.step >= self.total_steps
                     if epoch_done:
                         self._end_epoch(started)
@@ -830,6 +839,8 @@ class Trainer:
             pass
         finally:
             bar.close()
+            if reporter is not None:
+                reporter.update(self.step, value, done=True)
             for p in self._frozen:
                 p.requires_grad_(True)
             if self._own_process_group:

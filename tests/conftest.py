@@ -37,7 +37,9 @@ def smoke_reproduction(smoke_project):
     previous = os.environ.get(ROOT_ENV)
     os.environ[ROOT_ENV] = str(smoke_project / "runs")
     try:
-        runs = reproduce("smoke", root=smoke_project, progress=False, force=True, device="cpu")
+        # the book test renders this run: into the folders the book reads
+        runs = reproduce("smoke", root=smoke_project, progress=False, force=True, device="cpu",
+                         results_dir=smoke_project / "results", executed_dir=smoke_project / "book" / "_executed")
     finally:
         if previous is None:
             os.environ.pop(ROOT_ENV, None)

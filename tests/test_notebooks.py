@@ -1,6 +1,7 @@
 """The notebook sources (jupytext MyST Markdown, ``notebooks/*.md``) and a papermill smoke run of every
 one through ``fa-lib reproduce`` (smoke profile), with a check of the results schema."""
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -79,3 +80,19 @@ def test_notebook_runs_under_smoke_profile(smoke_reproduction, name):
             assert "<Figure size" not in text or "image/png" in data, f"{name}: a figure shown as text: {text[:80]!r}"
             images += "image/png" in data
     assert images, f"{name}: no figure shown as an image"
+    # no table shows NaN, no output is a raw Python dict
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            html = "".join(output.get("data", {}).get("text/html", ""))
+            assert not re.search(r"<td>\s*NaN\s*</td>", html), f"{name}: a NaN cell in {''.join(cell['source'])[:60]!r}"
+            text = "".join(output.get("text", "")) + "".join(output.get("data", {}).get("text/markdown", ""))
+            assert not re.search(r"\{'[A-Za-z_]+': ", text), f"{name}: a raw dict: {text[:80]!r}"
+    # the book's pages show results and narrative, the code one click away
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all("hide-input" in c["metadata"].get("tags", []) for c in code), f"{name}: code shown"
+    # the provenance machine record names the CPU
+    for rel in run.outputs:
+        if (results / rel).suffix == ".json":
+            machine = json.loads((results / rel).read_text())["machine"]
+            assert machine.get("cpu") and "cpu_count" in machine, f"{rel}: machine record {machine}"
+            break

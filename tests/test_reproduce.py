@@ -42,7 +42,7 @@ def project(tmp_path):
 
 @pytest.mark.notebook
 def test_failure_is_isolated_and_named(project):
-    results = project / "results"
+    results = project / "results-smoke"  # only the quick profile writes to results/ by default
     (results / "tables").mkdir(parents=True)
     (results / "tables" / "table_bad.csv").write_text("previous run\n")
     runs = {r.name: r for r in reproduce("smoke", root=project, progress=False)}
@@ -54,8 +54,9 @@ def test_failure_is_isolated_and_named(project):
     assert "r,c,,1" in good
     assert json.loads((results / "tables" / "table_good.json").read_text())["profile"] == "smoke"
     assert (results / "tables" / "table_bad.csv").read_text() == "previous run\n"
-    assert (project / "book" / "_executed" / "ch_good.ipynb").exists()
-    assert not (project / "book" / "_executed" / "ch_bad.ipynb").exists()
+    assert (project / "book" / "_executed-smoke" / "ch_good.ipynb").exists()
+    assert not (project / "book" / "_executed-smoke" / "ch_bad.ipynb").exists()
+    assert not (project / "results").exists() and not (project / "book" / "_executed").exists()
 
 
 @pytest.mark.notebook
@@ -67,7 +68,7 @@ def test_unchanged_notebook_is_cached_and_parameters_invalidate(project):
     assert [r.status for r in again] == ["cached"]
     other_seed = reproduce("smoke", root=project, progress=False, seed=3)
     assert [r.status for r in other_seed] == ["ok"]
-    assert "r,c,,4" in (project / "results" / "tables" / "table_good.csv").read_text()
+    assert "r,c,,4" in (project / "results-smoke" / "tables" / "table_good.csv").read_text()
 
 
 def test_selection_and_bad_arguments(project, tmp_path):
@@ -94,7 +95,7 @@ def test_notebook_reads_results_made_elsewhere_from_the_published_tree(project):
               "assert 'staging' in str(results_dir())")
     (project / "results" / "tables").mkdir(parents=True)
     (project / "results" / "tables" / "bench_xnor.csv").write_text("made by the benchmark\n")
-    runs = {r.name: r for r in reproduce("smoke", root=project, progress=False)}
+    runs = {r.name: r for r in reproduce("smoke", root=project, progress=False, results_dir=project / "results")}
     assert runs["ch_reader"].status == "ok", runs["ch_reader"].message
 
 
@@ -103,7 +104,8 @@ def test_myst_source_is_converted_and_parameters_injected_after_its_cell(project
     """A notebooks/<name>.md source runs through jupytext -> papermill into book/_executed/<name>.ipynb,
     the injected parameters right after the `parameters` cell, with no temporary file left behind."""
     (project / "notebooks" / "ch_bad.md").unlink()
-    runs = reproduce("smoke", root=project, progress=False, seed=5, device="cpu")
+    runs = reproduce("smoke", root=project, progress=False, seed=5, device="cpu",
+                     executed_dir=project / "book" / "_executed")
     assert [(r.name, r.status) for r in runs] == [("ch_good", "ok")], runs[0].message
     executed = project / "book" / "_executed" / "ch_good.ipynb"
     assert runs[0].executed == executed and runs[0].source.suffix == ".md"
@@ -200,3 +202,19 @@ def test_no_import_cycle_between_reproduce_and_results():
     assert fa_lib.results.atomic_write_bytes is fa_lib.atomic.atomic_write_bytes
     assert fa_lib.results.atomic_write_text is fa_lib.atomic.atomic_write_text
     assert fa_lib.results.project_root is fa_lib.reproduce.project_root is fa_lib.paths.project_root
+
+
+@pytest.mark.notebook
+def test_a_running_notebook_reports_progress_and_no_kernel_noise(project, capfd):
+    """The kernel gets $FA_LIB_PROGRESS (its trainers report there; the file is gone afterwards) and
+    the kernel's own log (its TCP-transport warning) does not reach the reader."""
+    (project / "notebooks" / "ch_bad.md").unlink()
+    _notebook(project / "notebooks" / "ch_progress.md",
+              "import os\nfrom fa_lib.progress import PROGRESS_ENV, TrainingReporter\n"
+              "assert os.environ[PROGRESS_ENV].endswith('.ch_progress.progress.jsonl')\n"
+              "TrainingReporter('net', 3).update(3, 0.5, done=True)\n"
+              "assert 'net' in open(os.environ[PROGRESS_ENV]).read()")
+    runs = {r.name: r for r in reproduce("smoke", root=project, progress=True, chapters=["ch_progress"])}
+    assert runs["ch_progress"].status == "ok", runs["ch_progress"].message
+    assert not list((project / ".cache" / "staging").glob("*.progress.jsonl"))
+    assert "Kernel is running over TCP" not in capfd.readouterr().err

@@ -7,7 +7,11 @@
    reader should open and run (jupytext, installed with the project, opens it as a notebook). Colab
    cannot open a Markdown notebook, so the book offers no Colab button. The "open an issue" link keeps
    naming the page itself.
-2. Identical ``<script>`` entries are written once. sphinx-thebe (loaded by Jupyter Book 1.0.4 even with
+2. One setting decides the repository links: ``repository.url`` of ``_config.yml``. When it is set,
+   the repository and issue buttons and the Binder launch button are turned on; when it is unset (empty,
+   as committed) none is shown rather than one pointed at a guessed address (:func:`repository_links`).
+   ``_config.yml`` itself keeps them off, since Jupyter Book refuses repository buttons without a URL.
+3. Identical ``<script>`` entries are written once. sphinx-thebe (loaded by Jupyter Book 1.0.4 even with
    thebe off) registers its inline configuration script twice, and the second copy re-declares a
    ``const`` and throws a SyntaxError on every page.
 """
@@ -57,7 +61,27 @@ def fix_page(app, pagename, templatename, context, doctree):
         scripts[:] = unique
 
 
+BINDER_URL = "https://mybinder.org"
+
+
+def repository_links(app, config) -> None:
+    """``config-inited``: the repository, issue and Binder buttons exactly when a repository URL is set."""
+    options = config.html_theme_options
+    published = bool(str(options.get("repository_url") or "").strip())
+    for flag in ("use_repository_button", "use_issues_button"):
+        options[flag] = published
+    for flag in ("use_edit_page_button", "use_source_button"):
+        options[flag] = False
+    launch = dict(options.get("launch_buttons") or {})
+    if published:
+        launch["binderhub_url"] = launch.get("binderhub_url") or BINDER_URL
+        options["launch_buttons"] = launch
+    else:
+        options["launch_buttons"] = {}
+
+
 def setup(app):
+    app.connect("config-inited", repository_links)
     # priority 900: after sphinx-book-theme builds its buttons (501) and myst-nb adds page scripts
     app.connect("html-page-context", fix_page, priority=900)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

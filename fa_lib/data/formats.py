@@ -42,22 +42,41 @@ ONE_BASED_SHIFT = 0.5
 
 
 # --------------------------------------------------------------------------------------- images
-def load_image(path: PathLike, *, grey: bool = False) -> np.ndarray:
+#: the largest image (pixels) :func:`load_image` decodes: 170 megapixels is ~510 MB as RGB, more than
+#: any camera photo; beyond it a file is refused with a clear message (Pillow warns about a
+#: "decompression bomb" from 89 megapixels and refuses from 179)
+MAX_IMAGE_PIXELS = 170_000_000
+
+
+def load_image(path: PathLike, *, grey: bool = False, max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Read an image file as uint8 RGB (H, W, 3), or (H, W) when ``grey``.
 
     Grey-scale files are expanded to three identical channels unless ``grey`` is set (AFLW-PIFA is
     grey; thesis 3.3.2 trained the human model on grey images). Raises ``FileNotFoundError`` naming
-    the file when it is missing and ``ValueError`` when it cannot be decoded.
+    the file when it is missing and ``ValueError`` when it cannot be decoded or has more than
+    ``max_pixels`` pixels (None: no limit); the size is read from the header, before decoding.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
-        with Image.open(path) as im:
-            im = im.convert("L" if grey else "RGB")
-            return np.asarray(im, dtype=np.uint8).copy()
+        with warnings.catch_warnings():
+            # our own limit replaces Pillow's decompression-bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                width, height = im.size
+                if max_pixels is not None and width * height > max_pixels:
+                    raise ValueError(f"image {path} is {width} x {height} px ({width * height / 1e6:.0f} "
+                                     f"megapixels), above the limit of {max_pixels / 1e6:.0f} megapixels: "
+                                     "downscale it first")
+                im = im.convert("L" if grey else "RGB")
+                return np.asarray(im, dtype=np.uint8).copy()
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"image {path} is too large to decode: {err}") from err
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"cannot decode image {path}: {err}") from err
 

@@ -116,3 +116,21 @@ def curve_summary(curves: pd.DataFrame, tolerance: float = 0.05) -> pd.DataFrame
                      f"within {tolerance:.0%} of final from step": flat,
                      "still falling at the end": bool(flat == int(part["step"].iloc[-1]) and len(part) > 1)})
     return pd.DataFrame(rows)
+
+
+def reader_tables() -> None:
+    """In a notebook: show every DataFrame with an empty cell as "—" instead of "NaN" (a missing
+    value is not a number of ours; the book's pages must never show NaN). No-op outside IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def html(frame: pd.DataFrame) -> str:
+        return frame.to_html(na_rep="—", max_rows=pd.get_option("display.max_rows"),
+                             max_cols=pd.get_option("display.max_columns"))
+
+    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, html)

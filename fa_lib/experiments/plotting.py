@@ -47,12 +47,13 @@ def ced_axes(ax, curves: Mapping[str, np.ndarray], threshold: float = AUC_THRESH
 
 def ced_by_yaw(bins: np.ndarray, curves: Mapping[str, np.ndarray], suptitle: str,
                threshold: float = AUC_THRESHOLD) -> Figure:
-    """CED panels for each |yaw| bin and for all images (the layout of thesis Figs. 4.8/4.9)."""
-    fig = Figure(figsize=(11, 3.2))
+    """CED panels for each |yaw| bin and for all images (the panels of thesis Figs. 4.8/4.9), in a
+    2 x 2 grid so that each stays legible at the width of a book page."""
+    fig = Figure(figsize=(8.4, 6.6))
     panels = [(b, f"|yaw| {YAW_BIN_LABELS[b]}") for b in range(3)] + [(None, "all")]
     for i, (b, title) in enumerate(panels):
         sel = np.ones_like(bins, bool) if b is None else bins == b
-        ced_axes(fig.add_subplot(1, 4, i + 1), {k: np.asarray(v)[sel] for k, v in curves.items()},
+        ced_axes(fig.add_subplot(2, 2, i + 1), {k: np.asarray(v)[sel] for k, v in curves.items()},
                  threshold=threshold, title=title)
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
@@ -128,7 +129,8 @@ def learning_curves_figure(curves: pd.DataFrame, ylabel: str = "validation NME (
         ax.set_ylabel(ylabel)
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    if len(curves):
+        axes[0].legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -20,6 +20,7 @@ import pandas as pd
 
 import fa_lib.experiments as package
 from fa_lib.experiments.verdict import Verdict
+from fa_lib.tableshape import thesis_shape
 
 KINDS = ("table", "figure")
 
@@ -47,15 +48,20 @@ class ThesisResult:
 
     @property
     def display(self) -> pd.DataFrame:
-        """Thesis and ours side by side, one row per table row (columns ``<column> (paper)`` and
-        ``<column> (reproduced)``), in the order of the long table."""
+        """The table in the thesis's shape, as the book shows it (:func:`fa_lib.tableshape.thesis_shape`):
+        the thesis's rows and columns, each cell ``ours / thesis`` at the thesis's precision, then the
+        columns and rows only we have (marked "(ours)"); text cells, never NaN."""
         if self.table is None:
             raise ValueError(f"{self.kind} {self.thesis_id} has no table")
         t = self.table
-        wide = t.pivot_table(index="row", columns="column", values=["paper", "reproduced"], aggfunc="first",
-                             sort=False, dropna=False)
-        wide.columns = [f"{col} ({src})" for src, col in wide.columns]
-        return wide.reindex(list(dict.fromkeys(t["row"]))).dropna(axis=1, how="all")
+        has_paper = t["paper"].notna() & (t["paper"].astype(str).str.strip() != "")
+        thesis_cells = t[has_paper].rename(columns={"paper": "value"})[["row", "column", "value"]]
+        shaped = thesis_shape(thesis_cells, t[["row", "column", "reproduced"]])
+        frame = shaped.frame.rename(columns={c: f"{c} (ours)" for c in shaped.extra_columns
+                                             if not shaped.ours_only})
+        if shaped.extra_rows and not shaped.ours_only:
+            frame = frame.rename(index={r: f"{r} (ours)" for r in shaped.extra_rows})
+        return frame
 
     def verdict_markdown(self) -> str:
         """Markdown list: one line per verdict, then the notes."""

@@ -11,7 +11,7 @@ no pooled spread), the comparison is *single seed*: the direction is reported, n
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -59,10 +59,32 @@ class Verdict:
     def seeds(self) -> tuple[int, int]:
         return len(self.better_values), len(self.worse_values)
 
-    def sentence(self) -> str:
-        """One Markdown line: the outcome in bold, the claim, the numbers compared."""
+    @classmethod
+    def from_dict(cls, record: dict) -> "Verdict":
+        """The verdict of a :meth:`to_dict` record (as stored in a result's provenance JSON)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known}
+        for key in ("better_values", "worse_values"):
+            values[key] = tuple(float(v) for v in values.get(key, ()))
+        for key in ("gap", "standard_error"):
+            values[key] = float("nan") if values.get(key) is None else float(values[key])
+        return cls(**values)
+
+    @property
+    def label(self) -> str:
+        """The outcome in words, as the book shows it."""
         if self.outcome == "not measurable":
-            return f"**not measurable at this scale** - {self.claim}" + (f": {self.note}" if self.note else "")
+            return "not measurable at this scale"
+        if self.outcome == "single seed":
+            direction = {True: "direction as in the thesis", False: "direction opposite to the thesis",
+                         None: "no difference"}[self.direction_agrees]
+            return f"single seed, {direction}"
+        return self.outcome
+
+    def details(self) -> str:
+        """The claim and the numbers compared (Markdown, without the outcome)."""
+        if self.outcome == "not measurable":
+            return self.claim + (f": {self.note}" if self.note else "")
         paper = "" if self.paper_gap is None else f"thesis {self.paper_gap:+.1f}, "
         if math.isfinite(self.standard_error):
             spread = f"+- {2 * self.standard_error:.2f} at 2 standard errors"
@@ -71,12 +93,11 @@ class Verdict:
         named = "" if self.better in self.claim and self.worse in self.claim else f"{self.better} vs {self.worse}: "
         numbers = (f"{named}{paper}ours {self.gap:+.2f} {self.metric} ({spread}; "
                    f"{self.seeds[0]} and {self.seeds[1]} seed(s))")
-        direction = {True: "direction as in the thesis", False: "direction opposite to the thesis",
-                     None: "no difference"}[self.direction_agrees]
-        label = {"holds": "holds", "reversed": "reversed", "within noise": "within noise",
-                 "single seed": f"single seed, {direction}"}
-        text = f"**{label[self.outcome]}** - {self.claim}: {numbers}"
-        return text + (f". {self.note}" if self.note else "")
+        return f"{self.claim}: {numbers}" + (f". {self.note}" if self.note else "")
+
+    def sentence(self) -> str:
+        """One Markdown line: the outcome in bold, the claim, the numbers compared."""
+        return f"**{self.label}** - {self.details()}"
 
     @property
     def direction_agrees(self) -> bool | None:

@@ -40,7 +40,11 @@ __all__ = [
     "save_model",
     "load_model",
     "load_fan_checkpoint",
+    "checkpoint_extra",
     "checkpoint_input_size",
+    "describe_checkpoint",
+    "fan_config_from_state",
+    "is_trainer_checkpoint",
     "model_kind",
     "build_model",
 ]
@@ -91,7 +95,16 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
         raise ValueError(f"cannot read checkpoint {path} with torch.load(weights_only=True): {error}") from error
     if isinstance(state, Mapping) and state.get("format") == OUR_FORMAT:
         state = state["state_dict"]
+    elif is_trainer_checkpoint(state):
+        state = state["model"]
     return normalize_state_dict(state, str(path))
+
+
+def is_trainer_checkpoint(payload: Any) -> bool:
+    """Is ``payload`` a resumable checkpoint of :class:`fa_lib.train.Trainer` (``last.pt``: the
+    model's state_dict beside the optimiser's state and the step)?"""
+    return isinstance(payload, Mapping) and isinstance(payload.get("model"), Mapping) and \
+        "optimizer" in payload and "step" in payload
 
 
 def _state_of(source: str | os.PathLike | Mapping[str, Any]) -> tuple[str, dict[str, torch.Tensor]]:
@@ -155,15 +168,49 @@ def _count_stacks(state: Mapping[str, torch.Tensor]) -> int:
     return stacks
 
 
+def fan_config_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """FAN constructor arguments readable from a state_dict's keys and shapes: stacks, input
+    channels, landmarks, width, hourglass depth and stem widths (not the pooling, which has no
+    weights)."""
+    config: dict[str, Any] = dict(num_modules=_count_stacks(state), in_channels=int(state["conv1.weight"].shape[1]),
+                                  num_landmarks=int(state["l0.weight"].shape[0]),
+                                  width=int(state["l0.weight"].shape[1]))
+    levels = [int(k.split(".")[1][len("b1_"):]) for k in state if k.startswith("m0.b1_") and k.split(".")[1][3:].isdigit()]
+    if levels:
+        config["hg_depth"] = max(levels)
+    convs = [state[f"conv2.conv{i}.weight"] for i in (1, 2, 3) if f"conv2.conv{i}.weight" in state]
+    if convs:  # the stem's second block concatenates its three convolutions' outputs
+        config["stem_channels"] = (int(state["conv1.weight"].shape[0]), int(sum(c.shape[0] for c in convs)))
+    return config
+
+
+def run_folder_config(path: str | os.PathLike) -> dict[str, Any]:
+    """The FAN arguments a run of this project's run cache records beside its weights
+    (``meta.json``'s ``budget["fan"]``, e.g. the pooling), or {} when there is none."""
+    import json
+
+    meta = Path(path).with_name("meta.json")
+    try:
+        fan = json.loads(meta.read_text(encoding="utf-8")).get("budget", {}).get("fan")
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(fan, Mapping):
+        return {}
+    config = dict(fan)
+    if "stem_channels" in config:
+        config["stem_channels"] = tuple(config["stem_channels"])
+    return config
+
+
 def load_official_fan(source: str | os.PathLike | Mapping[str, Any], **fan_kwargs) -> nn.Module:
-    """Build a :class:`~fa_lib.models.fan.FAN` shaped like an official checkpoint (2D-FAN / 3D-FAN /
-    2D-to-3D-FAN: stacks, input channels, landmarks and width read from the weights) and load it
-    strictly. Official weights were trained with average pooling (the default here)."""
+    """Build a :class:`~fa_lib.models.fan.FAN` shaped like a checkpoint of plain weights (2D-FAN /
+    3D-FAN / 2D-to-3D-FAN: stacks, input channels, landmarks, width, hourglass depth and stem read
+    from the weights, :func:`fan_config_from_state`) and load it strictly. Official weights were
+    trained with average pooling (the default here); ``fan_kwargs`` override what is read."""
     name, state = _state_of(source)
     if "conv1.weight" not in state or "l0.weight" not in state:
         raise CheckpointMismatchError(f"{name} is not a FAN checkpoint (no conv1.weight / l0.weight)")
-    config = dict(num_modules=_count_stacks(state), in_channels=int(state["conv1.weight"].shape[1]),
-                  num_landmarks=int(state["l0.weight"].shape[0]), width=int(state["l0.weight"].shape[1]))
+    config = fan_config_from_state(state)
     config.update(fan_kwargs)
     return _build_and_load(lambda: FAN(**config), state)
 
@@ -229,12 +276,52 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 
 def load_fan_checkpoint(path: str | os.PathLike) -> nn.Module:
     """A network from a checkpoint file: one of ours (any model kind, :func:`load_model`) or, when
-    the file is not ours, an official FAN checkpoint (:func:`load_official_fan`)."""
+    the file holds plain weights (an official FAN checkpoint, a run's ``model.pt`` or a trainer's
+    ``last.pt``), a FAN shaped like them (:func:`load_official_fan`; a run folder's ``meta.json``
+    supplies what the weights cannot say, such as the pooling)."""
     try:
         model, _ = load_model(path)
         return model
     except ValueError:
-        return load_official_fan(path)
+        return load_official_fan(path, **run_folder_config(path))
+
+
+def describe_checkpoint(path: str | os.PathLike) -> str:
+    """What a checkpoint file holds, in words (e.g. for ``fa-lib landmarks`` to say what it loaded)."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a TorchScript archive or a file torch.load refuses
+        return f"{path}: an official face-alignment archive"
+    if isinstance(payload, Mapping) and payload.get("format") == OUR_FORMAT:
+        extra = payload.get("extra") or {}
+        what = extra.get("network") or payload.get("kind", "network")
+        size = f", {extra['input_size']} px crops" if extra.get("input_size") else ""
+        return f"{path}: a {what} saved by fa_lib{size}"
+    if is_trainer_checkpoint(payload):
+        state = payload["model"]
+        kind = "trainer checkpoint (step {})".format(payload.get("step"))
+    else:
+        state = normalize_state_dict(payload, str(path)) if isinstance(payload, Mapping) else {}
+        kind = "plain state_dict"
+    if "conv1.weight" in state and "l0.weight" in state:
+        config = {**fan_config_from_state(state), **run_folder_config(path)}
+        shape = ", ".join(f"{k} {v}" for k, v in config.items())
+        return f"{path}: a {kind} of a FAN ({shape})"
+    return f"{path}: a {kind}"
+
+
+def checkpoint_extra(weights) -> dict[str, Any]:
+    """The metadata a checkpoint of this project records beside its weights (``extra`` of
+    :func:`save_model`, e.g. ``input_size``, ``decoder``); {} for other files."""
+    if weights is None or not Path(weights).is_file():
+        return {}
+    try:
+        payload = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception:  # an official or TorchScript checkpoint: no metadata of ours
+        return {}
+    extra = payload.get("extra") if isinstance(payload, dict) and payload.get("format") == OUR_FORMAT else None
+    return dict(extra) if isinstance(extra, dict) else {}
 
 
 def checkpoint_input_size(weights) -> int | None:
@@ -249,4 +336,17 @@ def checkpoint_input_size(weights) -> int | None:
         return None
     extra = payload.get("extra") if isinstance(payload, dict) else None
     size = extra.get("input_size") if isinstance(extra, dict) else None
+    if not size:  # a run folder of the run cache records its crop size in meta.json
+        size = _run_record(weights).get("input_size")
     return int(size) if size else None
+
+
+def _run_record(path: str | os.PathLike) -> dict[str, Any]:
+    """The run-cache record (``meta.json``'s ``key``) of the run folder holding ``path``, or {}."""
+    import json
+
+    try:
+        key = json.loads(Path(path).with_name("meta.json").read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError):
+        return {}
+    return key if isinstance(key, dict) else {}

@@ -5,7 +5,9 @@
 //
 // For every page in `pages` (and every explorer page): load it in Debian chromium through npm
 // playwright-core, abort and count every request that leaves 127.0.0.1, and record console errors,
-// uncaught exceptions and failed local requests. For every explorer {page, selector, min?}: wait for the
+// uncaught exceptions and failed local requests; fail a page whose text shows a matplotlib figure's text
+// repr, NaN in a table cell or a raw Python dict, and screenshot the `screenshotPages` (whole page) into
+// `screenshotDir`. For every explorer {page, selector, min?}: wait for the
 // kernel-free widget (fa_lib.widgets) to render, check it shows a slider and an image, then move each of
 // its sliders (keyboard first, mouse drag if the keyboard did nothing) and check that the image shown
 // changes (its src differs). An explorer with a Play button is also played for a moment.
@@ -86,6 +88,20 @@ try {
       report.explorers.push(await checkExplorers(page, explorer));
     }
     await page.waitForTimeout(300);
+    // what a reader must never see: a figure's text repr, NaN in a table, a raw Python dict
+    const seen = await page.evaluate(() => ({
+      text: document.body.innerText,
+      nanCells: [...document.querySelectorAll('table td')].filter((td) => /(^|\W)NaN(\W|$)/.test(td.textContent)).length,
+    }));
+    if (seen.text.includes('<Figure size')) fail(`${pagePath}: a figure shown as "<Figure size ...>" text`);
+    if (seen.nanCells) fail(`${pagePath}: ${seen.nanCells} table cell(s) show NaN`);
+    const rawDict = seen.text.match(/\{'[A-Za-z_]+': [^}]{0,60}/);
+    if (rawDict) fail(`${pagePath}: a raw Python dict on the page: ${rawDict[0]}`);
+    if (config.screenshotDir && (config.screenshotPages || []).includes(pagePath)) {
+      fs.mkdirSync(config.screenshotDir, { recursive: true });
+      await page.screenshot({ path: path.join(config.screenshotDir, `${pagePath.replaceAll('/', '_')}.png`),
+                              fullPage: true });
+    }
     // console messages that are resource-load errors are reported through failedLocal / externalRequests
     info.consoleErrors = info.consoleErrors.filter((t) => !/^Failed to load resource/.test(t));
     if (info.pageErrors.length) fail(`${pagePath}: uncaught exceptions: ${info.pageErrors.join(' | ')}`);

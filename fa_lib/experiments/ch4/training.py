@@ -59,8 +59,8 @@ def _train(name: str, model: nn.Module, record: dict, train_items: Dataset, val_
     def fit(folder: Path | None):
         started = time.perf_counter()
         run = trainer.Trainer(model, train_items, val_items, device=device, checkpoint_dir=folder, seed=seed,
-                              progress=progress, num_workers=setup.loader_workers, **config.trainer_kwargs(),
-                              **trainer_kwargs)
+                              progress=progress, num_workers=setup.loader_workers, name=name,
+                              **config.trainer_kwargs(), **trainer_kwargs)
         history = run.fit()
         budget = {"model": name, "iterations": run.total_steps, "epochs": run.epoch,
                   "batch_size": run.batch_size, "lr": run.lr, "optimizer": config.optimizer,
@@ -96,15 +96,25 @@ def train_fan(kind: str, setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed
         fan_inputs(setup, landmarks, augment=eval_augmentation(EVAL_BOX_NOISE), guide=guided))
     iterations = setup.iterations_2d_to_3d if guided else setup.iterations
     config = setup.train_config(lr=setup.lr_2d_to_3d if guided else setup.lr, iterations=iterations)
-    # the run's key: exactly the record the chapter has always used (cached runs stay valid)
-    record = {"kind": kind, "fan": setup.fan_kwargs(stacks, width), "in_channels": model.in_channels,
-              "augmentation": augmentation.to_dict(), "input_size": setup.input_size,
-              "heatmap_size": setup.heatmap_size, "sigma": setup.sigma, "batch_size": setup.batch_size,
-              "lr": config.lr, "iterations": iterations, "epochs": setup.epochs,
-              "milestones": setup.lr_milestones, "gamma": setup.lr_gamma, "val_fraction": setup.val_fraction,
-              "train_set": str(Path(data.train.folder).name), "seed": seed, **setup.speed_record()}
+    record = fan_record(kind, setup, data, seed=seed, stacks=stacks, width=width)
+    assert record["in_channels"] == model.in_channels
     return _train(name or FAN_KINDS[kind], model, record, train_items, val_items, runs=runs, setup=setup,
                   config=config, seed=seed, device=device, progress=progress, loss="l2")
+
+
+def fan_record(kind: str, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, stacks: int | None = None,
+               width: int | None = None) -> dict[str, Any]:
+    """The run-cache record (its key) of :func:`train_fan`'s network: exactly the record the chapter
+    has always used, so cached runs stay valid."""
+    guided = kind == "2d_to_3d"
+    augmentation = thesis_augmentation("2d_to_3d" if guided else "fan")
+    iterations = setup.iterations_2d_to_3d if guided else setup.iterations
+    return {"kind": kind, "fan": setup.fan_kwargs(stacks, width), "in_channels": 3 + (68 if guided else 0),
+            "augmentation": augmentation.to_dict(), "input_size": setup.input_size,
+            "heatmap_size": setup.heatmap_size, "sigma": setup.sigma, "batch_size": setup.batch_size,
+            "lr": setup.lr_2d_to_3d if guided else setup.lr, "iterations": iterations, "epochs": setup.epochs,
+            "milestones": setup.lr_milestones, "gamma": setup.lr_gamma, "val_fraction": setup.val_fraction,
+            "train_set": str(Path(data.train.folder).name), "seed": seed, **setup.speed_record()}
 
 
 def train_depth(setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed: int = 0, device: Any = "auto",

@@ -45,12 +45,16 @@ from fa_lib.experiments.context import ChapterContext
 from fa_lib.experiments.runs import TRAINER_CHECKPOINT, run_key, seeded
 from fa_lib.models.fan import parameter_count
 from fa_lib.profiles import Profile
-from fa_lib.train import HISTORY_NAME, Trainer, fan_stack_modules
+from fa_lib.train import HISTORY_NAME, Trainer, fan_stack_modules, split_train_val
 
 #: bump when the training code changes what a cached run's weights would be
 RUN_FORMAT = 1
 #: sub-folders of a stacked run's folder holding each phase's resumable checkpoint (5.7.2)
 STACK_PHASES = ("stage", "joint")
+#: offset of the validation faces' (deterministic) crop seed from the notebook's seed
+VALIDATION_SEED = 7919
+#: images per forward pass of the validation (inference only: larger than a training batch is cheaper)
+VALIDATION_BATCH = 32
 
 
 @dataclass
@@ -151,10 +155,26 @@ class Chapter5(ChapterContext):
         return ParsingInputs(input_size=self.setup.parsing_input_size, output_size=self.setup.parsing_output_size,
                              zoom=self.setup.parsing_zoom, augment=thesis_augmentation("binary") if augment else None)
 
+    def _split(self) -> tuple[Dataset, Dataset | None]:
+        """The training faces and the held-out validation faces (``setup.val_fraction`` of them, the
+        same split for every run of the notebook; None when there are none)."""
+        if self.setup.val_fraction <= 0:
+            return self.data.train, None
+        train, val = split_train_val(self.data.train, self.setup.val_fraction, seed=self.seed)
+        return train, (val if len(val) else None)
+
     def training_set(self, recipe: Recipe, seed: int) -> Dataset:
         transform = (self.parsing_inputs(recipe.augment) if recipe.task == "parsing"
                      else self.landmark_inputs(recipe.augment))
-        return TransformedDataset(self.data.train, transform, seed=seed)
+        return TransformedDataset(self._split()[0], transform, seed=seed)
+
+    def validation_set(self, recipe: Recipe) -> Dataset | None:
+        """The held-out faces as at test time (no augmentation), for a landmark run's per-epoch
+        validation NME; None for face parsing or when ``setup.val_fraction`` is 0."""
+        val = self._split()[1]
+        if val is None or recipe.task == "parsing":
+            return None
+        return TransformedDataset(val, self.landmark_inputs(False), seed=self.seed + VALIDATION_SEED)
 
     def prepared(self, name: str) -> PreparedSet:
         """``"test"`` (68 points), ``"pifa"`` (34 points) or ``"parsing"`` (test faces with masks)."""
@@ -194,6 +214,8 @@ class Chapter5(ChapterContext):
             "recipe": asdict(recipe), "inputs": self.inputs_record(recipe),
             "train": jsonable(s.train_config().key_record()), "train_set": dataset_identity(self.data.train),
             "seed": seed}
+        if s.val_fraction > 0:  # fewer training faces (validation itself changes no weight)
+            record["held_out"] = {"fraction": s.val_fraction, "split_seed": self.seed}
         if net.stacks > 1:
             record["chain"] = {"previous": run_key(self.run_record(replace(net, stacks=net.stacks - 1), recipe, seed)),
                                "phase_iterations": s.stage_iterations(), "stage_fraction": s.stage_fraction}
@@ -217,7 +239,7 @@ class Chapter5(ChapterContext):
             return net.build(self.setup)
 
     def _fit(self, model: nn.Module, recipe: Recipe, seed: int, folder: Path | None, iterations: int | None = None,
-             **extra: Any) -> tuple[list[dict[str, Any]], float, int]:
+             name: str | None = None, **extra: Any) -> tuple[list[dict[str, Any]], float, int]:
         """Train ``model`` in place (the trainer seeds itself with ``seed``); ``folder`` keeps its
         resumable checkpoint. Returns (history, seconds, optimiser steps)."""
         config = self.setup.train_config()
@@ -225,8 +247,9 @@ class Chapter5(ChapterContext):
             config = replace(config, iterations=int(iterations), epochs=None)
 
         def trainer() -> Trainer:
-            return Trainer(model, self.training_set(recipe, seed), None, loss=recipe.loss, device=self.device,
-                           seed=seed, progress=self.progress, checkpoint_dir=folder, **config.trainer_kwargs(), **extra)
+            return Trainer(model, self.training_set(recipe, seed), self.validation_set(recipe), loss=recipe.loss,
+                           device=self.device, seed=seed, progress=self.progress, checkpoint_dir=folder,
+                           val_batch_size=VALIDATION_BATCH, name=name, **config.trainer_kwargs(), **extra)
 
         started = time.perf_counter()
         t = trainer()
@@ -246,7 +269,7 @@ class Chapter5(ChapterContext):
         return history, time.perf_counter() - started, t.step
 
     def _train_single(self, model: nn.Module, net: NetSpec, recipe: Recipe, seed: int, folder: Path | None):
-        history, seconds, steps = self._fit(model, recipe, seed, folder)
+        history, seconds, steps = self._fit(model, recipe, seed, folder, name=self.run_name(net, recipe, seed))
         return {"steps": steps, "train_seconds": seconds, "note": ""}, history
 
     def _train_stacked(self, model: nn.Module, net: NetSpec, recipe: Recipe, seed: int, folder: Path | None):
@@ -259,10 +282,12 @@ class Chapter5(ChapterContext):
             raise RuntimeError(f"stacked network does not contain the {net.stacks - 1}-stack one: {unexpected}")
         phase = self.setup.stage_iterations()
         stage, joint = (None, None) if folder is None else (folder / STACK_PHASES[0], folder / STACK_PHASES[1])
-        h1, s1, n1 = self._fit(model, recipe, seed, stage, phase,
+        name = self.run_name(net, recipe, seed)
+        h1, s1, n1 = self._fit(model, recipe, seed, stage, phase, name=f"{name} (new stack)",
                                trainable_modules=fan_stack_modules(model, net.stacks - 1),
                                supervised_stacks=net.stacks, history_extra={"phase": f"stage{net.stacks}"})
-        h2, s2, n2 = self._fit(model, recipe, seed, joint, phase, history_extra={"phase": "joint"})
+        h2, s2, n2 = self._fit(model, recipe, seed, joint, phase, name=f"{name} (joint)",
+                               history_extra={"phase": "joint"})
         note = (f"stage-wise: {previous.steps} steps as {net.stacks - 1} stack(s), "
                 f"{n1} steps new stack only, {n2} steps jointly")
         budget = {"steps": previous.steps + n1 + n2, "train_seconds": previous.train_seconds + s1 + s2, "note": note}

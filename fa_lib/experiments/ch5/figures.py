@@ -5,6 +5,7 @@ examples) and 5.12 (parsing examples). Ground truth is drawn green and predictio
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -20,7 +21,8 @@ from fa_lib.experiments.ch5.narrative import describe_sweep
 from fa_lib.experiments.ch5.scale import (BOTTLENECK, OURS, OURS_REAL, LANDMARKS, PARSING, PARSING_ROWS, NetSpec,
                                           cardinality_spec, depth_spec)
 from fa_lib.experiments.ch5.tables import judging_metric, seed_noise
-from fa_lib.experiments.plotting import ced_axes, draw_landmarks, landmark_grid
+from fa_lib.experiments.common import curve_summary, learning_curves
+from fa_lib.experiments.plotting import ced_axes, draw_landmarks, landmark_grid, learning_curves_figure
 from fa_lib.experiments.registry import ThesisResult, thesis_figure
 from fa_lib.experiments.verdict import judge, mean_std
 from fa_lib.landmarks import landmarks_68_to_pifa34
@@ -161,9 +163,12 @@ def _sweep_figure(ctx: Chapter5, thesis_id: str, values: Sequence[int], spec_of:
     ax2.grid(alpha=0.3)
     ax2.set_title("size and training cost", fontsize=9)
     fig.tight_layout()
+    plotted = "AUC@7%" if column == "AUC" else "mean NME (AUC@7% is below the judging floor at this scale)"
+    caption = f"{plotted} {caption}"
     path = write_figure(ctx, fig, thesis_id.replace(".", "_"), caption, all_runs,
                         {"points": df.to_dict(orient="records"), "verdicts": [v.to_dict() for v in verdicts]})
-    return _figure(thesis_id, fig, path, all_runs, verdicts=verdicts, data={"points": df, "trend": trend},
+    return _figure(thesis_id, fig, path, all_runs, verdicts=verdicts, data={"points": df, "trend": trend,
+                                                                             "caption": caption},
                    notes=[describe_sweep(df, key, trend)])
 
 
@@ -173,7 +178,7 @@ def fig_5_7(ctx: Chapter5) -> ThesisResult:
     """Fig. 5.7: AUC against the depth of the proposed block (widths halve at each level, so the
     parameter count stays about constant)."""
     return _sweep_figure(ctx, "5.7", ctx.setup.depths, depth_spec, "block depth",
-                         "AUC@7% against the depth of the binary hierarchical block (thesis Fig. 5.7)",
+                         "against the depth of the binary hierarchical block (thesis Fig. 5.7)",
                          "a deeper block is more accurate (thesis: AUC improves up to depth 6, then saturates)")
 
 
@@ -182,7 +187,7 @@ def fig_5_7(ctx: Chapter5) -> ThesisResult:
 def fig_5_8(ctx: Chapter5) -> ThesisResult:
     """Fig. 5.8: AUC against the cardinality of the proposed block (C parallel hierarchical paths)."""
     return _sweep_figure(ctx, "5.8", ctx.setup.cardinalities, cardinality_spec, "cardinality",
-                         "AUC@7% against the cardinality of the binary hierarchical block (thesis Fig. 5.8)",
+                         "against the cardinality of the binary hierarchical block (thesis Fig. 5.8)",
                          "more parallel paths are more accurate at about the same size (thesis: 1-2% gains)")
 
 
@@ -275,3 +280,35 @@ def fig_5_12(ctx: Chapter5, per_bin: int = 1) -> ThesisResult:
     path = write_figure(ctx, fig, "5_12", "Face-parsing examples (thesis Fig. 5.12; synthetic faces)",
                         [r for _, r in runs], {"indices": idx})
     return _figure("5.12", fig, path, [r for _, r in runs], data={"indices": idx})
+
+
+# --------------------------------------------------------------------------------------------------
+# the scale section's evidence: learning curves
+
+#: the networks drawn in figure "5.learning_curves" (label, network)
+CURVE_NETWORKS = (("Ours (binary)", OURS), ("Ours (real)", OURS_REAL), ("Bottleneck (binary)", BOTTLENECK),
+                  ("Bottleneck (real)", replace(BOTTLENECK, binary=False)))
+
+
+@thesis_figure("5.learning_curves", trains=(f"binary and real proposed block and bottleneck, {NOTEBOOK_SEED} "
+                                            "(figures.CURVE_NETWORKS)",))
+def fig_learning_curves(ctx: Chapter5) -> ThesisResult:
+    """Figure 5.learning_curves (the scale section's evidence, not a thesis figure): the validation
+    NME (``setup.val_fraction`` of the training faces held out, no augmentation, the chapter's
+    decoder) after every epoch of the binary and real "Ours" and bottleneck networks, against
+    optimiser steps and training wall time. ``data["summary"]``: where the curve of every
+    single-stack landmark run of the notebook's seed made so far flattened
+    (:func:`fa_lib.experiments.common.curve_summary`); empty when the profile holds out no faces."""
+    runs = {label: ctx.run(net) for label, net in CURVE_NETWORKS}
+    curves = learning_curves({label: r.history for label, r in runs.items()})
+    others = {f"{r.net.describe()} | {r.recipe.describe()}": r.history for r in ctx.trained()
+              if r.seed == ctx.seed and r.net.stacks == 1 and r.recipe.task != "parsing"
+              and all(r is not seen for seen in runs.values())}
+    summary = curve_summary(pd.concat([curves, learning_curves(others)], ignore_index=True)) if len(curves) else \
+        pd.DataFrame()
+    fig = learning_curves_figure(curves, title=f"Validation NME while training ({ctx.setup.name} profile)")
+    path = write_figure(ctx, fig, "5_learning_curves", "validation NME against optimiser steps and training wall "
+                        "time", list(runs.values()))
+    notes = [] if len(curves) else ["This profile holds out no validation faces (ch5.val_fraction = 0)."]
+    return _figure("5.learning_curves", fig, path, list(runs.values()), data={"curves": curves, "summary": summary},
+                   notes=notes)

@@ -71,6 +71,8 @@ class Ch5Setup:
     decoder: str = "quarter"          # heatmaps -> points in every evaluation (fa_lib.heatmaps.DECODERS)
     cpu_bf16: bool = False            # bfloat16 autocast when training on a CPU
     channels_last: bool = False       # channels-last memory when training
+    optimizer: str = OPTIMIZER
+    val_fraction: float = 0.0         # training faces held out to validate landmark runs each epoch
 
     @property
     def name(self) -> str:
@@ -87,7 +89,7 @@ class Ch5Setup:
     def train_config(self) -> TrainConfig:
         """One run's optimisation budget (section 5.5.1: RMSprop, lr dropped by ``lr_gamma`` at the
         milestones): what the trainer gets and what a run's cache key records."""
-        return TrainConfig(optimizer=OPTIMIZER, lr=self.lr, batch_size=self.batch_size, iterations=self.iterations,
+        return TrainConfig(optimizer=self.optimizer, lr=self.lr, batch_size=self.batch_size, iterations=self.iterations,
                            epochs=None if self.iterations is not None else self.epochs,
                            lr_milestones=self.lr_milestones, lr_gamma=self.lr_gamma, cpu_bf16=self.cpu_bf16,
                            channels_last=self.channels_last, val_decoder=self.decoder)
@@ -101,12 +103,12 @@ class Ch5Setup:
 
     def budget(self) -> dict[str, Any]:
         """The training budget of one run (written into every table's provenance)."""
-        return {"optimizer": OPTIMIZER, "lr": self.lr, "lr_milestones": list(self.lr_milestones),
+        return {"optimizer": self.optimizer, "lr": self.lr, "lr_milestones": list(self.lr_milestones),
                 "lr_gamma": self.lr_gamma, "batch_size": self.batch_size, "iterations": self.iterations,
                 "epochs": self.epochs, "seeds": list(self.seeds), "input_size": self.input_size,
                 "heatmap_size": self.heatmap_size, "width": self.width, "hg_depth": self.hg_depth,
                 "stem_channels": list(self.stem_channels), "train_size": self.train_size,
-                "cpu_bf16": self.cpu_bf16, "channels_last": self.channels_last}
+                "val_fraction": self.val_fraction, "cpu_bf16": self.cpu_bf16, "channels_last": self.channels_last}
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -155,7 +157,8 @@ def ch5_setup(profile: str | Profile = "quick") -> Ch5Setup:
         # says nothing about how a deployed network would use the machine)
         packed_threads=tuple(dict.fromkeys(c.packed_threads if c.packed_threads is not None else (1, cores))),
         packed_batch=c.packed_batch, packed_repeats=c.packed_repeats, packed_images=c.packed_images,
-        decoder=c.decoder, cpu_bf16=c.cpu_bf16, channels_last=c.channels_last,
+        decoder=c.decoder, cpu_bf16=c.cpu_bf16, channels_last=c.channels_last, optimizer=c.optimizer,
+        val_fraction=float(c.val_fraction),
     )
 
 
