@@ -187,13 +187,7 @@ def fan_config_from_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
 def run_folder_config(path: str | os.PathLike) -> dict[str, Any]:
     """The FAN arguments a run of this project's run cache records beside its weights
     (``meta.json``'s ``budget["fan"]``, e.g. the pooling), or {} when there is none."""
-    import json
-
-    meta = Path(path).with_name("meta.json")
-    try:
-        fan = json.loads(meta.read_text(encoding="utf-8")).get("budget", {}).get("fan")
-    except (OSError, ValueError):
-        return {}
+    fan = _run_meta(path).get("budget", {}).get("fan")
     if not isinstance(fan, Mapping):
         return {}
     config = dict(fan)
@@ -325,28 +319,27 @@ def checkpoint_extra(weights) -> dict[str, Any]:
 
 
 def checkpoint_input_size(weights) -> int | None:
-    """The input size (px) a checkpoint of this project records in its metadata (``extra
-    ["input_size"]``, written e.g. by the chapter-4 experiments, whose networks read 64-128 px
-    crops), or None (official checkpoints, or none recorded: the thesis's 256 px then applies)."""
-    if weights is None or not Path(weights).is_file():
+    """The input size (px) a checkpoint of this project records: ``extra["input_size"]`` of a saved model
+    (e.g. the chapter-4 networks, which read 64-128 px crops) or the record of the run folder holding it;
+    None otherwise (official checkpoints: the thesis's 256 px then applies)."""
+    if weights is None:
         return None
-    try:
-        payload = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception:  # an official or TorchScript checkpoint: no metadata of ours
-        return None
-    extra = payload.get("extra") if isinstance(payload, dict) else None
-    size = extra.get("input_size") if isinstance(extra, dict) else None
-    if not size:  # a run folder of the run cache records its crop size in meta.json
-        size = _run_record(weights).get("input_size")
+    size = checkpoint_extra(weights).get("input_size") or _run_record(weights).get("input_size")
     return int(size) if size else None
+
+
+def _run_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """``meta.json`` of the run-cache folder holding ``path``, or {}."""
+    import json
+
+    try:
+        meta = json.loads(Path(path).with_name("meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _run_record(path: str | os.PathLike) -> dict[str, Any]:
     """The run-cache record (``meta.json``'s ``key``) of the run folder holding ``path``, or {}."""
-    import json
-
-    try:
-        key = json.loads(Path(path).with_name("meta.json").read_text(encoding="utf-8")).get("key")
-    except (OSError, ValueError):
-        return {}
+    key = _run_meta(path).get("key")
     return key if isinstance(key, dict) else {}
