@@ -90,7 +90,8 @@ class DataScale(Section):
     image_size: int = 256          # rendered image side (px); FAN input crops are taken from it
     train_size: int = 2000         # 300-W-LP stand-in (training, 2D + 3D labels)
     test_size: int = 600           # yaw-balanced test set: equal counts in |yaw| 0-30, 30-60, 60-90
-    pifa_size: int = 300           # AFLW-PIFA stand-in (grey, 34/21 points + visibility)
+    pifa_size: int = 300           # AFLW-PIFA stand-in test set (grey, 34/21 points + visibility)
+    pifa_train_size: int = 3901    # AFLW-PIFA stand-in training set (the thesis's 3,901)
     lowres_train_size: int = 2000  # 16x16 -> 64x64 pairs (chapter 6)
     lowres_test_size: int = 300
     parsing_size: int = 600        # face-parsing masks (chapter 5.8)
@@ -150,6 +151,86 @@ class TrainConfig(Section):
     def speed_record(self) -> dict[str, bool]:
         """The training-speed switches that are on (they change the rounding, so the weights)."""
         return {k: True for k in ("cpu_bf16", "channels_last") if getattr(self, k)}
+
+
+@dataclass(frozen=True)
+class Ch3Scale(Section):
+    """Chapter 3 (CALE). Defaults: the thesis's networks (Tables 3.1-3.2: VGG-16 64...512 with fc6 7x7
+    and fc7 4096 wide, the regressor's 9/13/13/15 kernels), 256 px crops, disc radius 0.05 and
+    Gaussian std 0.025 of the face size (10 and 5 px for a 200 px face), and the stage lengths of
+    section 3.1.4 in epochs: detector at stride 32 (10), at stride 8 (20), regressor alone (30),
+    jointly (5).
+
+    Networks: ``input_size`` (a multiple of 32), ``zoom`` (crop side relative to FAN's),
+    ``width_divisor`` (every width divided by it), ``fc_channels``, ``fc6_kernel``,
+    ``regressor_kernels``, ``batch_norm`` (vgg16_bn's layout; not the thesis's), ``n_points`` (34;
+    the 21-point columns are the first 21 of them). Targets: ``disc_radius`` and ``sigma`` as
+    fractions of the face size. Training: ``optimizer``, ``lr`` (dropped by ``lr_gamma`` at
+    ``lr_milestones`` within each stage), ``joint_lr_factor`` (the joint stage fine-tunes at
+    ``lr`` x this), ``detector_weight`` (eq. 3.1's weight in the joint loss), ``batch_size``,
+    ``stage_iterations`` (optimiser steps of the four stages; None: ``stage_epochs``), ``seeds``,
+    ``val_fraction`` (held-out training faces validated after every epoch), ``workers`` (runs trained
+    at once on a CPU, one torch thread each; None: min(2, cores)), ``decoder``, ``cpu_bf16``,
+    ``channels_last``. ``fig_faces``: faces of Fig. 3.5 and of the evidence explorer.
+    ``vgg16_weights``: a file holding torchvision's ImageNet VGG-16 state_dict (``vgg16_bn``'s with
+    ``batch_norm``), loaded into the detector before training as section 3.1.4 does (None: from
+    scratch; nothing can be downloaded here).
+    """
+
+    input_size: int = 256
+    zoom: float = 1.0
+    width_divisor: int = 1
+    fc_channels: int = 4096
+    fc6_kernel: int = 7
+    regressor_kernels: tuple[int, int, int, int] = (9, 13, 13, 15)
+    batch_norm: bool = False
+    n_points: int = 34
+    disc_radius: float = 0.05
+    sigma: float = 0.025
+    optimizer: str = "rmsprop"
+    lr: float = 1e-4
+    lr_milestones: tuple[float, ...] = (0.8,)
+    lr_gamma: float = 0.1
+    joint_lr_factor: float = 0.1
+    detector_weight: float = 1.0
+    batch_size: int = 10
+    stage_iterations: tuple[int, int, int, int] | None = None
+    stage_epochs: tuple[int, int, int, int] = (10, 20, 30, 5)
+    seeds: tuple[int, ...] = (0,)
+    val_fraction: float = 0.1
+    workers: int | None = None
+    decoder: str = "quarter"
+    cpu_bf16: bool = False
+    channels_last: bool = False
+    fig_faces: int = 8
+    vgg16_weights: str | None = None
+
+    def validate(self) -> None:
+        if self.input_size % 32:
+            raise ValueError(f"ch3.input_size must be a multiple of 32 (FCN-8s), got {self.input_size}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"ch3.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"ch3.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.n_points < 21:
+            raise ValueError(f"ch3.n_points must be >= 21 (the 21-point columns are its first 21), got {self.n_points}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"ch3.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if not self.seeds:
+            raise ValueError("ch3.seeds must name at least one seed")
+        budget = self.stage_iterations if self.stage_iterations is not None else self.stage_epochs
+        if len(budget) != 4 or any(int(b) <= 0 for b in budget):
+            raise ValueError(f"ch3 needs four positive stage budgets (32s, 8s, regressor, joint), got {budget}")
+
+    def stage_config(self, stage: int) -> TrainConfig:
+        """The :class:`TrainConfig` of stage ``stage`` (0: detector at stride 32, 1: at stride 8,
+        2: regressor alone, 3: jointly)."""
+        lr = self.lr * (self.joint_lr_factor if stage == 3 else 1.0)
+        steps = None if self.stage_iterations is None else int(self.stage_iterations[stage])
+        return TrainConfig(optimizer=self.optimizer, lr=lr, batch_size=self.batch_size, iterations=steps,
+                           epochs=None if steps is not None else int(self.stage_epochs[stage]),
+                           lr_milestones=self.lr_milestones, lr_gamma=self.lr_gamma, cpu_bf16=self.cpu_bf16,
+                           channels_last=self.channels_last, val_decoder=self.decoder)
 
 
 @dataclass(frozen=True)
@@ -290,7 +371,7 @@ class Ch5Scale(Section):
 
 
 #: the profile's sections by name (a chapter adds its own here)
-SECTIONS: dict[str, type[Section]] = {"data": DataScale, "ch4": Ch4Scale, "ch5": Ch5Scale}
+SECTIONS: dict[str, type[Section]] = {"data": DataScale, "ch3": Ch3Scale, "ch4": Ch4Scale, "ch5": Ch5Scale}
 
 
 @dataclass(frozen=True)
@@ -298,6 +379,7 @@ class Profile:
     name: str
     description: str
     data: DataScale = field(default_factory=DataScale)
+    ch3: Ch3Scale = field(default_factory=Ch3Scale)
     ch4: Ch4Scale = field(default_factory=Ch4Scale)
     ch5: Ch5Scale = field(default_factory=Ch5Scale)
 
@@ -315,8 +397,11 @@ _PROFILES: dict[str, Profile] = {
         name="smoke",
         description="seconds per notebook: tiny synthetic data and models; checks paths and schemas "
                     "(nothing is expected to learn in a few steps)",
-        data=DataScale(image_size=128, train_size=24, test_size=12, pifa_size=12,
+        data=DataScale(image_size=128, train_size=24, test_size=12, pifa_size=12, pifa_train_size=24,
                        lowres_train_size=24, lowres_test_size=8, parsing_size=12),
+        ch3=Ch3Scale(input_size=32, zoom=0.75, width_divisor=16, fc_channels=16, fc6_kernel=1,
+                     regressor_kernels=(3, 3, 3, 3), batch_norm=True, lr=1e-3, batch_size=4,
+                     stage_iterations=(1, 1, 1, 1), decoder="subpixel", fig_faces=2),
         ch4=Ch4Scale(input_size=64, heatmap_size=16, stacks=1, width=32, hg_depth=2, stem_channels=(16, 32),
                      batch_size=4, lr=2.5e-4, lr_2d_to_3d=2.5e-3, iterations=3, epochs=None,
                      depth_layers=(1, 1, 1, 1), depth_input_size=32, resolutions=(8, 16),
@@ -329,8 +414,12 @@ _PROFILES: dict[str, Profile] = {
         name="quick",
         description="2-core CPU, embedded synthetic benchmark, reduced widths/resolutions and short "
                     "schedules (the chapter notebooks show the measurements behind each value)",
-        data=DataScale(image_size=256, train_size=3000, test_size=600, pifa_size=300,
+        data=DataScale(image_size=256, train_size=3000, test_size=600, pifa_size=300, pifa_train_size=2400,
                        lowres_train_size=3000, lowres_test_size=300, parsing_size=600),
+        ch3=Ch3Scale(input_size=96, zoom=0.75, width_divisor=4, fc_channels=256, fc6_kernel=3,
+                     regressor_kernels=(5, 7, 7, 9), batch_norm=True, lr=1e-3, lr_gamma=0.2, batch_size=8,
+                     stage_iterations=(400, 3200, 3200, 400), seeds=(0, 1), workers=2, decoder="subpixel",
+                     cpu_bf16=True),
         ch4=Ch4Scale(input_size=128, heatmap_size=32, stacks=1, width=64, hg_depth=3, stem_channels=(32, 64),
                      batch_size=10, lr=1e-3, lr_2d_to_3d=1e-3, iterations=9000, iterations_2d_to_3d=4500,
                      epochs=None,
@@ -347,7 +436,7 @@ _PROFILES: dict[str, Profile] = {
         name="full",
         description="the thesis's architectures and schedules: GPU and the real datasets under "
                     "data_root (a large synthetic set otherwise)",
-        data=DataScale(image_size=256, train_size=60000, test_size=3000, pifa_size=1200,
+        data=DataScale(image_size=256, train_size=60000, test_size=3000, pifa_size=1299, pifa_train_size=3901,
                        lowres_train_size=60000, lowres_test_size=3000, parsing_size=3000,
                        real_data=True),
         ch4=Ch4Scale(),

@@ -510,6 +510,8 @@ class Trainer:
     - ``val_decoder``: how the per-epoch validation NME decodes heatmaps (``fa_lib.heatmaps.DECODERS``).
     - ``callbacks``: ``callable(trainer)`` after each step (and after its checkpoint); may raise
       ``StopTraining``.
+    - ``decode_landmarks``: decode the (last) output's heatmaps into landmarks for the per-epoch
+      validation NME (None: for the ``"l2"`` and ``"sigmoid_bce"`` losses only).
     - ``name``: the network's name in progress reports (``$FA_LIB_PROGRESS``, read by ``fa-lib
       reproduce``: :class:`fa_lib.progress.TrainingReporter`).
 
@@ -530,7 +532,7 @@ class Trainer:
                  trainable_modules: Iterable[nn.Module] | None = None, grad_clip: float | None = None,
                  val_batch_size: int | None = None, callbacks: Sequence[Callable] = (),
                  history_extra: Mapping[str, Any] | None = None, val_decoder: str = "quarter",
-                 name: str | None = None):
+                 name: str | None = None, decode_landmarks: bool | None = None):
         if val_decoder not in DECODERS:
             raise ValueError(f"val_decoder must be one of {DECODERS}, got {val_decoder!r}")
         if epochs is None and iterations is None:
@@ -559,7 +561,8 @@ class Trainer:
         self.checkpoint_every, self.resume = checkpoint_every, resume
         self.seed, self.metrics_fn, self.progress = int(seed), metrics_fn, progress
         self.num_workers, self.input_key = num_workers, input_key
-        self.decode_landmarks = loss in ("l2", "sigmoid_bce")
+        # a callable loss says nothing about the outputs: heatmaps are decoded when asked to
+        self.decode_landmarks = (loss in ("l2", "sigmoid_bce")) if decode_landmarks is None else bool(decode_landmarks)
         # stage k of a stage-wise run is judged by the k-th output, the last one it supervises
         self.eval_stack = supervised_stacks - 1 if supervised_stacks is not None else -1
         self.trainable_modules = list(trainable_modules) if trainable_modules is not None else None

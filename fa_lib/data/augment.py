@@ -70,6 +70,7 @@ def thesis_augmentation(network: str = "fan") -> Augmentation:
       colour jitter, random occlusion, box noise up to 20%.
     - ``"2d_to_3d"`` (2D-to-3D-FAN, section 4.3.2): the same with rotation +-70 and scale 0.7-1.3.
     - ``"binary"`` (chapter 5, section 5.5.1): flip, rotation +-40, scale 0.7-1.3 only.
+    - ``"cale"`` (chapter 3, section 3.1.4): flip and scale 0.8-1.2 only (no rotation).
     """
     if network == "fan":
         return Augmentation(rotation=50.0, scale=(0.8, 1.2), box_noise=0.2)
@@ -77,7 +78,9 @@ def thesis_augmentation(network: str = "fan") -> Augmentation:
         return Augmentation(rotation=70.0, scale=(0.7, 1.3), box_noise=0.2)
     if network == "binary":
         return Augmentation(rotation=40.0, scale=(0.7, 1.3), colour=0.0, occlusion=0.0)
-    raise ValueError(f"unknown network {network!r}; choose fan, 2d_to_3d or binary")
+    if network == "cale":
+        return Augmentation(rotation=0.0, scale=(0.8, 1.2), colour=0.0, occlusion=0.0)
+    raise ValueError(f"unknown network {network!r}; choose fan, 2d_to_3d, binary or cale")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from torch.utils.data import Dataset
 from fa_lib import geometry
 from fa_lib.data.augment import (Augmentation, flip_permutation, jitter_colour, occlude,
                                  sample_params, AugmentParams)
-from fa_lib.heatmaps import gaussian_heatmaps
+from fa_lib.heatmaps import disc_heatmaps, gaussian_heatmaps
 
 LANDMARK_SETS = ("2d", "3d")
 
@@ -76,11 +76,12 @@ class FanInputs:
     - ``guide``: append N guide channels (2D-to-3D-FAN, section 4.3.1), Gaussians of std
       ``guide_sigma`` input px at the 2D landmarks: ``sample["guide_landmarks"]`` when present
       (e.g. 2D-FAN's predictions at test time), else ``sample["landmarks_2d"]``.
+    - ``zoom``: multiplies the crop's side (< 1: a tighter crop, the face larger in it).
     """
 
     def __init__(self, landmarks: str = "2d", *, input_size: int = 256, heatmap_size: int = 64,
                  sigma: float = 1.0, augment: Augmentation | None = None, guide: bool = False,
-                 guide_sigma: float = 1.0):
+                 guide_sigma: float = 1.0, zoom: float = 1.0):
         if landmarks not in LANDMARK_SETS:
             raise ValueError(f"landmarks must be one of {LANDMARK_SETS}, got {landmarks!r}")
         if input_size <= 0 or heatmap_size <= 0:
@@ -92,6 +93,9 @@ class FanInputs:
         self.landmarks, self.input_size, self.heatmap_size = landmarks, int(input_size), int(heatmap_size)
         self.sigma, self.augment = float(sigma), augment
         self.guide, self.guide_sigma = bool(guide), float(guide_sigma)
+        if not zoom > 0:
+            raise ValueError(f"zoom must be positive, got {zoom}")
+        self.zoom = float(zoom)
 
     def __repr__(self) -> str:
         return (f"FanInputs({self.landmarks!r}, input_size={self.input_size}, heatmap_size="
@@ -130,7 +134,7 @@ class FanInputs:
                 crop_box = geometry.perturb_box(box, self.augment.box_noise, generator)
             params = sample_params(self.augment, generator)
         center, scale = geometry.box_to_center_scale(crop_box)
-        scale = float(scale) * params.scale_factor
+        scale = float(scale) * params.scale_factor * self.zoom
 
         size_in, size_hm = self.input_size, self.heatmap_size
         to_input = geometry.rotation_scale_matrix(center, scale, size_in, angle_deg=params.angle,
@@ -205,3 +209,62 @@ class TransformedDataset(Dataset):
         item = self.transform(self.dataset[index], rng)
         item["index"] = index
         return item
+
+
+class CaleInputs:
+    """Prepare a face sample for CALE (thesis chapter 3): a ``FanInputs`` crop of side ``input_size``
+    (``zoom`` times FAN's crop) whose targets are at the input resolution, as both of CALE's
+    subnetworks output:
+
+    - ``discs`` (N, R, R): the detector's targets (section 3.1.1): 1 within ``disc_radius`` x face
+      size of each **visible** point (the thesis: 10 px for a 200 px face), all zero for an
+      invisible one;
+    - ``heatmaps`` (N, R, R): the regressor's targets (section 3.1.2): Gaussians of std ``sigma`` x
+      face size (the thesis: 5 px for a 200 px face) at **every** point;
+    - ``image``: (``channels``, R, R); 1 channel is the grey image (AFLW-PIFA), 3 the colour one;
+    - ``face_size``: the face size in crop px (square root of the box's area in the crop).
+
+    The face size is the square root of the area of the sample's box (eq. 3.3's normaliser), so
+    the targets scale with the face whatever the crop. ``augment``: the thesis's is
+    ``thesis_augmentation("cale")`` (flip and scale 0.8-1.2 only, section 3.1.4).
+    """
+
+    def __init__(self, input_size: int = 256, *, zoom: float = 1.0, disc_radius: float = 0.05,
+                 sigma: float = 0.025, augment: Augmentation | None = None, channels: int = 1):
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 (grey) or 3 (colour), got {channels}")
+        if not disc_radius > 0 or not sigma > 0:
+            raise ValueError(f"disc_radius and sigma must be positive fractions of the face size, got "
+                             f"{disc_radius}, {sigma}")
+        self.input_size, self.channels = int(input_size), int(channels)
+        self.disc_radius, self.sigma = float(disc_radius), float(sigma)
+        self.crop = FanInputs("2d", input_size=input_size, heatmap_size=input_size, sigma=1.0, augment=augment,
+                              zoom=zoom)
+
+    def __repr__(self) -> str:
+        return (f"CaleInputs(input_size={self.input_size}, zoom={self.crop.zoom}, disc_radius={self.disc_radius}, "
+                f"sigma={self.sigma}, augment={self.crop.augment}, channels={self.channels})")
+
+    def record(self) -> dict[str, Any]:
+        """What of the inputs changes a trained network (part of a run's key)."""
+        return {"input_size": self.input_size, "zoom": self.crop.zoom, "disc_radius": self.disc_radius,
+                "sigma": self.sigma, "channels": self.channels,
+                "augment": None if self.crop.augment is None else vars(self.crop.augment).copy()}
+
+    def __call__(self, sample: Mapping[str, Any], rng: np.random.Generator | int | None = None) -> dict[str, Any]:
+        item = self.crop(sample, rng)
+        matrix = item["matrix"].numpy()
+        x1, y1, x2, y2 = (float(v) for v in item["box"])
+        zoom = float(np.sqrt(abs(np.linalg.det(matrix[:2, :2]))))
+        face = float(np.sqrt(max(x2 - x1, 1e-6) * max(y2 - y1, 1e-6))) * zoom
+        points = item["landmarks"]
+        visible = item["visibility"]
+        hidden = torch.full_like(points, float("nan"))
+        item["discs"] = disc_heatmaps(torch.where(visible[:, None], points, hidden), self.input_size,
+                                      self.disc_radius * face)
+        item["heatmaps"] = gaussian_heatmaps(points, self.input_size, self.sigma * face)
+        if self.channels == 1:
+            item["image"] = item["image"].mean(0, keepdim=True)
+        item["face_size"] = torch.tensor(face, dtype=torch.float32)
+        return item
+

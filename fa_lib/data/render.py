@@ -46,7 +46,9 @@ class RenderConfig:
     face_height: the face's height (brows to chin, frontal) as a fraction of the image side, like
     the faces in detector crops of 300-W-LP; centre_jitter: offset of the face centre as a fraction
     of the side. supersample: the face layer is rasterised at this factor and area-averaged
-    (anti-aliasing). grey: output HxW uint8.
+    (anti-aliasing). grey: output HxW uint8. occluders_hide_points: a landmark under a drawn
+    occluder is labelled invisible (AFLW-PIFA's visibility, chapter 3); off, visibility is the
+    face's own self-occlusion only (the z-buffer).
     """
 
     size: int = 256
@@ -67,6 +69,8 @@ class RenderConfig:
     colour_jitter: float = 0.12
     grey: bool = False
     supersample: int = 1
+    occluders_hide_points: bool = False
+
 
     def __post_init__(self):
         if int(self.size) < 16:
@@ -81,7 +85,12 @@ class RenderConfig:
             raise ValueError(f"supersample must be >= 1, got {self.supersample}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The fields as a dict; switches added after sets were rendered are left out while off,
+        so the keys of those sets stay valid."""
+        d = asdict(self)
+        if not self.occluders_hide_points:
+            d.pop("occluders_hide_points")
+        return d
 
 
 @dataclass(frozen=True)
@@ -423,9 +432,14 @@ def make_background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(bg, 0, 1).astype(np.float32)
 
 
-def draw_occluders(image: np.ndarray, rng: np.random.Generator, box: np.ndarray) -> np.ndarray:
-    """Paint 1-2 random objects (disc, bar, polygon, textured patch) over part of the face box."""
+def draw_occluders(image: np.ndarray, rng: np.random.Generator, box: np.ndarray,
+                   return_mask: bool = False):
+    """Paint 1-2 random objects (disc, bar, polygon, textured patch) over part of the face box.
+
+    ``return_mask``: also return the objects' coverage (H, W) float32 in [0, 1] (anti-aliased), to
+    tell which landmarks they hide."""
     size = image.shape[0]
+    coverage = np.zeros(image.shape[:2], np.float32)
     x1, y1, x2, y2 = box
     w, h = max(x2 - x1, 4.0), max(y2 - y1, 4.0)
     for _ in range(int(rng.integers(1, 3))):
@@ -457,7 +471,20 @@ def draw_occluders(image: np.ndarray, rng: np.random.Generator, box: np.ndarray)
             fill *= (1 + 0.15 * _noise_field(rng, size, 3))[..., None]
         m = mask[..., None]
         image = image * (1 - m) + np.clip(fill, 0, 1) * m
-    return image
+        coverage = np.maximum(coverage, mask)
+    return (image, coverage) if return_mask else image
+
+
+def points_under(coverage: np.ndarray, points: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Which points (N, >=2) lie on a pixel the occluder ``coverage`` (H, W) covers by more than
+    ``threshold``; points outside the image are not covered."""
+    h, w = coverage.shape
+    cols = np.floor(np.asarray(points)[:, 0]).astype(np.int64)
+    rows = np.floor(np.asarray(points)[:, 1]).astype(np.int64)
+    inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
+    covered = np.zeros(len(cols), bool)
+    covered[inside] = coverage[rows[inside], cols[inside]] > threshold
+    return covered
 
 
 def degrade(image: np.ndarray, rng: np.random.Generator, config: RenderConfig) -> np.ndarray:
@@ -648,7 +675,10 @@ def render_sample(model: FaceModel, person: Identity, scene: Scene, config: Rend
         if ix1 > ix0 and iy1 > iy0:
             face_mask[iy0:iy1, ix0:ix1] = alpha[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0]
     if rng.random() < config.occluder_probability:
-        image = draw_occluders(image, rng, box)
+        image, coverage = draw_occluders(image, rng, box, return_mask=True)
+        if config.occluders_hide_points:
+            # a landmark under a drawn object is not visible (AFLW-PIFA's labels, chapter 3)
+            visibility = visibility & ~points_under(coverage, landmarks_3d)
     image = degrade(image, rng, config)
     out = np.clip(image * 255.0 + 0.5, 0, 255).astype(np.uint8)
     if config.grey:

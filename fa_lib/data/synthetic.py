@@ -8,8 +8,9 @@ stand-in rendered by :mod:`fa_lib.data.render` and named for what it is:
                                several poses (yaw uniform in [-90, 90]), with 2D and 3D landmarks
 ``test_yaw_balanced``          test set balanced like LS3D-W Balanced (4.5, Table 4.2): equal
                                counts with |yaw| in [0, 30), [30, 60), [60, 90]; unseen people
-``pifa_standin``               grey faces annotated like AFLW-PIFA (chapter 3): 34 points (21 with
-                               :func:`fa_lib.landmarks.landmarks_68_to_21`) and their visibility
+``pifa_standin``               grey faces annotated like AFLW-PIFA (chapter 3): 34 points (the first
+                               21 are AFLW's) and visibility counting occluders; train and test
+                               splits of different people
 ``lowres_pairs`` (lowres.py)   16x16 -> 64x64 pairs of chapter 6
 =============================  ==================================================================
 
@@ -307,14 +308,30 @@ def test_yaw_balanced(profile="quick", *, seed: int = 0, count: int | None = Non
     return make_synthetic(spec, root, workers, progress, transform=transform)
 
 
-def pifa_standin(profile="quick", *, seed: int = 0, count: int | None = None, root=None,
+#: occluders on the AFLW-PIFA stand-ins: AFLW-PIFA was chosen for its occlusions (chapter 3)
+PIFA_OCCLUDER_PROBABILITY = 0.5
+PIFA_SPLITS = ("test", "train")
+
+
+def pifa_standin(profile="quick", *, split: str = "test", seed: int = 0, count: int | None = None, root=None,
                  workers=None, progress=False, transform=None, **config: Any) -> SyntheticFaces:
-    """AFLW-PIFA stand-in (chapter 3): grey faces, yaw in [-90, 90], 34 points with visibility
-    (use :func:`fa_lib.landmarks.landmarks_68_to_21` / ``visibility_68_to_21`` on the 68-point
-    arrays for the 21-point protocol; ``SyntheticFaces(folder)`` opens them with 68 points)."""
+    """AFLW-PIFA stand-in (chapter 3, section 3.2.1): grey faces, yaw uniform in [-90, 90], 34 points
+    "annotated from a 3D perspective" with their visibility, which counts both self-occlusion and the
+    drawn occluders (half of the faces carry one or two).
+
+    ``split``: ``"test"`` (the thesis's 1,299 test faces; ``data.pifa_size`` here) or ``"train"``
+    (3,901; ``data.pifa_train_size``); the two are drawn from different populations, so no test person
+    is seen in training. The 21-point protocol takes the first 21 of the 34 points
+    (:data:`fa_lib.landmarks.PIFA_21_FROM_68` is the head of ``PIFA_34_FROM_68``)."""
+    if split not in PIFA_SPLITS:
+        raise ValueError(f"split must be one of {PIFA_SPLITS}, got {split!r}")
     data = _data_scale(profile)
-    spec = SyntheticSpec(name="synthetic-pifa-standin", count=count or data.pifa_size, seed=seed,
-                         config=RenderConfig(size=data.image_size, grey=True, **config), namespace=3)
+    size = count or (data.pifa_size if split == "test" else data.pifa_train_size)
+    settings = dict(occluder_probability=PIFA_OCCLUDER_PROBABILITY, occluders_hide_points=True)
+    settings.update(config)
+    spec = SyntheticSpec(name=f"synthetic-pifa-{split}", count=size, seed=seed,
+                         config=RenderConfig(size=data.image_size, grey=True, **settings),
+                         namespace=3 if split == "test" else 4)
     return make_synthetic(spec, root, workers, progress, points="pifa34", transform=transform)
 
 

@@ -27,9 +27,12 @@ from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
 from fa_lib.atomic import atomic_torch_save, atomic_write_text
 from fa_lib.data.face_model import cache_root
+from fa_lib.data.real import RealFaceDataset
+from fa_lib.data.synthetic import SyntheticFaces
 from fa_lib.paths import project_root
 
 ROOT_ENV = "FA_LIB_RUNS"
@@ -57,6 +60,19 @@ def run_key(record: Mapping[str, Any]) -> str:
 
 def slug(name: str) -> str:
     return name.lower().replace(" ", "-").replace("/", "-")
+
+
+def dataset_identity(dataset: Dataset) -> dict[str, Any]:
+    """What identifies a training set in a run's cache key: a rendered synthetic set by its name,
+    size and the hash of its generator spec (people, poses, seed, image size, generator version); a
+    real set by its kind, folder, split and size."""
+    if isinstance(dataset, SyntheticFaces):
+        manifest = dataset.manifest
+        return {"synthetic": manifest["name"], "size": len(dataset),
+                "spec": run_key({"spec": manifest.get("spec"), "generator": manifest.get("generator_version")})}
+    if isinstance(dataset, RealFaceDataset):
+        return {"real": dataset.kind, "root": str(dataset.root), "split": dataset.split, "size": len(dataset)}
+    return {"dataset": type(dataset).__name__, "name": getattr(dataset, "name", None), "size": len(dataset)}
 
 
 @contextlib.contextmanager

@@ -169,3 +169,20 @@ def summarise(verdicts: Sequence[Verdict]) -> dict[str, int]:
     for v in verdicts:
         counts[v.outcome] += 1
     return counts
+
+
+def describe_verdicts(verdicts: "pd.DataFrame") -> str:
+    """Markdown: how many of the thesis's findings checked so far (``ctx.verdict_table()``) hold, are
+    reversed, are within the noise, rest on single seeds or are not measurable here."""
+    if verdicts.empty:
+        return "No finding of the thesis was checked."
+    counts = summarise([Verdict(claim="", outcome=o) for o in verdicts["outcome"]])
+    parts = [f"Of {len(verdicts)} findings of the thesis checked, **{counts['holds']} hold** here, "
+             f"**{counts['reversed']} are reversed**, **{counts['within noise']} are within noise** (the difference "
+             f"is within two standard errors of the seed spread at this budget), {counts['single seed']} rest on "
+             f"single seeds (direction only) and {counts['not measurable']} are not measurable at this scale."]
+    for outcome, title in (("holds", "Holding"), ("reversed", "Reversed")):
+        rows = verdicts[verdicts["outcome"] == outcome]
+        if len(rows):
+            parts.append(f"{title}: " + "; ".join(f"{r['finding']} ({r['result']})" for _, r in rows.iterrows()) + ".")
+    return " ".join(parts)

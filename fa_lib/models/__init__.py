@@ -7,6 +7,7 @@ Constructors (one per family, explicit arguments; see each module):
 - :mod:`.hourglass`: ``HourGlass`` (Fig. 4.1, official keys), ``ImprovedHourGlass`` (Fig. 5.6).
 - :mod:`.fan`: ``FAN``, ``fan_2d``, ``fan_3d``, ``fan_2d_to_3d``, ``binary_hourglass_net``,
   ``face_parsing_net``, ``parameter_count``.
+- :mod:`.cale`: ``cale``, ``CaleDetector``, ``CaleRegressor``, ``Cale``, ``CaleAligner`` (chapter 3).
 - :mod:`.depth`: ``ResNetDepth``, ``FanFull``, ``fan_3d_full``, ``fan_2d_to_3d_full`` (thesis 4.8).
 - :mod:`.checkpoints`: official checkpoints in, our own checkpoints in and out (``model_kind``,
   ``build_model``: the kind and config our checkpoints store).
@@ -23,6 +24,7 @@ import torch.nn as nn
 
 from .binary import BinaryConv2d, binarize_sign_ste, bn_sign_conv, sign_pm1, weight_scale
 from .blocks import BLOCKS, HierarchicalBlock, make_block
+from .cale import Cale, CaleAligner, CaleDetector, CaleRegressor, cale
 from .checkpoints import (CheckpointMismatchError, build_model, checkpoint_input_size, load_fan_checkpoint,
                           load_model, load_official_depth, load_official_fan, load_weights, model_kind,
                           read_state_dict, save_model)
@@ -41,6 +43,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "binary_hourglass_net": binary_hourglass_net,
     "face_parsing_net": face_parsing_net,
     "resnet_depth": ResNetDepth,
+    "cale": cale,
 }
 
 
@@ -53,6 +56,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "BinaryConv2d", "binarize_sign_ste", "bn_sign_conv", "sign_pm1", "weight_scale",
+    "cale", "Cale", "CaleAligner", "CaleDetector", "CaleRegressor",
     "BLOCKS", "HierarchicalBlock", "make_block", "HourGlass", "ImprovedHourGlass",
     "FAN", "fan_2d", "fan_3d", "fan_2d_to_3d", "fan_2d_to_3d_input", "binary_hourglass_net", "face_parsing_net",
     "parameter_count", "ResNetDepth", "FanFull", "fan_3d_full", "fan_2d_to_3d_full",

@@ -40,6 +40,7 @@ from fa_lib.experiments.ch5.scale import (BLOCK_SPECS, BOTTLENECK, BOTTLENECK_RE
                                           OURS_IMPROVED, OURS_REAL, OURS_REDUCED, OURS_RELU, PARSING, PARSING_ROWS,
                                           PLAIN_NO1X1, WIDER, Ch5Setup, NetSpec, Recipe, cardinality_spec, ch5_setup,
                                           depth_spec, stacked_spec)
+from fa_lib.experiments.ch3.context import CaleRun, Chapter3, cached_cale
 from fa_lib.experiments.common import AUC_THRESHOLD, jsonable
 from fa_lib.experiments.context import ChapterContext
 from fa_lib.experiments.runs import TRAINER_CHECKPOINT, run_key, seeded
@@ -400,6 +401,19 @@ class Chapter5(ChapterContext):
         result.predictions = outputs_to_landmarks(heat, data["matrix"], self.setup.decoder)
         result.nme = np.asarray(metrics.nme_box(result.predictions, data["landmarks_image"].numpy(),
                                                 data["box"].numpy()), np.float64)
+
+    def cale(self) -> tuple[Chapter3 | None, list[CaleRun]]:
+        """Chapter 3's CALE runs on the same AFLW-PIFA test faces, from the run cache (trained by the
+        chapter-3 notebook; none is trained here): (chapter-3 context, runs), runs empty when chapter 3
+        has not been run with this profile and run cache."""
+        if not hasattr(self, "_cale"):
+            if self.data.pifa is None:
+                self._cale = (None, [])
+            else:
+                root = self.runs.root if self.runs.root is not None else False
+                self._cale = cached_cale(self.profile, seed=self.seed, runs_root=root, data_root=self.data_root,
+                                         device=str(self.device))
+        return self._cale
 
     def pifa_predictions(self, result: RunResult) -> np.ndarray:
         """68-point predictions (image px) of a landmark run on the AFLW-PIFA (stand-in) faces."""

@@ -22,7 +22,7 @@ from fa_lib.data.pipeline import TransformedDataset
 from fa_lib.data.real import RealFaceDataset, make_dataset
 from fa_lib.data.synthetic import (SyntheticFaces, pifa_standin, test_yaw_balanced, train_300wlp_standin,
                                    yaw_bin_of)
-from fa_lib.experiments.runs import run_key
+from fa_lib.experiments.runs import dataset_identity  # noqa: F401  (re-exported)
 from fa_lib.heatmaps import heatmaps_to_image_points
 from fa_lib.experiments.ch5.scale import Ch5Setup
 
@@ -64,19 +64,6 @@ def load_data(setup: Ch5Setup, seed: int = 0, data_root=None, progress: bool = F
     except (FileNotFoundError, ValueError):
         pifa = None
     return Ch5Data(train=train, test=test, pifa=pifa, seed=seed, real=True)
-
-
-def dataset_identity(dataset: Dataset) -> dict[str, Any]:
-    """What identifies a training set in a run's cache key: a rendered synthetic set by its name,
-    size and the hash of its generator spec (people, poses, seed, image size, generator version); a
-    real set by its kind, folder, split and size."""
-    if isinstance(dataset, SyntheticFaces):
-        manifest = dataset.manifest
-        return {"synthetic": manifest["name"], "size": len(dataset),
-                "spec": run_key({"spec": manifest.get("spec"), "generator": manifest.get("generator_version")})}
-    if isinstance(dataset, RealFaceDataset):
-        return {"real": dataset.kind, "root": str(dataset.root), "split": dataset.split, "size": len(dataset)}
-    return {"dataset": type(dataset).__name__, "name": getattr(dataset, "name", None), "size": len(dataset)}
 
 
 def yaw_bins(dataset: Dataset) -> np.ndarray | None:

@@ -93,7 +93,8 @@ def fig_5_2(ctx: Chapter5, count: int = 64) -> ThesisResult:
 def fig_5_5(ctx: Chapter5) -> ThesisResult:
     """Fig. 5.5: CED curves (a) on the AFLW-PIFA stand-in, all 34 points, (b) on the yaw-balanced
     faces (AFLW2000-3D stand-in), all 68 points. Binary "Ours" beside its real twin and the binary
-    bottleneck (the thesis's curves of other methods are not reproducible here)."""
+    bottleneck, and chapter 3's CALE on the AFLW-PIFA faces when the run cache holds it (the thesis's
+    curves of other authors' methods are not reproducible here)."""
     nets = [("Ours (binary)", OURS), ("Ours (real)", OURS_REAL), ("Bottleneck (binary)", BOTTLENECK)]
     runs = {label: ctx.run(net) for label, net in nets}
     pifa = ctx.prepared("pifa")
@@ -104,9 +105,12 @@ def fig_5_5(ctx: Chapter5) -> ThesisResult:
                lambda r: metrics.nme_box(landmarks_68_to_pifa34(ctx.pifa_predictions(r)), gt34, pifa["box"].numpy())),
               ("(b) yaw-balanced stand-in of AFLW2000-3D, all 68 points", lambda r: r.nme)]
     fig = Figure(figsize=(10, 4))
+    ch3, cale_runs = ctx.cale()
     for k, (title, errors_of) in enumerate(panels):
-        ced_axes(fig.add_subplot(1, 2, k + 1), {label: np.asarray(errors_of(r)) for label, r in runs.items()},
-                 title=title)
+        curves = {label: np.asarray(errors_of(r)) for label, r in runs.items()}
+        if k == 0 and cale_runs:  # chapter 3's CALE on the same faces (run cache; the notebook's seed)
+            curves["CALE (chapter 3)"] = ch3.errors(cale_runs[0], "cale", 34, visible_only=False)
+        ced_axes(fig.add_subplot(1, 2, k + 1), curves, title=title)
     fig.tight_layout()
     path = write_figure(ctx, fig, "5_5", "Cumulative error curves (thesis Fig. 5.5) on the synthetic stand-ins",
                         list(runs.values()))

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fa_lib.experiments.ch5.scale import BLOCK_SPECS
-from fa_lib.experiments.verdict import Verdict, summarise
+from fa_lib.experiments.verdict import Verdict, describe_verdicts, summarise  # noqa: F401  (describe_verdicts re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover - annotations only
     from fa_lib.experiments.ch5.context import Chapter5
@@ -194,23 +194,6 @@ def describe_kernel_targets(targets: pd.DataFrame) -> str:
     return (f"**{len(met)} of {len(targets)}** speed targets met on the machine that ran the benchmark: "
             + "; ".join(f"{r['measurement']}: {r['speed-up']:.1f}x with `{r['isa']}` (target {r['target']:g}x, "
                         f"{'met' if r['met'] else 'not met'})" for _, r in targets.iterrows()) + ".")
-
-
-def describe_verdicts(verdicts: pd.DataFrame) -> str:
-    """Markdown: how many of the thesis's findings checked so far (``ctx.verdict_table()``) hold, are
-    reversed, are within the noise, rest on single seeds or are not measurable here."""
-    if verdicts.empty:
-        return "No finding of the thesis was checked."
-    counts = summarise([Verdict(claim="", outcome=o) for o in verdicts["outcome"]])
-    parts = [f"Of {len(verdicts)} findings of the thesis checked, **{counts['holds']} hold** here, "
-             f"**{counts['reversed']} are reversed**, **{counts['within noise']} are within noise** (the difference "
-             f"is within two standard errors of the seed spread at this budget), {counts['single seed']} rest on "
-             f"single seeds (direction only) and {counts['not measurable']} are not measurable at this scale."]
-    for outcome, title in (("holds", "Holding"), ("reversed", "Reversed")):
-        rows = verdicts[verdicts["outcome"] == outcome]
-        if len(rows):
-            parts.append(f"{title}: " + "; ".join(f"{r['finding']} ({r['result']})" for _, r in rows.iterrows()) + ".")
-    return " ".join(parts)
 
 
 def runs_table(ctx: "Chapter5") -> pd.DataFrame:
