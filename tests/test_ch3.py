@@ -143,7 +143,15 @@ def test_table_3_6_with_annotated_pets_under_data_root(runs_root, tmp_path, monk
         assert f.figure is not None and f.path.is_file()
 
 
-def test_chapter_5_fills_its_cale_rows_from_the_run_cache(ch3, runs_root, tmp_path, monkeypatch):
+@pytest.fixture
+def keep_torch_threads():
+    """Chapter5 sets the process's torch threads (the profile's ``threads``): restore them."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_chapter_5_fills_its_cale_rows_from_the_run_cache(ch3, runs_root, tmp_path, monkeypatch, keep_torch_threads):
     ch3.run(0)  # chapter 3 ran first (same profile, same run cache)
     monkeypatch.setenv("FA_LIB_RESULTS", str(tmp_path))
     profile = with_knobs("smoke", "ch5", seeds=(0,))

@@ -183,8 +183,9 @@ def fig_learning_curves(ctx: Chapter3) -> ThesisResult:
     """Learning curves: the validation error of every stage of section 3.1.4, every seed.
 
     On the held-out training faces, stage by stage: the NME of the stage's decoded output (the
-    detector's disc maps in the first two stages, CALE's regressed maps after), or the stage's own
-    loss for runs whose history has no NME: where each stage stops improving."""
+    detector's disc maps in the first two stages, read by the trainer's decoder without Table 3.3's
+    blur; CALE's regressed maps after), or the stage's own loss for runs whose history has no NME:
+    where each stage stops improving."""
     runs = ctx.runs_all()
     curves = stage_curves(runs)
     fig = Figure(figsize=(12, 3.2))
