@@ -155,39 +155,82 @@ def _image_pair(reference, estimate):
     return reference, estimate
 
 
-def psnr(reference, estimate, max_value: float | None = None) -> float:
+#: ITU-R BT.601 luma of RGB in [0, 1], in [16, 235] (MATLAB's ``rgb2ycbcr``; BasicSR's ``test_y_channel``)
+_Y_WEIGHTS = np.array([65.481, 128.553, 24.966])
+SSIM_CONVENTIONS = ("skimage", "wang")
+
+
+def rgb_to_y(image) -> np.ndarray:
+    """The Y channel (BT.601, range 16-235, float64) of an RGB image (H, W, 3): uint8 or floats in
+    [0, 1]. The convention of the super-resolution literature's PSNR/SSIM on Y (BasicSR, EDSR)."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"rgb_to_y needs an (H, W, 3) RGB image, got shape {image.shape}")
+    unit = image.astype(np.float64) / _default_max(image)
+    return unit @ _Y_WEIGHTS + 16.0
+
+
+def _prepare(reference, estimate, max_value, channel: str, crop_border: int):
+    """The pair as compared: RGB or its Y channel (then MAX = 255), minus ``crop_border`` px per side."""
+    reference, estimate = _image_pair(reference, estimate)
+    peak = _default_max(reference) if max_value is None else float(max_value)
+    if channel == "y":
+        reference, estimate, peak = rgb_to_y(reference), rgb_to_y(estimate), 255.0
+    elif channel != "rgb":
+        raise ValueError(f"channel must be 'rgb' or 'y', got {channel!r}")
+    if crop_border:
+        if 2 * crop_border >= min(reference.shape[:2]):
+            raise ValueError(f"crop_border {crop_border} leaves nothing of {reference.shape[:2]} px images")
+        reference = reference[crop_border:-crop_border, crop_border:-crop_border]
+        estimate = estimate[crop_border:-crop_border, crop_border:-crop_border]
+    return reference, estimate, peak
+
+
+def psnr(reference, estimate, max_value: float | None = None, *, channel: str = "rgb", crop_border: int = 0) -> float:
     """Peak signal-to-noise ratio in dB, eq. 6.6: ``20 log10(MAX_I) - 10 log10(MSE)``.
 
     MSE is the mean squared difference over all pixels (and channels). ``max_value`` (MAX_I)
     defaults to the dtype maximum for integer images (255 for uint8) and to 1.0 for floats.
+    ``channel="y"``: on the BT.601 Y channel (:func:`rgb_to_y`, MAX 255) and ``crop_border`` px removed
+    from each side, the super-resolution literature's convention (the thesis states neither).
     Identical images give +inf.
     """
-    reference, estimate = _image_pair(reference, estimate)
-    peak = _default_max(reference) if max_value is None else float(max_value)
+    reference, estimate, peak = _prepare(reference, estimate, max_value, channel, crop_border)
     mse = np.mean((reference.astype(np.float64) - estimate.astype(np.float64)) ** 2)
     if mse == 0:
         return float("inf")
     return float(20.0 * np.log10(peak) - 10.0 * np.log10(mse))
 
 
-def ssim(reference, estimate, max_value: float | None = None) -> float:
+def ssim(reference, estimate, max_value: float | None = None, *, convention: str = "skimage", channel: str = "rgb",
+         crop_border: int = 0) -> float:
     """Structural similarity (Wang et al. 2004, thesis [104]) via scikit-image.
 
     (H, W) grey or (H, W, C) colour (``channel_axis=-1``, mean over channels); ``max_value`` is
-    the data range (default as in :func:`psnr`). skimage's default 7x7 uniform window, shrunk to
-    the largest odd size that fits images smaller than 7 px.
+    the data range (default as in :func:`psnr`). ``convention``: ``"skimage"`` (its default 7x7
+    uniform window with the sample covariance, shrunk to the largest odd size that fits images
+    smaller than 7 px) or ``"wang"`` (the paper's and MATLAB's: an 11x11 Gaussian window of std 1.5
+    and the population covariance). ``channel``/``crop_border`` as in :func:`psnr`.
     """
     from skimage.metrics import structural_similarity
 
-    reference, estimate = _image_pair(reference, estimate)
-    peak = _default_max(reference) if max_value is None else float(max_value)
+    if convention not in SSIM_CONVENTIONS:
+        raise ValueError(f"convention must be one of {SSIM_CONVENTIONS}, got {convention!r}")
+    reference, estimate, peak = _prepare(reference, estimate, max_value, channel, crop_border)
+    axis = -1 if reference.ndim == 3 else None
+    if convention == "wang":
+        if min(reference.shape[:2]) < 11:
+            raise ValueError(f"images of {reference.shape[:2]} px are too small for the 11x11 window of Wang's SSIM")
+        return float(structural_similarity(
+            reference.astype(np.float64), estimate.astype(np.float64), data_range=peak, gaussian_weights=True,
+            sigma=1.5, use_sample_covariance=False, channel_axis=axis))
     window = min(7, min(reference.shape[:2]))
     window -= (window + 1) % 2
     if window < 3:
         raise ValueError(f"images of {reference.shape[:2]} px are too small for SSIM (>= 3 px)")
     return float(structural_similarity(
         reference.astype(np.float64), estimate.astype(np.float64), data_range=peak,
-        win_size=window, channel_axis=-1 if reference.ndim == 3 else None))
+        win_size=window, channel_axis=axis))
 
 
 def confusion_matrix(pred, gt, n_classes: int, ignore_index: int | None = None) -> np.ndarray:

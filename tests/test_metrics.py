@@ -4,6 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy.ndimage import gaussian_filter
 
 from fa_lib import metrics
 from fa_lib.geometry import box_from_landmarks
@@ -143,3 +144,39 @@ def test_segmentation_scores_hand_made_mask():
     assert batched["pixel_accuracy"] == pytest.approx(21 / 24)
     with pytest.raises(ValueError):
         metrics.segmentation_scores(pred, gt, n_classes=3)
+
+
+def test_wang_ssim_matches_the_gaussian_window_formula():
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 32))
+    y = np.clip(x + rng.normal(0, 0.1, x.shape), 0, 1)
+
+    def blur(a):
+        return gaussian_filter(a, 1.5, truncate=3.5)
+
+    c1, c2 = (0.01) ** 2, (0.03) ** 2
+    mx, my = blur(x), blur(y)
+    sxx, syy, sxy = blur(x * x) - mx ** 2, blur(y * y) - my ** 2, blur(x * y) - mx * my
+    smap = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (sxx + syy + c2))
+    expected = smap[5:-5, 5:-5].mean()
+    assert metrics.ssim(x, y, 1.0, convention="wang") == pytest.approx(expected, rel=1e-6)
+    assert metrics.ssim(x, y, 1.0) != pytest.approx(expected, rel=1e-3)  # skimage's default differs
+    assert metrics.ssim(x, x, 1.0, convention="wang") == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="convention"):
+        metrics.ssim(x, y, convention="matlab")
+
+
+def test_y_channel_psnr_with_border_crop():
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-8, 9, a.shape), 0, 255).astype(np.uint8)
+    ya, yb = metrics.rgb_to_y(a), metrics.rgb_to_y(b)
+    assert ya.min() >= 16 and ya.max() <= 235
+    assert metrics.rgb_to_y(np.full((1, 1, 3), 255, np.uint8))[0, 0] == pytest.approx(235.0)
+    expected = 20 * np.log10(255) - 10 * np.log10(np.mean((ya[4:-4, 4:-4] - yb[4:-4, 4:-4]) ** 2))
+    assert metrics.psnr(a, b, channel="y", crop_border=4) == pytest.approx(expected)
+    assert metrics.psnr(a, b) != pytest.approx(expected)
+    with pytest.raises(ValueError, match="crop_border"):
+        metrics.psnr(a, b, crop_border=10)
+    with pytest.raises(ValueError, match="channel"):
+        metrics.psnr(a, b, channel="lab")

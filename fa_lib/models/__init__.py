@@ -8,6 +8,8 @@ Constructors (one per family, explicit arguments; see each module):
 - :mod:`.fan`: ``FAN``, ``fan_2d``, ``fan_3d``, ``fan_2d_to_3d``, ``binary_hourglass_net``,
   ``face_parsing_net``, ``parameter_count``.
 - :mod:`.cale`: ``cale``, ``CaleDetector``, ``CaleRegressor``, ``Cale``, ``CaleAligner`` (chapter 3).
+- :mod:`.superfan`: ``super_fan_generator``, ``sr_resnet`` (``SRGenerator``), ``Critic``, the WGAN-GP
+  penalty, ``ResNet50Features`` and the losses of eqs. 6.1-6.5 (chapter 6).
 - :mod:`.depth`: ``ResNetDepth``, ``FanFull``, ``fan_3d_full``, ``fan_2d_to_3d_full`` (thesis 4.8).
 - :mod:`.checkpoints`: official checkpoints in, our own checkpoints in and out (``model_kind``,
   ``build_model``: the kind and config our checkpoints store).
@@ -32,6 +34,7 @@ from .depth import FanFull, ResNetDepth, fan_2d_to_3d_full, fan_3d_full
 from .fan import (FAN, binary_hourglass_net, face_parsing_net, fan_2d, fan_2d_to_3d, fan_2d_to_3d_input, fan_3d,
                   parameter_count)
 from .hourglass import HourGlass, ImprovedHourGlass
+from .superfan import Critic, ResNet50Features, SRGenerator, sr_resnet, super_fan_generator
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "fan": FAN,
@@ -44,6 +47,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "face_parsing_net": face_parsing_net,
     "resnet_depth": ResNetDepth,
     "cale": cale,
+    "super_fan_generator": super_fan_generator,
+    "sr_resnet": sr_resnet,
+    "critic": Critic,
 }
 
 
@@ -56,6 +62,7 @@ def get_model(name: str, **kwargs) -> nn.Module:
 
 __all__ = [
     "BinaryConv2d", "binarize_sign_ste", "bn_sign_conv", "sign_pm1", "weight_scale",
+    "SRGenerator", "super_fan_generator", "sr_resnet", "Critic", "ResNet50Features",
     "cale", "Cale", "CaleAligner", "CaleDetector", "CaleRegressor",
     "BLOCKS", "HierarchicalBlock", "make_block", "HourGlass", "ImprovedHourGlass",
     "FAN", "fan_2d", "fan_3d", "fan_2d_to_3d", "fan_2d_to_3d_input", "binary_hourglass_net", "face_parsing_net",
