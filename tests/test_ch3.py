@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from fa_lib.data.pets import pet_landmark_dataset
+from fa_lib.data.synthetic import pifa_standin
 from fa_lib.experiments.ch3 import Chapter3
 from fa_lib.experiments.ch3.figures import evidence_frames
 from fa_lib.experiments.ch3.tables import mean_shape_predictions
@@ -162,6 +163,9 @@ def test_chapter_5_fills_its_cale_rows_from_the_run_cache(ch3, runs_root, tmp_pa
     cale = r.table[(r.table["row"] == "CALE") & (r.table["column"] == "AFLW-PIFA all 34")]
     assert cale["reproduced"].notna().all() and cale["paper"].notna().all()
     assert r.verdicts[0].outcome != "not measurable"
+    other_faces = Chapter5(profile, runs_root=runs_root, log=None)
+    other_faces.data.pifa = pifa_standin("smoke", count=4, root=tmp_path / "sets")  # not chapter 3's test faces
+    assert other_faces.cale()[1] == []
     empty = Chapter5(profile, runs_root=tmp_path / "empty_runs", log=None)
     assert empty.cale()[1] == []
     assert empty.build("table 5.11").verdicts[0].outcome == "not measurable"

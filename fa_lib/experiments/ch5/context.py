@@ -411,8 +411,11 @@ class Chapter5(ChapterContext):
                 self._cale = (None, [])
             else:
                 root = self.runs.root if self.runs.root is not None else False
-                self._cale = cached_cale(self.profile, seed=self.seed, runs_root=root, data_root=self.data_root,
-                                         device=str(self.device))
+                ch3, runs = cached_cale(self.profile, seed=self.seed, runs_root=root, data_root=self.data_root,
+                                        device=str(self.device))
+                # CALE's numbers count only on the very faces this chapter tests
+                same_faces = dataset_identity(ch3.data.test) == dataset_identity(self.data.pifa)
+                self._cale = (ch3, runs if same_faces else [])
         return self._cale
 
     def pifa_predictions(self, result: RunResult) -> np.ndarray:

@@ -366,8 +366,9 @@ def _pifa_table(ctx: Chapter5, table_id: str, column: str, visible_only: bool, c
         verdict = judge(claim, "Ours (binary)", [-v for v in ours["Ours (binary)"]], "CALE", [-v for v in cale],
                         metric="NME (%)")
     else:
-        verdict = not_measurable(claim, "chapter 3's CALE is not in the run cache: run the chapter-3 notebook "
-                                 "first (fa-lib reproduce --chapters ch3)", metric="NME (%)")
+        verdict = not_measurable(claim, "chapter 3's CALE is not in the run cache for these test faces: run the "
+                                 "chapter-3 notebook first with the same profile and data (fa-lib reproduce "
+                                 "--chapters ch3)", metric="NME (%)")
     return write_result(ctx, table_id, cells, rows, [verdict], caption, notes, test="pifa")
 
 
