@@ -9,7 +9,13 @@ to end with the student FAN trained too. Each weighted term of eq. 6.5 is logged
 :class:`SuperFanTrainer` keeps the guarantees of :class:`fa_lib.train.Trainer`: one atomic
 checkpoint holding every trained network, every optimiser, the AMP scaler and every RNG, so that a
 killed run resumed from it ends with the same weights as an uninterrupted one (tested); the same
-epoch-seeded data order; mixed precision on CUDA; progress through ``$FA_LIB_PROGRESS``.
+epoch-seeded data order; mixed precision on CUDA; progress through ``$FA_LIB_PROGRESS``; under
+``torchrun`` (``WORLD_SIZE`` > 1) every trained network is wrapped in DistributedDataParallel, each
+process takes its share of every epoch and rank 0 writes the checkpoint (with every rank's RNG).
+With DDP each network is run through its wrapper once per backward pass: the critic scores the real,
+generated and interpolated images in one batch (it has no batch normalisation, so batching them
+changes nothing), and a network that only passes gradients on (the critic in the generator's step)
+is called unwrapped.
 Per network: only the networks of the current update have ``requires_grad``; frozen networks (the
 teacher FAN, the feature network, the student FAN before the end-to-end stage) stay in eval mode.
 """
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -33,8 +40,9 @@ from fa_lib.models.superfan import (GP_WEIGHT, LOSS_WEIGHTS, critic_loss, featur
                                     heatmap_loss, pixel_loss)
 from fa_lib.profiles import OPTIMIZERS
 from fa_lib.progress import TrainingReporter
-from fa_lib.train import (EpochSampler, StopTraining, _loader_generator, _rng_state, _seed_everything,
-                          _set_dataset_epoch, _set_rng_state, _to_device, learning_rate_at, stack_outputs)
+from fa_lib.train import (EpochSampler, StopTraining, _distributed_env, _loader_generator, _rng_state,
+                          _seed_everything, _set_dataset_epoch, _set_rng_state, _to_device, learning_rate_at,
+                          stack_outputs)
 
 CHECKPOINT_NAME = "last.pt"
 HISTORY_NAME = "history.jsonl"
@@ -133,7 +141,15 @@ class SuperFanTrainer:
             raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         if len(train_set) == 0:
             raise ValueError("the training set is empty")
+        self.rank, self.world_size, local_rank = _distributed_env()
+        self.distributed = self.world_size > 1
         self.device = resolve_device(device)
+        if self.device.type == "cuda" and self.distributed:
+            self.device = torch.device("cuda", local_rank)
+        self._own_group = False
+        if self.distributed and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
+            self._own_group = True
         self.generator = generator.to(self.device)
         self.critic = critic.to(self.device) if critic is not None and self.stage.adversarial else None
         self.student = student.to(self.device) if student is not None and self.stage.heatmap else None
@@ -162,7 +178,9 @@ class SuperFanTrainer:
         if self.student is not None and self.stage.train_student:
             self.optimizers["student"] = _optimizer(optimizer, list(self.student.parameters()), self.lrs["student"])
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.sampler = EpochSampler(len(train_set), seed=self.seed, shuffle=True)
+        self.wrapped = {name: self._wrap(net) for name, net in self.trained().items()}
+        self.sampler = EpochSampler(len(train_set), seed=self.seed, shuffle=True, num_replicas=self.world_size,
+                                    rank=self.rank)
         self.steps_per_epoch = math.ceil(self.sampler.per_rank / self.batch_size)
         self.loader = DataLoader(train_set, batch_size=self.batch_size, sampler=self.sampler,
                                  generator=_loader_generator(self.seed), drop_last=False)
@@ -172,6 +190,13 @@ class SuperFanTrainer:
         self.history: list[dict[str, Any]] = []
 
     # -- the networks of each update ---------------------------------------------------------------
+
+    def _wrap(self, net: nn.Module) -> nn.Module:
+        if not self.distributed:
+            return net
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # parameters whose requires_grad is off in an update (the other networks') count as unused
+        return nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
 
     def trained(self) -> dict[str, nn.Module]:
         """The networks this stage trains, by name."""
@@ -197,11 +222,11 @@ class SuperFanTrainer:
                 group["lr"] = learning_rate_at(self.step, self.lrs[name], self.milestone_steps, self.gamma)
 
     def critic_step(self, low: torch.Tensor, high: torch.Tensor) -> dict[str, float]:
-        """One critic update (eq. 6.3): the generator's images are made without gradient."""
+        """One critic update (eq. 6.3), the generator's images made without gradient."""
         self._modes(["critic"])
         with torch.no_grad():
             fake = self.generator(low).float()
-        loss, terms = critic_loss(self.critic, high, fake, self.gp_weight)
+        loss, terms = critic_loss(self.wrapped["critic"], high, fake, self.gp_weight)
         opt = self.optimizers["critic"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -216,7 +241,7 @@ class SuperFanTrainer:
         s, w = self.stage, self.weights
         terms: dict[str, torch.Tensor] = {}
         with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
-            sr = self.generator(low).float()
+            sr = self.wrapped["generator"](low).float()
             if s.pixel:
                 terms["pixel"] = w["pixel"] * pixel_loss(sr, high, s.pixel_kind)
             if s.feature:
@@ -224,7 +249,8 @@ class SuperFanTrainer:
             if s.heatmap:
                 with torch.no_grad():
                     target = stack_outputs(self.teacher(self.fan_input(high)))[-1].float()
-                predicted = stack_outputs(self.student(self.fan_input(sr)))[-1].float()
+                student = self.wrapped.get("student", self.student)
+                predicted = stack_outputs(student(self.fan_input(sr)))[-1].float()
                 terms["heatmap"] = w["heatmap"] * heatmap_loss(predicted, target, s.heatmap_kind)
             if s.adversarial:
                 terms["adversarial"] = w["adversarial"] * generator_adversarial_loss(self.critic, sr)
@@ -245,18 +271,26 @@ class SuperFanTrainer:
         return {"stage": asdict(self.stage), "weights": self.weights, "gp_weight": self.gp_weight,
                 "optimizer": self.optimizer_name, "lrs": self.lrs, "milestones": list(self.milestones),
                 "gamma": self.gamma, "batch_size": self.batch_size, "total_steps": self.total_steps,
-                "seed": self.seed, "train_size": len(self.train_set)}
+                "seed": self.seed, "train_size": len(self.train_set), "world_size": self.world_size}
 
     def _save(self) -> None:
-        if self.checkpoint_dir is None:
+        if self.checkpoint_dir is None:  # the same on every rank, so the collectives below match
             return
-        self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save({
-            "format": CHECKPOINT_FORMAT, "config": self._config(), "step": self.step, "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch, "sums": self.sums, "count": self.count, "history": self.history,
-            "networks": {k: v.state_dict() for k, v in self.trained().items()},
-            "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
-            "scaler": self.scaler.state_dict(), "rng": _rng_state()}, self.checkpoint_dir / CHECKPOINT_NAME)
+        own = {"rng": _rng_state(), "sums": self.sums, "count": self.count}
+        per_rank: list[Any] = [own]
+        if self.distributed:
+            per_rank = [None] * self.world_size
+            dist.all_gather_object(per_rank, own)
+        if self.rank == 0:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save({
+                "format": CHECKPOINT_FORMAT, "config": self._config(), "step": self.step, "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch, "history": self.history, "per_rank": per_rank,
+                "networks": {k: v.state_dict() for k, v in self.trained().items()},
+                "optimizers": {k: v.state_dict() for k, v in self.optimizers.items()},
+                "scaler": self.scaler.state_dict()}, self.checkpoint_dir / CHECKPOINT_NAME)
+        if self.distributed:
+            dist.barrier()
 
     def _load(self, path: Path) -> None:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
@@ -274,8 +308,9 @@ class SuperFanTrainer:
         if ckpt["scaler"]:
             self.scaler.load_state_dict(ckpt["scaler"])
         self.step, self.epoch, self.batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-        self.sums, self.count, self.history = dict(ckpt["sums"]), ckpt["count"], list(ckpt["history"])
-        _set_rng_state(ckpt["rng"])
+        own = ckpt["per_rank"][self.rank]
+        self.sums, self.count, self.history = dict(own["sums"]), own["count"], list(ckpt["history"])
+        _set_rng_state(own["rng"])
 
     def _end_epoch(self, started: float) -> None:
         record = {"stage": self.stage.name, "epoch": self.epoch + 1, "step": self.step,
@@ -284,7 +319,8 @@ class SuperFanTrainer:
         self.history.append(record)
         self.epoch += 1
         self.batch_in_epoch, self.sums, self.count = 0, {}, 0
-        if self.checkpoint_dir is not None:
+        if self.checkpoint_dir is not None and self.rank == 0:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.checkpoint_dir / HISTORY_NAME,
                               "".join(json.dumps(r, sort_keys=True) + "\n" for r in self.history))
         self._save()
@@ -300,9 +336,10 @@ class SuperFanTrainer:
         if self.resume and path is not None and path.exists():
             self._load(path)
         else:
-            _seed_everything(self.seed)
-        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.stage.name, disable=not self.progress)
-        reporter = TrainingReporter(f"{self.name} ({self.stage.name})", self.total_steps)
+            _seed_everything(self.seed + self.rank)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=self.stage.name,
+                   disable=not self.progress or self.rank != 0)
+        reporter = TrainingReporter(f"{self.name} ({self.stage.name})", self.total_steps) if self.rank == 0 else None
         try:
             while self.step < self.total_steps:
                 started = time.perf_counter()
@@ -321,7 +358,8 @@ class SuperFanTrainer:
                     self.step += 1
                     self.batch_in_epoch += 1
                     bar.update(1)
-                    reporter.update(self.step, logged["loss"])
+                    if reporter is not None:
+                        reporter.update(self.step, logged["loss"])
                     done = self.batch_in_epoch >= self.steps_per_epoch or self.step >= self.total_steps
                     if done:
                         self._end_epoch(started)
@@ -335,7 +373,10 @@ class SuperFanTrainer:
             pass
         finally:
             bar.close()
-            reporter.update(self.step, None, done=True)
+            if reporter is not None:
+                reporter.update(self.step, None, done=True)
             for net in self.trained().values():
                 _set_trainable(net, True)
+            if self._own_group:
+                dist.destroy_process_group()
         return self.history

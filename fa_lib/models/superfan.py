@@ -160,28 +160,43 @@ class Critic(nn.Module):
         return self.body(x).flatten(1).squeeze(1)
 
 
+def _interpolates(real: torch.Tensor, fake: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Points drawn uniformly on the segments between real and fake pairs, one coefficient per sample."""
+    if real.shape != fake.shape:
+        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} images differ in shape")
+    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, generator=generator)
+    return (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
+
+
+def _penalty(scores: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """E[(||grad_x D(x)||_2 - 1)^2], the norm over each sample's whole gradient; differentiable with
+    respect to the critic's parameters (create_graph)."""
+    (grad,) = torch.autograd.grad(scores.sum(), points, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """WGAN-GP's penalty (eq. 6.3's last term, without lambda): E[(||grad_x D(x)||_2 - 1)^2] at points x
     drawn uniformly on the segments between real and fake pairs, one coefficient per sample, the norm
     taken over each sample's whole gradient. Differentiable with respect to the critic's parameters."""
-    if real.shape != fake.shape:
-        raise ValueError(f"real {tuple(real.shape)} and fake {tuple(fake.shape)} images differ in shape")
-    alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, generator=generator)
-    points = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    scores = critic(points)
-    (grad,) = torch.autograd.grad(scores.sum(), points, create_graph=True)
-    norms = grad.flatten(1).norm(2, dim=1)
-    return ((norms - 1) ** 2).mean()
+    points = _interpolates(real, fake, generator)
+    return _penalty(critic(points), points)
 
 
 def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float = GP_WEIGHT,
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
     """Eq. 6.3, the critic's loss: E[D(fake)] - E[D(real)] + lambda * penalty. ``fake`` is detached
-    (the critic's step must not reach the generator). Returns the loss and its terms."""
+    (the critic's step must not reach the generator). The real, fake and interpolated images are
+    scored in one batch: one pass through a DistributedDataParallel wrapper per backward, and the
+    same scores as three passes since the critic has no batch normalisation. Returns the loss and its
+    terms."""
     fake = fake.detach()
-    d_real, d_fake = critic(real).mean(), critic(fake).mean()
-    penalty = gradient_penalty(critic, real, fake, generator)
+    n = real.shape[0]
+    points = _interpolates(real, fake, generator)
+    scores = critic(torch.cat([real, fake, points]))
+    d_real, d_fake = scores[:n].mean(), scores[n:2 * n].mean()
+    penalty = _penalty(scores[2 * n:], points)
     loss = d_fake - d_real + gp_weight * penalty
     terms = {k: float(v.detach()) for k, v in (("critic_real", d_real), ("critic_fake", d_fake),
                                               ("gradient_penalty", penalty), ("wasserstein", d_real - d_fake))}
