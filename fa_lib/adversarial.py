@@ -41,8 +41,7 @@ from fa_lib.models.superfan import (GP_WEIGHT, LOSS_WEIGHTS, critic_loss, featur
 from fa_lib.profiles import OPTIMIZERS
 from fa_lib.progress import TrainingReporter
 from fa_lib.train import (EpochSampler, StopTraining, _distributed_env, _loader_generator, _rng_state,
-                          _seed_everything, _set_dataset_epoch, _set_rng_state, _to_device, learning_rate_at,
-                          stack_outputs)
+                          _seed_everything, _set_rng_state, _to_device, learning_rate_at, run_epochs, stack_outputs)
 
 CHECKPOINT_NAME = "last.pt"
 HISTORY_NAME = "history.jsonl"
@@ -187,6 +186,7 @@ class SuperFanTrainer:
         self.step = self.epoch = self.batch_in_epoch = 0
         self.sums: dict[str, float] = {}
         self.count = 0
+        self.last_loss: float | None = None
         self.history: list[dict[str, Any]] = []
 
     # -- the networks of each update ---------------------------------------------------------------
@@ -340,41 +340,27 @@ class SuperFanTrainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc=self.stage.name,
                    disable=not self.progress or self.rank != 0)
         reporter = TrainingReporter(f"{self.name} ({self.stage.name})", self.total_steps) if self.rank == 0 else None
+
+        def train_batch(batch: Mapping[str, Any]) -> float:
+            self._set_lr()
+            batch = _to_device(batch, self.device)
+            low, high = batch[self.input_key].float(), batch[self.target_key].float()
+            logged = self.critic_step(low, high) if self.critic is not None else {}
+            logged.update(self.generator_step(low, high))
+            n = low.shape[0]
+            for k, v in logged.items():
+                self.sums[k] = self.sums.get(k, 0.0) + v * n
+            self.count += n
+            return logged["loss"]
+
         try:
-            while self.step < self.total_steps:
-                started = time.perf_counter()
-                self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * self.batch_size)
-                _set_dataset_epoch(self.train_set, self.epoch)
-                for batch in self.loader:
-                    self._set_lr()
-                    batch = _to_device(batch, self.device)
-                    low, high = batch[self.input_key].float(), batch[self.target_key].float()
-                    logged = self.critic_step(low, high) if self.critic is not None else {}
-                    logged.update(self.generator_step(low, high))
-                    n = low.shape[0]
-                    for k, v in logged.items():
-                        self.sums[k] = self.sums.get(k, 0.0) + v * n
-                    self.count += n
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    bar.update(1)
-                    if reporter is not None:
-                        reporter.update(self.step, logged["loss"])
-                    done = self.batch_in_epoch >= self.steps_per_epoch or self.step >= self.total_steps
-                    if done:
-                        self._end_epoch(started)
-                    elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                        self._save()
-                    for callback in self.callbacks:
-                        callback(self)
-                    if done:
-                        break
+            run_epochs(self, train_batch, bar, reporter)
         except StopTraining:
             pass
         finally:
             bar.close()
             if reporter is not None:
-                reporter.update(self.step, None, done=True)
+                reporter.update(self.step, self.last_loss, done=True)
             for net in self.trained().values():
                 _set_trainable(net, True)
             if self._own_group:

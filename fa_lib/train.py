@@ -482,6 +482,42 @@ class StopTraining(Exception):
     """Raised by a callback to end ``fit`` early (the last checkpoint stays valid for resuming)."""
 
 
+def run_epochs(trainer: Any, train_batch: Callable[[Mapping[str, Any]], float], bar: Any, reporter: Any,
+               on_epoch_start: Callable[[], None] | None = None) -> None:
+    """The epoch loop every trainer of the project shares (:class:`Trainer`,
+    :class:`fa_lib.adversarial.SuperFanTrainer`): until ``trainer.total_steps`` optimiser steps, each
+    epoch's share of the data in the sampler's epoch-seeded order (resuming mid-epoch at
+    ``batch_in_epoch``), ``train_batch(batch) -> loss`` per batch, ``trainer._end_epoch(started)`` at the
+    end of an epoch (or of the budget), ``trainer._save()`` every ``checkpoint_every`` steps in between,
+    then the callbacks (which may raise :class:`StopTraining`). ``on_epoch_start`` runs at the start of
+    every epoch and after each end of epoch. The last loss is kept in ``trainer.last_loss``."""
+    while trainer.step < trainer.total_steps:
+        started = time.perf_counter()
+        trainer.sampler.set_epoch(trainer.epoch, start=trainer.batch_in_epoch * trainer.batch_size)
+        _set_dataset_epoch(trainer.train_set, trainer.epoch)
+        if on_epoch_start is not None:
+            on_epoch_start()
+        for batch in trainer.loader:
+            trainer.last_loss = train_batch(batch)
+            trainer.step += 1
+            trainer.batch_in_epoch += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{trainer.last_loss:.4g}", epoch=trainer.epoch + 1)
+            if reporter is not None:
+                reporter.update(trainer.step, trainer.last_loss)
+            epoch_done = trainer.batch_in_epoch >= trainer.steps_per_epoch or trainer.step >= trainer.total_steps
+            if epoch_done:
+                trainer._end_epoch(started)
+                if on_epoch_start is not None:
+                    on_epoch_start()
+            elif trainer.checkpoint_every and trainer.step % trainer.checkpoint_every == 0:
+                trainer._save()
+            for callback in trainer.callbacks:
+                callback(trainer)
+            if epoch_done:
+                break
+
+
 class Trainer:
     """Train any model of the project on prepared items (see the module docstring).
 
@@ -576,6 +612,7 @@ class Trainer:
         self.epoch = 0             # epoch in progress (0-based)
         self.batch_in_epoch = 0    # batches of this epoch done by this process
         self.loss_sum, self.loss_count = 0.0, 0
+        self.last_loss: float | None = None
         self.history: list[dict[str, Any]] = []
 
     # -- set-up ------------------------------------------------------------------------------------
@@ -810,40 +847,21 @@ class Trainer:
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step",
                    disable=not self.progress or self.rank != 0, dynamic_ncols=True)
         reporter = TrainingReporter(self.name, self.total_steps) if self.rank == 0 else None
-        value = None
+        def train_batch(batch: Mapping[str, Any]) -> float:
+            value = self._train_step(batch)
+            n = batch[self.input_key].shape[0]
+            self.loss_sum += value * n
+            self.loss_count += n
+            return value
+
         try:
-            while self.step < self.total_steps:
-                started = time.perf_counter()
-                self.sampler.set_epoch(self.epoch, start=self.batch_in_epoch * self.batch_size)
-                _set_dataset_epoch(self.train_set, self.epoch)
-                self._set_train_mode()
-                for batch in self.loader:
-                    value = self._train_step(batch)
-                    n = batch[self.input_key].shape[0]
-                    self.loss_sum += value * n
-                    self.loss_count += n
-                    self.step += 1
-                    self.batch_in_epoch += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{value:.4g}", epoch=self.epoch + 1)
-                    if reporter is not None:
-                        reporter.update(self.step, value)
-                    epoch_done = self.batch_in_epoch >= self.steps_per_epoch or self.step >= self.total_steps
-                    if epoch_done:
-                        self._end_epoch(started)
-                        self._set_train_mode()
-                    elif self.checkpoint_every and self.step % self.checkpoint_every == 0:
-                        self._save()
-                    for callback in self.callbacks:
-                        callback(self)
-                    if epoch_done:
-                        break
+            run_epochs(self, train_batch, bar, reporter, on_epoch_start=self._set_train_mode)
         except StopTraining:
             pass
         finally:
             bar.close()
             if reporter is not None:
-                reporter.update(self.step, value, done=True)
+                reporter.update(self.step, self.last_loss, done=True)
             for p in self._frozen:
                 p.requires_grad_(True)
             if self._own_process_group:

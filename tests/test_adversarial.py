@@ -3,11 +3,7 @@ frozen, and a killed run resumed to the same weights as an uninterrupted one."""
 from __future__ import annotations
 
 import copy
-import os
-import shutil
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,7 +15,8 @@ from fa_lib.adversarial import STAGES, SRStage, SuperFanTrainer
 from fa_lib.models.superfan import Critic, super_fan_generator
 from fa_lib.train import StopTraining
 
-TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torchrun_helpers import needs_torchrun, run_two_processes  # noqa: E402
 
 
 class Pairs(Dataset):
@@ -140,45 +137,24 @@ def test_stages_check_their_networks_and_log_their_terms():
 
 
 DDP_SCRIPT = """
-import os, sys
-import torch
-import torch.distributed as dist
-torch.set_num_threads(1)
-sys.path.insert(0, {tests!r})
 from test_adversarial import _trainer
-from fa_lib.train import StopTraining
 
 out = sys.argv[1]
-rank = int(os.environ["RANK"])
-dist.init_process_group("gloo")  # owned by the script, so the two fits below share it
-
-def stop_at_2(trainer):
-    if trainer.step == 2:
-        raise StopTraining
-
 ckpt = os.path.join(out, "ckpt")
 _trainer(iterations=4, batch_size=2, checkpoint_dir=ckpt, checkpoint_every=1, callbacks=[stop_at_2]).fit()
 resumed = _trainer(iterations=4, batch_size=2, checkpoint_dir=ckpt)
 resumed.fit()
 assert resumed.step == 4 and resumed.world_size == 2
-torch.save({{name: net.state_dict() for name, net in resumed.trained().items()}}, os.path.join(out, f"rank{{rank}}.pt"))
+torch.save({name: net.state_dict() for name, net in resumed.trained().items()}, os.path.join(out, f"rank{rank}.pt"))
 dist.destroy_process_group()
 """
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or shutil.which("torchrun") is None
-                    and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torch.distributed / torchrun not available")
+@needs_torchrun
 def test_super_fan_stage_trains_under_torchrun_on_gloo(tmp_path):
     """Two CPU processes, the end-to-end stage (generator, critic and student wrapped in DDP), killed
     and resumed half-way: the replicas end identical."""
-    script = tmp_path / "ddp_superfan.py"
-    script.write_text(textwrap.dedent(DDP_SCRIPT.format(tests=str(TESTS))))
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path)], env=env,
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_processes(DDP_SCRIPT, tmp_path, str(tmp_path))
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert set(rank0) == {"generator", "critic", "student"}

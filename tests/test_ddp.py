@@ -9,11 +9,7 @@ run up to float summation order. The run is interrupted and resumed in the middl
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -24,51 +20,32 @@ from fa_lib.train import fit
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 from test_train import one_torch_thread, prepared, tiny_model  # noqa: E402,F401 (fixture)
+from torchrun_helpers import needs_torchrun, run_two_processes  # noqa: E402
 
 SETTINGS = dict(iterations=4, lr=1e-3, device="cpu", progress=False, seed=3, milestones=(0.5,), loss="l2")
 
 SCRIPT = """
-import json, os, sys
-import torch
-import torch.distributed as dist
-torch.set_num_threads(1)
-sys.path.insert(0, {tests!r})
 from test_train import prepared, tiny_model
-from fa_lib.train import StopTraining, fit
+from fa_lib.train import fit
 
 settings = json.loads(sys.argv[2])
 out = sys.argv[1]
-rank = int(os.environ["RANK"])
-dist.init_process_group("gloo")  # owned by the script, so the two fits below share it
-
-def stop_at_2(trainer):
-    if trainer.step == 2:
-        raise StopTraining
-
 data, val = prepared(12), prepared(4, augment=False, seed=1)
 ckpt = os.path.join(out, "ckpt")
 fit(tiny_model(batch_norm=False), data, val, batch_size=2, checkpoint_dir=ckpt, checkpoint_every=1,
     callbacks=[stop_at_2], **settings)
 model = tiny_model(seed=7, batch_norm=False)  # a different start: the checkpoint must win
 history = fit(model, data, val, batch_size=2, checkpoint_dir=ckpt, checkpoint_every=1, **settings)
-torch.save(model.state_dict(), os.path.join(out, f"rank{{rank}}.pt"))
-with open(os.path.join(out, f"history{{rank}}.json"), "w") as fh:
+torch.save(model.state_dict(), os.path.join(out, f"rank{rank}.pt"))
+with open(os.path.join(out, f"history{rank}.json"), "w") as fh:
     json.dump(history, fh)
 dist.destroy_process_group()
 """
 
 
-@pytest.mark.skipif(not torch.distributed.is_available() or shutil.which("torchrun") is None
-                    and not (Path(sys.executable).parent / "torchrun").exists(),
-                    reason="torch.distributed / torchrun not available")
+@needs_torchrun
 def test_two_process_gloo_training_matches_single_process(tmp_path):
-    script = tmp_path / "ddp_run.py"
-    script.write_text(textwrap.dedent(SCRIPT.format(tests=str(TESTS))))
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script), str(tmp_path),
-                           json.dumps(SETTINGS)], env=env, capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_two_processes(SCRIPT, tmp_path, str(tmp_path), json.dumps(SETTINGS))
 
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)

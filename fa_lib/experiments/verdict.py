@@ -121,6 +121,13 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
     return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0, int(v.size)
 
 
+def mean_std_cells(row: str, column: str, values: Iterable[float]) -> list[dict]:
+    """A result table's cells of ``values`` over seeds: ``column`` (mean) and ``<column> std`` (sample
+    std) of ``row``."""
+    mean, std, _ = mean_std(values)
+    return [dict(row=row, column=column, reproduced=mean), dict(row=row, column=f"{column} std", reproduced=std)]
+
+
 def pooled_std(groups: Iterable[Sequence[float]]) -> float | None:
     """Pooled sample standard deviation of the groups with two or more values (the run-to-run
     spread of a chapter's budget), or None when no group has two values."""

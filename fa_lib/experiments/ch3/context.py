@@ -217,8 +217,9 @@ class Chapter3(ChapterContext):
         runs = ctx.runs_all()
         species = np.asarray(pets["test"].species)
         errors = []
+        gt, _, boxes = ctx.ground_truth(22)
         for run in runs:
-            e = np.asarray(metrics.nme_box(run.cale.points, *ctx.ground_truth(22)[::2]), np.float64)
+            e = np.asarray(metrics.nme_box(run.cale.points, gt, boxes), np.float64)
             errors.append({"Cats": e[species == "cat"], "Dogs": e[species == "dog"]})
         return {"runs": runs, "errors": errors, "context": ctx}
 

@@ -8,7 +8,7 @@ to the 34). Table 3.6 (cats and dogs): reproduced only with the user's 22-point 
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ from fa_lib.data.pets import PET_POINTS
 from fa_lib.experiments.ch3.context import Chapter3, CaleRun
 from fa_lib.experiments.common import paper_value
 from fa_lib.experiments.registry import ThesisResult, thesis_table
-from fa_lib.experiments.verdict import Verdict, judge, mean_std, not_measurable
+from fa_lib.experiments.verdict import Verdict, judge, mean_std_cells, not_measurable
 from fa_lib.landmarks import landmarks_68_to_pifa34
 from fa_lib.results import merge_with_paper
 
@@ -41,11 +41,6 @@ def write_result(ctx: Chapter3, table_id: str, cells: list[dict[str, Any]], runs
                            wall_time_s=float(sum(r.train_seconds for r in runs)), extra=extra, verdicts=verdicts)
     return ThesisResult(table_id, "table", table=merge_with_paper(table_id, df), verdicts=list(verdicts),
                         path=path, runs={"CALE": list(runs)}, notes=list(notes), data=data or {})
-
-
-def mean_std_cells(row: str, column: str, values: Sequence[float]) -> list[dict[str, Any]]:
-    mean, std, _ = mean_std(values)
-    return [dict(row=row, column=column, reproduced=mean), dict(row=row, column=f"{column} std", reproduced=std)]
 
 
 # --------------------------------------------------------------------------------------------------

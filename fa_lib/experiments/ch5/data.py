@@ -19,9 +19,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from fa_lib.data.pipeline import TransformedDataset
-from fa_lib.data.real import RealFaceDataset, make_dataset
-from fa_lib.data.synthetic import (SyntheticFaces, pifa_standin, test_yaw_balanced, train_300wlp_standin,
-                                   yaw_bin_of)
+from fa_lib.data.real import make_dataset
+from fa_lib.data.synthetic import pifa_standin, test_yaw_balanced, train_300wlp_standin, yaw_bin_of
 from fa_lib.experiments.runs import dataset_identity  # noqa: F401  (re-exported)
 from fa_lib.heatmaps import heatmaps_to_image_points
 from fa_lib.experiments.ch5.scale import Ch5Setup

@@ -24,7 +24,7 @@ from fa_lib.experiments.ch5.scale import (BOTTLENECK, BOTTLENECK_REAL, BOTTLENEC
                                           WIDER, NetSpec, Recipe, stacked_spec)
 from fa_lib.experiments.common import YAW_BIN_LABELS, nme_by_bin, paper_value
 from fa_lib.experiments.registry import ThesisResult, thesis_table
-from fa_lib.experiments.verdict import Verdict, judge, mean_std, not_measurable, pooled_std
+from fa_lib.experiments.verdict import Verdict, judge, mean_std, mean_std_cells, not_measurable, pooled_std
 from fa_lib.landmarks import (landmarks_68_to_21, landmarks_68_to_pifa34, visibility_68_to_21,
                               visibility_68_to_pifa34)
 from fa_lib.results import merge_with_paper
@@ -83,12 +83,6 @@ def write_result(ctx: Chapter5, table_id: str, cells: list[dict[str, Any]], runs
                            extra=extra, verdicts=verdicts)
     return ThesisResult(table_id, "table", table=merge_with_paper(table_id, df), verdicts=list(verdicts), path=path,
                         runs=dict(runs), notes=list(notes), data=data or {})
-
-
-def mean_std_cells(label: str, column: str, values: Sequence[float]) -> list[dict[str, Any]]:
-    """The cells ``column`` (mean over seeds) and ``<column> std`` (sample std) of row ``label``."""
-    mean, std, _ = mean_std(values)
-    return [dict(row=label, column=column, reproduced=mean), dict(row=label, column=f"{column} std", reproduced=std)]
 
 
 def _auc_cells(label: str, runs: Sequence[RunResult], with_params: bool = True) -> list[dict[str, Any]]:
