@@ -36,23 +36,26 @@ from torch.utils.data import DataLoader, Dataset
 
 from fa_lib.atomic import atomic_torch_save, atomic_write_text
 from fa_lib.device import resolve_device
-from fa_lib.models.superfan import (GP_WEIGHT, LOSS_WEIGHTS, critic_loss, feature_loss, generator_adversarial_loss,
-                                    heatmap_loss, pixel_loss)
+from fa_lib.models.superfan import (GP_WEIGHT, LOSS_WEIGHTS, critic_loss, dcgan_critic_loss, dcgan_generator_loss,
+                                    feature_loss, generator_adversarial_loss, heatmap_loss, pixel_loss)
 from fa_lib.profiles import OPTIMIZERS
 from fa_lib.progress import TrainingReporter
 from fa_lib.train import (EpochSampler, StopTraining, _distributed_env, _loader_generator, _rng_state,
-                          _seed_everything, _set_rng_state, _to_device, learning_rate_at, run_epochs, stack_outputs)
+                          _seed_everything, _set_rng_state, _to_device, cpu_has_bf16, learning_rate_at, run_epochs,
+                          stack_outputs)
 
 CHECKPOINT_NAME = "last.pt"
 HISTORY_NAME = "history.jsonl"
 CHECKPOINT_FORMAT = "fa_lib.adversarial/1"
 TRAINED = ("generator", "critic", "student")
+GAN_KINDS = ("wgan-gp", "dcgan")
 
 
 @dataclass(frozen=True)
 class SRStage:
     """Which terms of eq. 6.5 a stage uses and whether the student FAN trains (the end-to-end stage).
-    ``pixel_kind`` l2 | l1 (Table 6.3), ``heatmap_kind`` l2 | l1 (Table 6.5)."""
+    ``pixel_kind`` l2 | l1 (Table 6.3), ``heatmap_kind`` l2 | l1 (Table 6.5); ``gan`` "wgan-gp"
+    (eq. 6.3, Super-FAN) or "dcgan" (sigmoid cross-entropy: the SR-GAN baseline)."""
 
     name: str
     pixel: bool = True
@@ -62,6 +65,7 @@ class SRStage:
     train_student: bool = False
     pixel_kind: str = "l2"
     heatmap_kind: str = "l2"
+    gan: str = "wgan-gp"
 
     def __post_init__(self) -> None:
         if not (self.pixel or self.feature or self.heatmap or self.adversarial):
@@ -70,6 +74,8 @@ class SRStage:
             raise ValueError(f"stage {self.name!r} trains the student FAN without the heatmap loss")
         if self.pixel_kind not in ("l2", "l1") or self.heatmap_kind not in ("l2", "l1"):
             raise ValueError(f"loss kinds are l2 or l1, got {self.pixel_kind!r}, {self.heatmap_kind!r}")
+        if self.gan not in GAN_KINDS:
+            raise ValueError(f"gan must be one of {GAN_KINDS}, got {self.gan!r}")
 
     def needs(self) -> set[str]:
         """The networks this stage needs besides the generator."""
@@ -114,7 +120,9 @@ class SuperFanTrainer:
     ``weights``: eq. 6.5's (``LOSS_WEIGHTS``); ``gp_weight``: WGAN-GP's lambda. ``optimizer`` and
     ``lr`` for every trained network (``critic_lr``/``student_lr`` override), the lr multiplied by
     ``gamma`` at ``milestones`` (fractions of the run). ``iterations`` optimiser steps of the
-    generator, ``batch_size``, ``seed``, ``device``, ``amp`` (CUDA only), ``checkpoint_dir``,
+    generator, ``batch_size``, ``seed``, ``device``, ``amp`` (CUDA only), ``cpu_bf16`` (bfloat16
+    autocast of the generator's update on a CPU with bfloat16 units; the critic's update, with its
+    gradient penalty, stays float32), ``checkpoint_dir``,
     ``checkpoint_every``, ``resume``, ``callbacks``, ``progress``, ``name``.
     """
 
@@ -125,7 +133,7 @@ class SuperFanTrainer:
                  optimizer: str = "rmsprop", lr: float = 2.5e-4, critic_lr: float | None = None,
                  student_lr: float | None = None, milestones: Sequence[float] = (), gamma: float = 0.1,
                  batch_size: int = 16, iterations: int = 1000, seed: int = 0, device: str | torch.device = "auto",
-                 amp: bool = False, checkpoint_dir: str | os.PathLike | None = None,
+                 amp: bool = False, cpu_bf16: bool = False, checkpoint_dir: str | os.PathLike | None = None,
                  checkpoint_every: int | None = None, resume: bool = True, callbacks: Sequence[Callable] = (),
                  progress: bool = False, name: str = "Super-FAN", input_key: str = "image_lr",
                  target_key: str = "image_hr"):
@@ -161,6 +169,7 @@ class SuperFanTrainer:
         self.seed, self.milestones, self.gamma = int(seed), tuple(float(m) for m in milestones), float(gamma)
         self.milestone_steps = [int(round(m * self.total_steps)) for m in self.milestones]
         self.amp = bool(amp) and self.device.type == "cuda"
+        self.cpu_bf16 = bool(cpu_bf16) and self.device.type == "cpu" and cpu_has_bf16()
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every, self.resume, self.callbacks = checkpoint_every, resume, list(callbacks)
         self.progress, self.name = progress, name
@@ -226,7 +235,10 @@ class SuperFanTrainer:
         self._modes(["critic"])
         with torch.no_grad():
             fake = self.generator(low).float()
-        loss, terms = critic_loss(self.wrapped["critic"], high, fake, self.gp_weight)
+        if self.stage.gan == "dcgan":
+            loss, terms = dcgan_critic_loss(self.wrapped["critic"], high, fake)
+        else:
+            loss, terms = critic_loss(self.wrapped["critic"], high, fake, self.gp_weight)
         opt = self.optimizers["critic"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -240,7 +252,8 @@ class SuperFanTrainer:
         self._modes(trained)
         s, w = self.stage, self.weights
         terms: dict[str, torch.Tensor] = {}
-        with torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16 if self.cpu_bf16 else torch.float16,
+                            enabled=self.amp or self.cpu_bf16):
             sr = self.wrapped["generator"](low).float()
             if s.pixel:
                 terms["pixel"] = w["pixel"] * pixel_loss(sr, high, s.pixel_kind)
@@ -253,7 +266,8 @@ class SuperFanTrainer:
                 predicted = stack_outputs(student(self.fan_input(sr)))[-1].float()
                 terms["heatmap"] = w["heatmap"] * heatmap_loss(predicted, target, s.heatmap_kind)
             if s.adversarial:
-                terms["adversarial"] = w["adversarial"] * generator_adversarial_loss(self.critic, sr)
+                adversarial = dcgan_generator_loss if s.gan == "dcgan" else generator_adversarial_loss
+                terms["adversarial"] = w["adversarial"] * adversarial(self.critic, sr)
         loss = sum(terms.values())
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(f"the generator's loss became {float(loss.detach())} at step {self.step}")
@@ -270,7 +284,7 @@ class SuperFanTrainer:
     def _config(self) -> dict[str, Any]:
         return {"stage": asdict(self.stage), "weights": self.weights, "gp_weight": self.gp_weight,
                 "optimizer": self.optimizer_name, "lrs": self.lrs, "milestones": list(self.milestones),
-                "gamma": self.gamma, "batch_size": self.batch_size, "total_steps": self.total_steps,
+                "gamma": self.gamma, "batch_size": self.batch_size, "total_steps": self.total_steps, "cpu_bf16": self.cpu_bf16,
                 "seed": self.seed, "train_size": len(self.train_set), "world_size": self.world_size}
 
     def _save(self) -> None:

@@ -52,6 +52,7 @@ from .heatmaps import (DECODERS, decode_heatmaps, decode_heatmaps_subpixel, heat
 from .inference import optimize_for_inference
 from .landmarks import FLIP_PERMUTATION_68
 from .models import FAN, FanFull, ResNetDepth
+from .models.superfan import SuperFan
 from . import bundled
 from .models.checkpoints import (checkpoint_extra, checkpoint_input_size, describe_checkpoint, load_fan_checkpoint,
                                  load_model, load_official_depth, load_weights)
@@ -95,6 +96,7 @@ class Faces:
     source: str = ""
     error: str | None = None
     note: str | None = None
+    super_resolved: list[bool] = dataclasses.field(default_factory=list)
 
     @classmethod
     def failed(cls, source: str, error: str) -> "Faces":
@@ -103,8 +105,9 @@ class Faces:
     def to_json(self) -> dict:
         return {"source": self.source, "error": self.error, "note": self.note,
                 "faces": [{"box": box[:4].tolist(), "box_score": float(box[4]),
-                           "landmarks": points.tolist(), "scores": score.tolist()}
-                          for points, score, box in zip(self.landmarks, self.scores, self.boxes)]}
+                           "landmarks": points.tolist(), "scores": score.tolist(),
+                           "super_resolved": bool(self.super_resolved[k]) if k < len(self.super_resolved) else False}
+                          for k, (points, score, box) in enumerate(zip(self.landmarks, self.scores, self.boxes))]}
 
 
 # ------------------------------------------------------------------------------- images
@@ -150,6 +153,71 @@ def _crop_face(image: np.ndarray, box: np.ndarray, crop_size: int = INPUT_SIZE,
         matrix = matrix @ np.diag([width / size[0], height / size[1], 1.0])
     crop = geometry.warp_image(source, matrix, crop_size)
     return (crop.astype(np.float32) / 255.0).transpose(2, 0, 1), np.asarray(center), float(scale)
+
+
+def _crop_square(image: np.ndarray, origin: np.ndarray, side: float, size: int) -> np.ndarray:
+    """The square of ``side`` image px whose top-left corner is ``origin`` (continuous px), resampled
+    to ``size`` px: float32 (3, size, size) RGB / 255, area-averaged first when it shrinks by more
+    than two (as :func:`_crop_face`)."""
+    import cv2
+
+    k = size / side
+    matrix = np.array([[k, 0.0, -origin[0] * k], [0.0, k, -origin[1] * k], [0.0, 0.0, 1.0]])
+    source = image
+    if 1.0 / k > 2.0:
+        height, width = image.shape[:2]
+        shrunk = (max(1, round(width * k * 2)), max(1, round(height * k * 2)))
+        source = cv2.resize(image, shrunk, interpolation=cv2.INTER_AREA)
+        matrix = matrix @ np.diag([width / shrunk[0], height / shrunk[1], 1.0])
+    crop = geometry.warp_image(source, matrix, size)
+    return (crop.astype(np.float32) / 255.0).transpose(2, 0, 1)
+
+
+class TinyFaces:
+    """Super-FAN for faces too small for FAN (thesis chapter 6): a trained :class:`SuperFan` (file
+    saved by chapter 6's ``Chapter6.export_super_fan``, :func:`fa_lib.models.checkpoints.save_model`)
+    and how its training faces were framed (``face_fraction``: the 68-point box's side over the image
+    side; ``box_center_offset``: the image centre minus the box centre, in image sides).
+
+    ``landmarks(image, boxes)``: each face box is framed like the training faces, resampled to the
+    generator's 16 px input, super-resolved to 64 px and localised by Super-FAN's FAN; returns the
+    points (K, 68, 2) in image px and their heatmap scores (K, 68)."""
+
+    def __init__(self, source, device: torch.device):
+        if isinstance(source, SuperFan):
+            model, extra = source, {}
+        else:
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"super-resolution checkpoint not found: {path} (run chapter 6, which "
+                                        "exports Super-FAN; see Chapter6.export_super_fan)")
+            model, extra = load_model(path)
+            if not isinstance(model, SuperFan):
+                raise ValueError(f"{path} holds a {type(model).__name__}, not a Super-FAN (generator + FAN)")
+        self.model = model.to(device).eval()
+        self.device = device
+        self.face_fraction = float(extra.get("face_fraction", 0.75))
+        self.offset = np.asarray(extra.get("box_center_offset", (0.0, 0.0)), np.float64)
+        self.extra = extra
+
+    def landmarks(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(boxes) == 0:
+            return np.zeros((0, 68, 2), np.float32), np.zeros((0, 68), np.float32)
+        crops, origins, sides = [], [], []
+        for box in np.asarray(boxes, np.float64)[:, :4]:
+            side = max(box[2] - box[0], box[3] - box[1]) / self.face_fraction
+            centre = (box[:2] + box[2:]) / 2 + self.offset * side
+            origin = centre - side / 2
+            crops.append(_crop_square(image, origin, side, 16))
+            origins.append(origin)
+            sides.append(side)
+        with torch.inference_mode():
+            _, maps = self.model(torch.from_numpy(np.stack(crops)).to(self.device))
+        heatmaps = maps[-1].float().cpu()
+        scale = heatmaps.shape[-1] / 64.0  # 64 px image -> heatmap px
+        points, scores = heatmaps_to_image_points(heatmaps, np.diag([scale, scale, 1.0]), decoder="subpixel")
+        points = np.asarray(origins)[:, None, :] + points * (np.asarray(sides)[:, None, None] / 64.0)
+        return points.astype(np.float32), np.asarray(scores, np.float32)
 
 
 # ------------------------------------------------------------------------------ network
@@ -245,13 +313,20 @@ class FaceAligner(LandmarkPredictor):
             checkpoints were evaluated with) or ``"subpixel"`` (a Newton step on the smoothed log-heatmap,
             :func:`fa_lib.heatmaps.decode_heatmaps_subpixel`: smoother points, no quarter-pixel
             quantisation, which matters most on small heatmaps). Points are never rounded.
+        super_resolution: a trained Super-FAN (the file chapter 6 exports, or a
+            :class:`~fa_lib.models.superfan.SuperFan`): faces whose box is smaller than
+            ``super_resolution_below`` px (its longer side) are framed like Super-FAN's training faces,
+            resampled to 16 px, super-resolved to 64 px and localised by Super-FAN's own FAN
+            (:class:`TinyFaces`); larger faces take the normal path. Its points are the projections of
+            the 3D landmarks (chapter 6's protocol); ``Faces.super_resolved`` says which faces took it.
     """
 
     def __init__(self, landmarks: str = "2D", device: str = "auto", detector="dlib-cnn", weights=None,
                  network=None, flip_tta: bool = False, batch_size: int = 16, depth_weights=None,
                  allow_random_weights: bool = False, optimize: bool = True, compile: bool = False,
                  input_size: int | None = None, heatmap_size: int | None = None, antialias: bool = True,
-                 name: str | None = None, decoder: str | None = None):
+                 name: str | None = None, decoder: str | None = None, super_resolution=None,
+                 super_resolution_below: float = 30.0):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         #: the bundled network's manifest entry when no weights were given (:mod:`fa_lib.bundled`)
@@ -287,6 +362,14 @@ class FaceAligner(LandmarkPredictor):
         self.batch_size = int(batch_size)
         self.antialias = bool(antialias)
         self.name = name or f"FaceAligner ({landmarks})"
+        if super_resolution is not None and landmarks == "3D-full":
+            raise ValueError("super_resolution cannot give landmarks='3D-full' (Super-FAN gives the 2D projections "
+                             "of the 3D landmarks); use landmarks='3D' or '2D'")
+        if not super_resolution_below > 0:
+            raise ValueError(f"super_resolution_below must be a positive face size in px, got {super_resolution_below}")
+        #: Super-FAN for the faces smaller than ``super_resolution_below`` px (None: every face takes FAN)
+        self.tiny = None if super_resolution is None else TinyFaces(super_resolution, self.device)
+        self.super_resolution_below = float(super_resolution_below)
 
     @classmethod
     def from_network(cls, network: nn.Module, input_size: int, heatmap_size: int | None = None, *,
@@ -406,14 +489,23 @@ class FaceAligner(LandmarkPredictor):
             try:
                 array, label = read_image(image, label)
                 face_boxes = self._boxes_for(array, None if boxes is None else boxes[index])
-                for box in face_boxes:
+                tiny = np.array([self.tiny is not None and max(b[2] - b[0], b[3] - b[1]) < self.super_resolution_below
+                                 for b in face_boxes], bool)
+                faces = Faces([None] * len(face_boxes), [None] * len(face_boxes), face_boxes, label,
+                              note=None if len(face_boxes) else "no face found", super_resolved=tiny.tolist())
+                if tiny.any():
+                    points, score = self.tiny.landmarks(array, face_boxes[tiny])
+                    for slot, p, sc in zip(np.flatnonzero(tiny), points, score):
+                        faces.landmarks[slot], faces.scores[slot] = p, sc
+                for slot, box in enumerate(face_boxes):
+                    if tiny[slot]:
+                        continue
                     crop, center, scale = _crop_face(array, box, self.input_size, self.antialias)
                     crops.append(crop)
-                    owners.append(index)
+                    owners.append((index, slot))
                     centers.append(center)
                     scales.append(scale)
-                note = None if len(face_boxes) else "no face found"
-                results.append(Faces([], [], face_boxes, label, note=note))
+                results.append(faces)
             except (FileNotFoundError, ValueError, OSError) as error:
                 if raise_errors:
                     raise
@@ -423,9 +515,9 @@ class FaceAligner(LandmarkPredictor):
                                         np.asarray(scales, np.float64), self.heatmap_size)
         crops = np.stack(crops) if crops else np.zeros((0, 3, self.input_size, self.input_size), np.float32)
         points, scores = self._predict_crops(crops, uncrop)
-        for face, owner in enumerate(owners):
-            results[owner].landmarks.append(points[face])
-            results[owner].scores.append(scores[face])
+        for face, (owner, slot) in enumerate(owners):
+            results[owner].landmarks[slot] = points[face]
+            results[owner].scores[slot] = scores[face]
         for faces in results:
             if faces.error:
                 warnings.warn(f"{faces.source}: {faces.error}", stacklevel=2)
@@ -568,7 +660,8 @@ def landmarks_main(args: argparse.Namespace) -> int:
         aligner = FaceAligner(landmarks=args.landmarks, device=args.device, detector=detector,
                               weights=args.weights, depth_weights=args.depth_weights,
                               flip_tta=args.flip, compile=args.compile, input_size=args.input_size,
-                              decoder=args.decoder)
+                              decoder=args.decoder, super_resolution=args.super_resolution,
+                              super_resolution_below=args.super_resolution_below)
     except (ValueError, FileNotFoundError, ImportError) as error:
         print(f"fa-lib landmarks: {error}", file=sys.stderr)
         return 2
@@ -650,5 +743,10 @@ def add_landmarks_parser(subparsers) -> argparse.ArgumentParser:
                         help="crop side the network reads (default: what the checkpoint records, else 256)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the network (~40 s once; worth it for many images on a CPU)")
+    parser.add_argument("--super-resolution", default=None, metavar="FILE",
+                        help="a trained Super-FAN (the super_fan.pt chapter 6 exports): faces smaller than "
+                             "--super-resolution-below px are super-resolved from 16 to 64 px and localised by it")
+    parser.add_argument("--super-resolution-below", type=float, default=30.0, metavar="PX",
+                        help="face size (longer box side, px) under which --super-resolution is used (default 30)")
     parser.set_defaults(func=landmarks_main)
     return parser

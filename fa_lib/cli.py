@@ -27,6 +27,7 @@ import pandas as pd
 from fa_lib.api import add_landmarks_parser
 from fa_lib.compare import write_comparison
 from fa_lib.convert_ls3dw import add_convert_ls3dw_parser
+from fa_lib.data_check import chapter_plan, check_data, format_report, unusable_chapters
 from fa_lib.data.render import benchmark_render
 from fa_lib.device import DEVICE_CHOICES
 from fa_lib.experiments import registry
@@ -36,6 +37,22 @@ from fa_lib.paths import project_root
 from fa_lib.profiles import DEFAULT_PROFILE, PROFILE_NAMES, SECTIONS, get_profile
 from fa_lib.reproduce import default_results_dir, reproduce, summary
 from fa_lib.results import atomic_write_text, provenance, results_dir, write_figure
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    """Exit 0 when every dataset found parses and every chapter can run, 1 otherwise, 2 for a bad root."""
+    try:
+        reports = check_data(args.data_root, sample=args.sample)
+    except FileNotFoundError as exc:
+        print(f"fa-lib check-data: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"data_root": str(args.data_root), "datasets": [r.row() for r in reports],
+                          "chapters": chapter_plan(reports)}, indent=1))
+    else:
+        print(format_report(args.data_root, reports))
+    broken = [r for r in reports if r.found and not r.usable]
+    return 1 if broken or unusable_chapters(reports) else 0
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -251,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_landmarks_parser(sub)
     add_convert_ls3dw_parser(sub)
+
+    check = sub.add_parser("check-data", help="which real datasets a data root holds and what each chapter will do "
+                                              "with it (before any training)")
+    check.add_argument("--data-root", required=True, help="folder holding the real datasets")
+    check.add_argument("--sample", type=int, default=50,
+                       help="faces read per dataset to check that they parse, spread over the set (0: all)")
+    check.add_argument("--json", action="store_true", help="the report as JSON")
+    check.set_defaults(func=_cmd_check_data)
 
     bundle = sub.add_parser("bundle-weights", help="regenerate the bundled 2D-FAN / 3D-FAN from the run cache "
                                                   "of a chapter-4 reproduction (never trains)")

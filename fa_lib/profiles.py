@@ -370,8 +370,96 @@ class Ch5Scale(Section):
             raise ValueError("ch5.seeds must name at least one seed")
 
 
+@dataclass(frozen=True)
+class Ch6Scale(Section):
+    """Chapter 6 (Super-FAN). Defaults: the thesis's scale where it gives one (the 12-3-2 generator and
+    SR-ResNet's 16 blocks at width 64, a 2-stack FAN of width 256, RMSprop from 2.5e-4 down to 1e-5 over
+    60 epochs for the non-GAN models, 5 epochs with the GAN, 5 epochs end to end, eq. 6.5's weights).
+
+    Generator and critic: ``generator_width``, ``generator_blocks`` (16/32/64 px), ``generator_output``
+    (``"direct"`` or ``"bilinear-residual"``, see :class:`fa_lib.models.superfan.SRGenerator`; for
+    every generator, SR-ResNet's too), ``sr_resnet_blocks``, ``critic_width``. The FANs (the frozen teacher on HR faces that also evaluates every method, the
+    student trained end to end, the retrained FAN-bilinear) take the 64 px faces directly (16 px
+    heatmaps): ``fan_stacks``, ``fan_width``, ``fan_hg_depth`` (2: the hourglass bottoms out at 4x4, as
+    the thesis's FAN does on its 64 px heatmaps), ``fan_stem_channels``, ``sigma`` (px of
+    the 16 px maps), ``fan_lr``, ``fan_batch_size``, ``fan_iterations`` (None: ``fan_epochs``).
+    Feature networks: ``resnet50_weights`` / ``vgg19_weights`` (files with torchvision's ImageNet
+    state_dicts); without them stand-ins are pretrained on the synthetic faces
+    (``standin_iterations`` steps at ``standin_lr``, batch ``standin_batch_size``; the VGG-19 stand-in's
+    widths divided by ``vgg_width_divisor``). Super-resolution: ``optimizer``, ``lr`` (times
+    ``lr_gamma`` at ``lr_milestones``), ``batch_size``, ``sr_iterations``/``gan_iterations``/
+    ``joint_iterations`` (None: ``sr_epochs``/``gan_epochs``/``joint_epochs``; the GAN, end-to-end and
+    degraded stages at the constant ``finetune_lr``, the thesis's 2.5e-4), ``adversarial_weight`` (eq. 6.5's
+    zeta, 0.1), ``srgan_adversarial_weight``
+    (SRGAN's 1e-3), ``degraded_iterations`` (None: ``gan_epochs``; the fine-tuning on degraded inputs
+    of section 6.3.3 for real tiny faces). ``workers`` (runs trained at once on a CPU, one
+    torch thread each; None: min(2, cores)), ``cpu_bf16``, ``auc_threshold`` (10%), ``fig_faces``,
+    ``explorer_sizes`` (face sizes of the resolution explorer, px).
+    """
+
+    generator_width: int = 64
+    generator_blocks: tuple[int, int, int] = (12, 3, 2)
+    generator_output: str = "direct"
+    sr_resnet_blocks: int = 16
+    critic_width: int = 64
+    fan_stacks: int = 2
+    fan_width: int = 256
+    fan_hg_depth: int = 2
+    fan_stem_channels: tuple[int, int] = (64, 128)
+    sigma: float = 1.0
+    fan_lr: float = 1e-4
+    fan_batch_size: int = 10
+    fan_iterations: int | None = None
+    fan_epochs: int = 40
+    resnet50_weights: str | None = None
+    vgg19_weights: str | None = None
+    vgg_width_divisor: int = 1
+    standin_iterations: int = 5000
+    standin_lr: float = 1e-3
+    standin_batch_size: int = 32
+    optimizer: str = "rmsprop"
+    lr: float = 2.5e-4
+    lr_milestones: tuple[float, ...] = (0.5, 0.8)
+    lr_gamma: float = 0.2
+    batch_size: int = 16
+    sr_iterations: int | None = None
+    sr_epochs: int = 60
+    gan_iterations: int | None = None
+    gan_epochs: int = 5
+    joint_iterations: int | None = None
+    joint_epochs: int = 5
+    finetune_lr: float = 2.5e-4
+    adversarial_weight: float = 0.1
+    srgan_adversarial_weight: float = 1e-3
+    degraded_iterations: int | None = None
+    workers: int | None = None
+    cpu_bf16: bool = False
+    auc_threshold: float = 0.10
+    fig_faces: int = 6
+    explorer_sizes: tuple[int, ...] = (8, 12, 16, 24, 32, 48, 64)
+
+    def validate(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"ch6.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.generator_output not in ("direct", "bilinear-residual"):
+            raise ValueError(f"ch6.generator_output must be 'direct' or 'bilinear-residual', got {self.generator_output!r}")
+        if len(self.generator_blocks) != 3 or min(self.generator_blocks) < 0:
+            raise ValueError(f"ch6.generator_blocks are three counts (16, 32, 64 px), got {self.generator_blocks}")
+        if any(not 0 < m < 1 for m in self.lr_milestones):
+            raise ValueError(f"ch6.lr_milestones are fractions of the run in (0, 1), got {self.lr_milestones}")
+        if not 0 < self.auc_threshold <= 1:
+            raise ValueError(f"ch6.auc_threshold is a fraction in (0, 1], got {self.auc_threshold}")
+        if min(self.explorer_sizes, default=0) < 4 or max(self.explorer_sizes, default=0) > 64:
+            raise ValueError(f"ch6.explorer_sizes are face sizes in [4, 64] px, got {self.explorer_sizes}")
+        for name in ("fan_iterations", "sr_iterations", "gan_iterations", "joint_iterations", "degraded_iterations"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"ch6.{name} must be positive (or None for the epoch budget), got {value}")
+
+
 #: the profile's sections by name (a chapter adds its own here)
-SECTIONS: dict[str, type[Section]] = {"data": DataScale, "ch3": Ch3Scale, "ch4": Ch4Scale, "ch5": Ch5Scale}
+SECTIONS: dict[str, type[Section]] = {"data": DataScale, "ch3": Ch3Scale, "ch4": Ch4Scale, "ch5": Ch5Scale,
+                                      "ch6": Ch6Scale}
 
 
 @dataclass(frozen=True)
@@ -382,6 +470,7 @@ class Profile:
     ch3: Ch3Scale = field(default_factory=Ch3Scale)
     ch4: Ch4Scale = field(default_factory=Ch4Scale)
     ch5: Ch5Scale = field(default_factory=Ch5Scale)
+    ch6: Ch6Scale = field(default_factory=Ch6Scale)
 
     def section(self, name: str) -> Section:
         if name not in SECTIONS:
@@ -409,6 +498,11 @@ _PROFILES: dict[str, Profile] = {
         ch5=Ch5Scale(input_size=32, width=16, hg_depth=2, batch_size=4, iterations=2, epochs=None,
                      max_stacks=2, threads=1, timing_repeats=1, packed_repeats=2, decoder="subpixel",
                      val_fraction=0.1),
+        ch6=Ch6Scale(generator_width=8, generator_blocks=(1, 1, 1), sr_resnet_blocks=1, critic_width=8,
+                     fan_stacks=2, fan_width=16, fan_hg_depth=1, fan_stem_channels=(8, 16), fan_lr=1e-3,
+                     fan_batch_size=4, fan_iterations=2, vgg_width_divisor=16, standin_iterations=2,
+                     standin_batch_size=4, batch_size=4, sr_iterations=2, gan_iterations=1, joint_iterations=1,
+                     degraded_iterations=1, fig_faces=2, explorer_sizes=(8, 16, 64)),
     ),
     "quick": Profile(
         name="quick",
@@ -431,6 +525,12 @@ _PROFILES: dict[str, Profile] = {
                      lr_milestones=(0.8,), lr_gamma=0.2, sigma=2.0, seeds=(0, 1), sweep_seeds=(0,),
                      parsing_zoom=0.6, cardinalities=(1, 2, 4), workers=2, threads=1, packed_batch=16,
                      packed_repeats=5, decoder="subpixel", cpu_bf16=True, channels_last=True, val_fraction=0.1),
+        ch6=Ch6Scale(generator_width=32, generator_output="bilinear-residual", critic_width=32, fan_width=64,
+                     fan_stem_channels=(32, 64), fan_lr=1e-3, fan_iterations=3000,
+                     vgg_width_divisor=4, standin_iterations=800, standin_batch_size=16, optimizer="adam", lr=1e-3,
+                     lr_milestones=(0.8,), lr_gamma=0.1, sr_iterations=1200, gan_iterations=300,
+                     joint_iterations=400, degraded_iterations=300, finetune_lr=1e-4, adversarial_weight=1e-3,
+                     workers=2, cpu_bf16=True),
     ),
     "full": Profile(
         name="full",

@@ -30,6 +30,7 @@ from typing import Iterable, Sequence
 
 from fa_lib.atomic import atomic_write, atomic_write_text
 from fa_lib.device import resolve_device
+from fa_lib.data_check import check_data, unusable_chapters
 from fa_lib.paths import NOTEBOOKS_DIR, PACKAGE_DIR, PUBLISHED_ENV, RESULTS_ENV, project_root
 from fa_lib.progress import PROGRESS_ENV, NotebookProgress
 from fa_lib.profiles import PROFILE_NAMES, get_profile
@@ -39,6 +40,8 @@ SOURCE_SUFFIX = ".md"
 JUPYTEXT_FORMAT = "md:myst"
 PARAMETERS_TAG = "parameters"
 DEFAULT_KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
+#: faces per dataset read by the data check that runs before a reproduction with a data root
+DATA_CHECK_SAMPLE = 10
 
 
 @dataclass
@@ -286,6 +289,13 @@ def reproduce(profile: str = "quick", chapters: Sequence[str] | None = None, dev
     notebooks = select_notebooks(discover_notebooks(root), chapters)
     if not notebooks:
         raise FileNotFoundError(f"no notebooks (*{SOURCE_SUFFIX}) in {root / NOTEBOOKS_DIR}")
+    if data_root is not None:  # stop before any training when a chapter cannot use the data root
+        blocked = unusable_chapters(check_data(data_root, sample=DATA_CHECK_SAMPLE),
+                                    [nb.stem.split("_")[0] for nb in notebooks])
+        if blocked:
+            raise ValueError("the data root cannot run "
+                             + "; ".join(f"{chapter}: {why}" for chapter, why in blocked.items())
+                             + f" (see `fa-lib check-data --data-root {data_root}`)")
     dev = device_name(device)
     parameters = {"profile": profile, "device": dev, "data_root": data_root, "seed": int(seed)}
     results = Path(results_dir) if results_dir is not None else default_results_dir(root, profile)

@@ -16,9 +16,13 @@ from typing import Any, Callable
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from fa_lib.data.render import RenderConfig
 from fa_lib.data.synthetic import YAW_BINS, SyntheticFaces, SyntheticSpec, build_synthetic
+from fa_lib.heatmaps import gaussian_heatmaps
+from fa_lib.landmarks import flip_landmarks
 from fa_lib.profiles import get_profile
 
 HIGH_RES = 64
@@ -140,3 +144,50 @@ def lowres_pairs(profile="quick", split: str = "train", *, degraded: bool = Fals
         degradation = Degradation()
     return LowResPairs(folder, degradation=degradation if degraded else None, seed=seed,
                        transform=transform)
+
+
+#: heatmap side of the FANs that take the 64 px faces (the FAN's stem reduces by 4)
+HEATMAP_SIZE = HIGH_RES // 4
+
+
+class SuperResolutionInputs:
+    """A low/high-resolution pair as tensors for chapter 6 (``TransformedDataset`` transform):
+    ``image_lr`` (3, 16, 16) and ``image_hr`` (3, 64, 64) in [0, 1]; ``image`` the FAN's input (the
+    HR face, or with ``fan_input="bilinear"`` the LR face bilinearly upsampled to 64 px, what the
+    retrained FAN-bilinear of Table 6.2 sees); ``heatmaps`` (68, 16, 16) Gaussians of std ``sigma`` at
+    the 3D landmarks' projections; ``landmarks_image`` (68, 2) 64 px coordinates; ``landmarks_norm``
+    (136,) in [-1, 1] (the stand-in feature networks' pretraining target); ``matrix`` (64 px image ->
+    16 px map), ``box``, ``pose``. ``flip``: mirror half the faces (LR and HR together, landmarks
+    permuted)."""
+
+    def __init__(self, sigma: float = 1.0, *, flip: bool = False, fan_input: str = "hr"):
+        if fan_input not in ("hr", "bilinear"):
+            raise ValueError(f"fan_input must be 'hr' or 'bilinear', got {fan_input!r}")
+        self.sigma, self.flip, self.fan_input = float(sigma), bool(flip), fan_input
+
+    def record(self) -> dict[str, Any]:
+        return {"sigma": self.sigma, "flip": self.flip, "fan_input": self.fan_input, "heatmap_size": HEATMAP_SIZE}
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        hr, lr = np.asarray(sample["image"]), np.asarray(sample["image_lr"])
+        points = np.asarray(sample["landmarks_3d"], np.float32)[:, :2]
+        box = np.asarray(sample["box"], np.float32)
+        if self.flip and rng.random() < 0.5:
+            hr, lr = hr[:, ::-1], lr[:, ::-1]
+            points = flip_landmarks(points, HIGH_RES)
+            box = np.array([HIGH_RES - box[2], box[1], HIGH_RES - box[0], box[3]], np.float32)
+        if hr.ndim == 2:
+            hr, lr = np.repeat(hr[..., None], 3, 2), np.repeat(lr[..., None], 3, 2)
+        image_hr = torch.from_numpy(np.array(hr)).permute(2, 0, 1).float() / 255.0
+        image_lr = torch.from_numpy(np.array(lr)).permute(2, 0, 1).float() / 255.0
+        if self.fan_input == "bilinear":
+            image = F.interpolate(image_lr[None], size=HIGH_RES, mode="bilinear", align_corners=False)[0].clamp(0, 1)
+        else:
+            image = image_hr
+        scale = HEATMAP_SIZE / HIGH_RES
+        points_t = torch.from_numpy(np.ascontiguousarray(points))
+        return {"image_lr": image_lr, "image_hr": image_hr, "image": image,
+                "heatmaps": gaussian_heatmaps(points_t * scale, HEATMAP_SIZE, self.sigma),
+                "landmarks_image": points_t, "landmarks_norm": (points_t / (HIGH_RES / 2) - 1).flatten(),
+                "matrix": torch.tensor(np.diag([scale, scale, 1.0]), dtype=torch.float64),
+                "box": torch.from_numpy(box), "pose": torch.from_numpy(np.asarray(sample["pose"], np.float32))}

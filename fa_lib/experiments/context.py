@@ -7,12 +7,14 @@ data and the networks it trains; every registered builder takes it as its only p
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pandas as pd
+import torch
 
 from fa_lib.device import resolve_device
 from fa_lib.experiments.common import jsonable
@@ -95,6 +97,18 @@ class ChapterContext:
                            seed=self.seed, training_budget=jsonable(budget), extra=jsonable(record),
                            wall_time_s=wall_time_s, device=str(self.device), caption=caption)
 
+    def in_worker_processes(self, jobs: Sequence[Any], method: str, workers: int) -> Iterator[Any]:
+        """Call ``getattr(self, method)(job)`` for every job in forked processes, ``workers`` at a time
+        with one torch thread each (two trainings on two cores), yielding each job when it is done.
+        The work reaches this process through the run cache, where each job leaves its trained network."""
+        global _POOL_TASK
+        _POOL_TASK = (self, method)
+        try:
+            with mp.get_context("fork").Pool(min(workers, len(jobs)), initializer=_pool_init) as pool:
+                yield from pool.imap_unordered(_pool_call, jobs)
+        finally:
+            _POOL_TASK = None
+
     def write_figure(self, fig, fig_id: str, *, dataset: str, caption: str, budget: Any = None,
                      extra: Mapping[str, Any] | None = None) -> Path:
         record = self.provenance_extra()
@@ -102,3 +116,20 @@ class ChapterContext:
         record.update(extra or {})
         return write_figure(fig, fig_id, profile=self.profile, dataset=dataset, seed=self.seed,
                             extra=jsonable(record), caption=caption)
+
+
+#: the context and method the worker processes of :meth:`ChapterContext.in_worker_processes` call
+_POOL_TASK: tuple[ChapterContext, str] | None = None
+
+
+def _pool_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _pool_call(job: Any) -> Any:
+    if _POOL_TASK is None:
+        raise RuntimeError("no chapter to work for (in_worker_processes sets it before forking)")
+    ctx, method = _POOL_TASK
+    ctx.log = lambda message: None
+    getattr(ctx, method)(job)
+    return job

@@ -7,11 +7,15 @@ deviation over its seeds; a side trained with one seed borrows the chapter's poo
 the chapter has one. Then the finding *holds* (same sign as the thesis) or is *reversed*; a gap under
 two standard errors is *within noise*. When no spread is known at all (every side a single seed and
 no pooled spread), the comparison is *single seed*: the direction is reported, nothing is concluded.
+
+Where each method is one trained network compared on the same test faces (chapter 6), the same
+outcomes are decided with the standard error of the mean per-face difference (:func:`judge_paired`,
+:data:`PAIRED_RULE`): the test faces' sampling noise, not the training noise, and each verdict says so.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -151,18 +155,45 @@ def judge(claim: str, better: str, better_values: Sequence[float], worse: str, w
     sa = sa if na > 1 else (noise if noise is not None else float("nan"))
     sb = sb if nb > 1 else (noise if noise is not None else float("nan"))
     se = math.sqrt(sa ** 2 / na + sb ** 2 / nb)
-    gap = ma - mb
+    verdict = judge_gap(claim, better, worse, ma - mb, se if math.isfinite(se) else float("nan"),
+                        paper_gap=paper_gap, metric=metric, rule=RULE, note=note)
+    return replace(verdict, better_values=tuple(float(v) for v in better_values),
+                   worse_values=tuple(float(v) for v in worse_values))
+
+
+#: the rule for one trained network per method, compared on the same test faces
+PAIRED_RULE = ("one trained network per method: a gap counts when it exceeds twice the standard error of the mean "
+               "per-face difference on the same test faces (the test faces' sampling noise; the run-to-run "
+               "training noise is not included)")
+
+
+def judge_gap(claim: str, better: str, worse: str, gap: float, standard_error: float, *,
+              paper_gap: float | None = None, metric: str = "AUC@10%", rule: str = PAIRED_RULE,
+              note: str = "") -> Verdict:
+    """:data:`RULE`'s outcome for a gap (``better`` minus ``worse``, higher is better) whose standard
+    error was measured some other way (``rule`` says how)."""
     sign = 1.0 if paper_gap is None or paper_gap >= 0 else -1.0
-    if not math.isfinite(se):
+    if not math.isfinite(standard_error):
         outcome = "single seed"
-    elif abs(gap) <= 2 * se:
+    elif abs(gap) <= 2 * standard_error:
         outcome = "within noise"
     else:
         outcome = "holds" if gap * sign > 0 else "reversed"
-    return Verdict(claim=claim, outcome=outcome, metric=metric, better=better, worse=worse,
-                   better_values=tuple(float(v) for v in better_values),
-                   worse_values=tuple(float(v) for v in worse_values), gap=gap,
-                   standard_error=se if math.isfinite(se) else float("nan"), paper_gap=paper_gap, note=note)
+    return Verdict(claim=claim, outcome=outcome, metric=metric, better=better, worse=worse, gap=float(gap),
+                   standard_error=float(standard_error), paper_gap=paper_gap, rule=rule, note=note)
+
+
+def judge_paired(claim: str, better: str, better_scores: Sequence[float], worse: str, worse_scores: Sequence[float],
+                 *, paper_gap: float | None = None, metric: str = "AUC@10%", note: str = "") -> Verdict:
+    """:data:`PAIRED_RULE` on per-face scores of two methods on the same faces (higher is better; e.g.
+    an image's contribution to the AUC, ``100 * max(0, 1 - NME / threshold)``, whose mean is the AUC)."""
+    a, b = np.asarray(better_scores, np.float64), np.asarray(worse_scores, np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"paired scores need the same faces, got {a.shape} and {b.shape}")
+    diff = a - b
+    se = float(diff.std(ddof=1) / math.sqrt(diff.size)) if diff.size > 1 else float("nan")
+    verdict = judge_gap(claim, better, worse, float(diff.mean()), se, paper_gap=paper_gap, metric=metric, note=note)
+    return replace(verdict, better_values=(float(a.mean()),), worse_values=(float(b.mean()),))
 
 
 def not_measurable(claim: str, reason: str, metric: str = "AUC@7%") -> Verdict:

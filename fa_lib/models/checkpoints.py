@@ -29,6 +29,7 @@ import torch.nn as nn
 from ..atomic import atomic_torch_save
 from .depth import FanFull, ResNetDepth
 from .fan import FAN
+from .superfan import SuperFan
 
 __all__ = [
     "CheckpointMismatchError",
@@ -224,11 +225,12 @@ def load_official_depth(source: str | os.PathLike | Mapping[str, Any]) -> nn.Mod
 
 
 def model_kind(model: nn.Module) -> str:
-    """The class name :func:`build_model` rebuilds ``model`` from (``"fan"``, ``"fan_full"``, ``"resnet_depth"``)."""
-    for kind, cls in (("fan_full", FanFull), ("fan", FAN), ("resnet_depth", ResNetDepth)):
+    """The class name :func:`build_model` rebuilds ``model`` from (``"fan"``, ``"fan_full"``, ``"resnet_depth"``,
+    ``"super_fan"``)."""
+    for kind, cls in (("fan_full", FanFull), ("fan", FAN), ("resnet_depth", ResNetDepth), ("super_fan", SuperFan)):
         if isinstance(model, cls):
             return kind
-    raise ValueError(f"cannot save {type(model).__name__}: not a FAN, FanFull or ResNetDepth")
+    raise ValueError(f"cannot save {type(model).__name__}: not a FAN, FanFull, ResNetDepth or SuperFan")
 
 
 def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
@@ -237,6 +239,8 @@ def build_model(kind: str, config: dict[str, Any]) -> nn.Module:
         return FAN(**config)
     if kind == "resnet_depth":
         return ResNetDepth(**config)
+    if kind == "super_fan":
+        return SuperFan.from_config(config)
     if kind == "fan_full":
         return FanFull(FAN(**config["fan"]), ResNetDepth(**config["depth"]), depth_sigma=config["depth_sigma"])
     raise ValueError(f"unknown model kind {kind!r}")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import json
-import multiprocessing as mp
 import os
 import shutil
 import time
@@ -361,14 +360,8 @@ class Chapter3(ChapterContext):
         workers = self.setup.workers if self.setup.workers is not None else min(2, os.cpu_count() or 1)
         if len(missing) > 1 and workers > 1 and self.device.type == "cpu":
             self.test_tensors()
-            global _POOL_CHAPTER
-            _POOL_CHAPTER = self
-            try:
-                with mp.get_context("fork").Pool(min(workers, len(missing)), initializer=_pool_init) as pool:
-                    for seed in pool.imap_unordered(_pool_train, missing):
-                        self.log(f"[ch3] seed {seed} trained in a worker process")
-            finally:
-                _POOL_CHAPTER = None
+            for seed in self.in_worker_processes(missing, "run", workers):
+                self.log(f"[ch3] seed {seed} trained in a worker process")
         return [self.run(s) for s in self.seeds]
 
     def _is_cached(self, seed: int) -> bool:
@@ -439,22 +432,6 @@ class Chapter3(ChapterContext):
         extra = super().provenance_extra()
         extra.update(evaluation=EVALUATION, data=self.data.describe())
         return extra
-
-
-_POOL_CHAPTER: Chapter3 | None = None
-
-
-def _pool_init() -> None:
-    torch.set_num_threads(1)
-
-
-def _pool_train(seed: int) -> int:
-    ch = _POOL_CHAPTER
-    if ch is None:
-        raise RuntimeError("no chapter to train for (runs_all sets it before forking)")
-    ch.log = lambda message: None
-    ch.run(seed)
-    return seed
 
 
 def cached_cale(profile: str | Profile, *, seed: int = 0, runs_root: Any = None, data_root=None,

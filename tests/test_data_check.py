@@ -1,0 +1,83 @@
+"""``fa-lib check-data`` and the check ``fa-lib reproduce --data-root`` runs first: a data root assembled
+from the format fixtures, an empty one and a malformed one."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fa_lib.cli import main
+from fa_lib.data_check import DATASETS, chapter_plan, check_data, unusable_chapters
+from fa_lib.reproduce import reproduce
+
+FIX = Path(__file__).resolve().parent / "fixtures"
+READER = {"points_key": "pts", "visibility_key": "vis"}
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    """Every dataset a chapter reads, a few faces each, in its official layout."""
+    root = tmp_path / "data"
+    for name in ("300W_LP", "AFLW2000", "widerface"):
+        shutil.copytree(FIX / name, root / name)
+    shutil.copytree(FIX / "LS3D-W" / "Menpo-3D", root / "LS3D-W" / "balanced" / "Menpo-3D")
+    for split in ("train", "test"):
+        (root / "aflw_pifa" / split).mkdir(parents=True)
+        for k in range(2):
+            for ext in (".jpg", ".mat"):
+                shutil.copy(FIX / "aflw_pifa" / f"face_1{ext}", root / "aflw_pifa" / split / f"face_{k}{ext}")
+    (root / "aflw_pifa" / "reader.json").write_text(json.dumps(READER))
+    return root
+
+
+def test_a_complete_root_is_found_and_parsed(data_root):
+    reports = {r.name: r for r in check_data(data_root, sample=0)}
+    assert set(reports) == {spec.name for spec in DATASETS}
+    for name in ("300-W-LP", "LS3D-W balanced", "AFLW2000-3D", "AFLW-PIFA train", "AFLW-PIFA test",
+                 "WiderFace validation"):
+        assert reports[name].usable, (name, reports[name].problem, reports[name].errors)
+        assert reports[name].count >= 1 and reports[name].checked == reports[name].count
+    assert reports["AFLW-PIFA test"].thesis_count == 1299 and reports["AFLW-PIFA test"].count == 2
+    assert not reports["Oxford-IIIT-Pet with 22-point annotations (test)"].found
+    plan = chapter_plan(list(reports.values()))
+    assert plan["ch3"].startswith("CALE on the real AFLW-PIFA") and "real 300-W-LP" in plan["ch5"]
+    assert "WiderFace" in plan["ch6"] and unusable_chapters(list(reports.values())) == {}
+
+
+def test_an_empty_root_says_what_is_missing_and_which_chapter_cannot_run(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    reports = check_data(tmp_path / "empty")
+    assert not any(r.found for r in reports)
+    assert "not found" in reports[0].problem and "300w_lp" in reports[0].problem
+    blocked = unusable_chapters(reports)
+    assert set(blocked) == {"ch5"} and "300-W-LP" in blocked["ch5"] and "LS3D-W balanced" in blocked["ch5"]
+    assert unusable_chapters(reports, ["ch3", "ch6"]) == {}
+    assert main(["check-data", "--data-root", str(tmp_path / "empty")]) == 1
+    out = capsys.readouterr().out
+    assert "[MISSING] 300-W-LP" in out and "ch5: cannot run" in out and "ch3: the synthetic" in out
+    assert main(["check-data", "--data-root", str(tmp_path / "nowhere")]) == 2
+
+
+def test_a_malformed_root_reports_the_files_that_fail(data_root, capsys):
+    bad = data_root / "LS3D-W" / "balanced" / "Menpo-3D" / "face_2.t7"
+    shutil.copy(FIX / "bad" / "truncated.t7", bad)
+    shutil.copy(FIX / "LS3D-W" / "Menpo-3D" / "face_1.jpg", bad.with_suffix(".jpg"))
+    (data_root / "aflw_pifa" / "reader.json").unlink()
+    reports = {r.name: r for r in check_data(data_root, sample=0)}
+    ls3dw = reports["LS3D-W balanced"]
+    assert ls3dw.found and ls3dw.count == 2 and len(ls3dw.errors) == 1 and "face_2.t7" in ls3dw.errors[0]
+    assert reports["AFLW-PIFA test"].found and "reader.json" in reports["AFLW-PIFA test"].problem
+    assert "ch5" in unusable_chapters(list(reports.values()))
+    assert main(["check-data", "--data-root", str(data_root), "--json", "--sample", "0"]) == 1
+    record = json.loads(capsys.readouterr().out)
+    row = next(r for r in record["datasets"] if r["dataset"] == "LS3D-W balanced")
+    assert row["parsed"] == "1/2" and "face_2.t7" in row["problem"]
+
+
+def test_reproduce_stops_before_training_when_a_chapter_cannot_use_the_root(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="ch5: cannot run.*check-data"):
+        reproduce("smoke", chapters=["ch5"], data_root=str(tmp_path / "empty"), progress=False,
+                  results_dir=tmp_path / "results", executed_dir=tmp_path / "executed")
