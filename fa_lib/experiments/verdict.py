@@ -95,8 +95,9 @@ class Verdict:
         else:
             spread = "one seed each: spread unknown"
         named = "" if self.better in self.claim and self.worse in self.claim else f"{self.better} vs {self.worse}: "
-        numbers = (f"{named}{paper}ours {self.gap:+.2f} {self.metric} ({spread}; "
-                   f"{self.seeds[0]} and {self.seeds[1]} seed(s))")
+        basis = (f"{self.seeds[0]} and {self.seeds[1]} seed(s)" if self.rule == RULE else
+                 "one network each, the spread over the test faces" if self.rule == PAIRED_RULE else self.rule)
+        numbers = f"{named}{paper}ours {self.gap:+.2f} {self.metric} ({spread}; {basis})"
         return f"{self.claim}: {numbers}" + (f". {self.note}" if self.note else "")
 
     def sentence(self) -> str:
@@ -217,7 +218,8 @@ def describe_verdicts(verdicts: "pd.DataFrame") -> str:
     counts = summarise([Verdict(claim="", outcome=o) for o in verdicts["outcome"]])
     parts = [f"Of {len(verdicts)} findings of the thesis checked, **{counts['holds']} hold** here, "
              f"**{counts['reversed']} are reversed**, **{counts['within noise']} are within noise** (the difference "
-             f"is within two standard errors of the seed spread at this budget), {counts['single seed']} rest on "
+             f"is within two standard errors of its spread: over seeds, or over the test faces where each method is "
+             f"one network), {counts['single seed']} rest on "
              f"single seeds (direction only) and {counts['not measurable']} are not measurable at this scale."]
     for outcome, title in (("holds", "Holding"), ("reversed", "Reversed")):
         rows = verdicts[verdicts["outcome"] == outcome]

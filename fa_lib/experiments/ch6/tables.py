@@ -208,12 +208,12 @@ def _quality_pair(ctx: Chapter6, table_id: str, rows: dict[str, str], claim: str
     cells = []
     for row, method in rows.items():
         cells += quality_cells(ctx, row, method, luminance=False)
+    # "no improvement" has no direction to take from the thesis's (tiny) gaps: the variant being better
+    # beyond the noise contradicts it, anything else agrees
     verdicts = [judge_paired(f"{claim} ({metric})", better, ctx.quality(rows[better])[key], worse,
-                             ctx.quality(rows[worse])[key],
-                             paper_gap=_paper_mean(table_id, better, metric) - _paper_mean(table_id, worse, metric),
-                             metric=metric,
-                             note="the thesis's finding is 'no improvement': 'holds' and 'within noise' both agree "
-                                  "with it, 'reversed' contradicts it")
+                             ctx.quality(rows[worse])[key], paper_gap=None, metric=metric,
+                             note=f"the thesis's finding is 'no improvement': 'holds' and 'within noise' both agree "
+                                  f"with it, 'reversed' contradicts it (thesis gap {_paper_mean(table_id, better, metric) - _paper_mean(table_id, worse, metric):+.3f})")
                 for metric, key in (("PSNR", "psnr"), ("SSIM", "ssim"))]
     return write_result(ctx, table_id, cells, verdicts, caption, notes)
 
