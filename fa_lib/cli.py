@@ -34,9 +34,32 @@ from fa_lib.experiments import registry
 from fa_lib.experiments.ch4.bundle import export_bundled
 from fa_lib.experiments.runs import RunCache
 from fa_lib.paths import project_root
-from fa_lib.profiles import DEFAULT_PROFILE, PROFILE_NAMES, SECTIONS, get_profile
+from fa_lib.experiments.train_command import CHAPTERS as TRAIN_CHAPTERS
+from fa_lib.experiments.train_command import make_context
+from fa_lib.experiments.train_command import train as train_chapter
+from fa_lib.profiles import DEFAULT_PROFILE, PROFILE_NAMES, SECTIONS, get_profile, parse_knobs
 from fa_lib.reproduce import default_results_dir, reproduce, summary
 from fa_lib.results import atomic_write_text, provenance, results_dir, write_figure
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """``fa-lib train``: exit 0 when every requested network is trained (or was already), 2 on bad input."""
+    try:
+        knobs = parse_knobs([f"{args.chapter}.{item}" for item in args.set]).get(args.chapter, {})
+        if args.list:
+            ctx = make_context(args.chapter, args.profile, knobs=knobs, seed=args.seed, device=args.device,
+                               data_root=args.data_root, runs_root=args.runs_root, log=None)
+            for job in ctx.jobs():
+                print(job)
+            return 0
+        done = train_chapter(args.chapter, args.jobs, args.profile, device=args.device, data_root=args.data_root,
+                             seed=args.seed, runs_root=args.runs_root, knobs=knobs)
+    except (ValueError, TypeError, FileNotFoundError) as exc:
+        print(f"fa-lib train: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"fa-lib train: {len(done)} network(s) of {args.chapter} in the run cache")
+    return 0
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
@@ -268,6 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_landmarks_parser(sub)
     add_convert_ls3dw_parser(sub)
+
+    tr = sub.add_parser("train", help="train a chapter's networks into the run cache, alone or under torchrun "
+                                      "(then `reproduce` only evaluates)")
+    tr.add_argument("chapter", choices=list(TRAIN_CHAPTERS), help="the chapter whose networks to train")
+    tr.add_argument("jobs", nargs="*", help="which networks (default: all; --list names them)")
+    tr.add_argument("--list", action="store_true", help="list the chapter's networks and whether they are trained")
+    tr.add_argument("--profile", default=DEFAULT_PROFILE, choices=PROFILE_NAMES)
+    tr.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    tr.add_argument("--data-root", default=None, help="folder holding the real datasets, if any")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--runs-root", default=None, help="run cache root (default: $FA_LIB_RUNS or <checkout>/checkpoints)")
+    tr.add_argument("--set", nargs="*", default=[], metavar="KNOB=VALUE",
+                    help="change knobs of the chapter's profile section, e.g. sr_iterations=2000 (Python literals)")
+    tr.set_defaults(func=_cmd_train)
 
     check = sub.add_parser("check-data", help="which real datasets a data root holds and what each chapter will do "
                                               "with it (before any training)")

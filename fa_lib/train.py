@@ -478,6 +478,12 @@ def _make_loss_fn(loss: str | Callable, target_key: str | None,
 # the trainer
 
 
+#: fault injection for the tests of resumption: with this variable set to N, the process ends abruptly
+#: (status :data:`EXIT_AFTER_STEP_STATUS`, nothing cleaned up) right after optimiser step N and its checkpoint
+EXIT_AFTER_STEP_ENV = "FA_LIB_EXIT_AFTER_STEP"
+EXIT_AFTER_STEP_STATUS = 75
+
+
 class StopTraining(Exception):
     """Raised by a callback to end ``fit`` early (the last checkpoint stays valid for resuming)."""
 
@@ -514,6 +520,8 @@ def run_epochs(trainer: Any, train_batch: Callable[[Mapping[str, Any]], float], 
                 trainer._save()
             for callback in trainer.callbacks:
                 callback(trainer)
+            if os.environ.get(EXIT_AFTER_STEP_ENV) == str(trainer.step):
+                os._exit(EXIT_AFTER_STEP_STATUS)  # fault injection: as if killed, right after this step
             if epoch_done:
                 break
 

@@ -97,6 +97,16 @@ class ChapterContext:
                            seed=self.seed, training_budget=jsonable(budget), extra=jsonable(record),
                            wall_time_s=wall_time_s, device=str(self.device), caption=caption)
 
+    def jobs(self) -> list[str]:
+        """Every network the chapter trains, as job names for :meth:`run_job` (parents before children):
+        what ``fa-lib train`` runs, alone or under ``torchrun``."""
+        raise NotImplementedError(f"chapter {self.chapter} has no `fa-lib train` jobs yet: its notebook trains "
+                                  "its networks")
+
+    def run_job(self, job: str) -> None:
+        """Train (or load from the run cache) the network of one of :meth:`jobs`."""
+        raise NotImplementedError(f"chapter {self.chapter} has no `fa-lib train` jobs yet")
+
     def in_worker_processes(self, jobs: Sequence[Any], method: str, workers: int) -> Iterator[Any]:
         """Call ``getattr(self, method)(job)`` for every job in forked processes, ``workers`` at a time
         with one torch thread each (two trainings on two cores), yielding each job when it is done.

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import Dataset
 
@@ -150,13 +151,17 @@ class RunCache:
         budget = dict(budget)
         budget.setdefault("wall_time_s", round(time.perf_counter() - started, 1))
         model.eval()
-        if folder is not None:
+        # under torchrun every process trained the same replica: one writes it, all go on together
+        distributed = dist.is_available() and dist.is_initialized()
+        if folder is not None and (not distributed or dist.get_rank() == 0):
             atomic_torch_save(model.state_dict(), folder / MODEL_FILE)
             atomic_write_text(folder / META_FILE, json.dumps({"name": name, "budget": budget, "history": history,
                                                               "key": dict(record)}, indent=1, default=str))
             resumable = folder / TRAINER_CHECKPOINT
             if resumable.exists():
                 resumable.unlink()  # the weights are in MODEL_FILE; the optimiser state is not needed
+        if distributed:
+            dist.barrier()
         return CachedRun(name, model, folder, dict(record), budget, history, cached=False)
 
     # -- listing and clearing ----------------------------------------------------------------------

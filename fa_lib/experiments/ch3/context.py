@@ -353,6 +353,15 @@ class Chapter3(ChapterContext):
                  f"{result.cale_steps} steps in {result.train_seconds:.0f} s ({how})")
         return result
 
+    def jobs(self) -> list[str]:
+        return [f"seed:{s}" for s in self.seeds]
+
+    def run_job(self, job: str) -> None:
+        kind, _, seed = job.partition(":")
+        if kind != "seed" or not seed.lstrip("-").isdigit():
+            raise ValueError(f"unknown chapter-3 job {job!r}; the jobs are {', '.join(self.jobs())}")
+        self.run(int(seed))
+
     def runs_all(self) -> list[CaleRun]:
         """Every seed's run; on a CPU with ``workers`` > 1 the missing ones are trained in parallel
         processes (one torch thread each) first."""
@@ -360,8 +369,8 @@ class Chapter3(ChapterContext):
         workers = self.setup.workers if self.setup.workers is not None else min(2, os.cpu_count() or 1)
         if len(missing) > 1 and workers > 1 and self.device.type == "cpu":
             self.test_tensors()
-            for seed in self.in_worker_processes(missing, "run", workers):
-                self.log(f"[ch3] seed {seed} trained in a worker process")
+            for job in self.in_worker_processes([f"seed:{s}" for s in missing], "run_job", workers):
+                self.log(f"[ch3] {job} trained in a worker process")
         return [self.run(s) for s in self.seeds]
 
     def _is_cached(self, seed: int) -> bool:

@@ -470,9 +470,15 @@ class Chapter6(ChapterContext):
             return bool(weights) or self.runs.is_finished(f"features-{name}-standin", self.features_record(name))
         return self.runs.is_finished(f"sr-{name}", self.method_record(name))
 
+    def jobs(self) -> list[str]:
+        return [job for wave in self._jobs() for job in wave]
+
     def run_job(self, job: str) -> None:
         kind, _, name = job.partition(":")
-        {"fan": self.fan, "features": self.features, "method": self.method}[kind](name)
+        runners = {"fan": self.fan, "features": self.features, "method": self.method}
+        if kind not in runners:
+            raise ValueError(f"unknown chapter-6 job {job!r}; the jobs are {', '.join(self.jobs())}")
+        runners[kind](name)
 
     def train_all(self) -> None:
         """Train every missing network, wave by wave; on a CPU with ``workers`` > 1 the runs of a wave
