@@ -2,12 +2,14 @@
 layer rule (thesis eq. 5.1-5.2): sign(v) = +1 iff v >= 0, zero padding after the sign, output
 alpha * integer dot product.  Every ISA this CPU supports is exercised."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from fa_lib.kernels import xnor
+from fa_lib.models.fan import binary_hourglass_net
 
 ISAS = xnor.available_isas()
 
@@ -255,3 +257,43 @@ def test_amx_peak_rate_is_measured_or_absent():
         assert rate is not None and rate > 50  # any real tile unit does far more than 50 GMAC/s
     else:
         assert rate is None
+
+
+def test_bench_rows_name_their_machine_and_a_file_keeps_each_machine_kinds_latest_run(tmp_path):
+    from fa_lib.kernels import bench
+
+    kind = bench.machine_kind()
+    assert kind in ("AMX (Intel)", "AVX-512 VPOPCNTDQ, no AMX (e.g. AMD Zen 4)", "AVX-512 without VPOPCNTDQ",
+                    "AVX2 only", "other")
+    out = tmp_path / "bench.csv"
+    # a file written before rows named their machine, and a row of another kind
+    legacy = pd.DataFrame([{"layer": "old", "isa": "amx", "threads": 1, "torch_ms": 2.0, "binary_ms": 1.0,
+                            "binary_with_pack_ms": 1.0, "speedup": 2.0, "speedup_with_pack": 2.0}])
+    legacy.to_csv(out, index=False)
+    first = bench.run_bench(out, threads=(1,), isas=["scalar"], resolutions=[4], include_block=False,
+                            include_network=False, repeats=1)
+    assert (first["cpu"] == bench.cpu_model()).all() and (first["machine_kind"] == kind).all()
+    merged = pd.read_csv(out)
+    assert list(merged.columns) == bench.COLUMNS
+    old = merged[merged["layer"] == "old"]
+    if kind == bench.LEGACY_MACHINE["machine_kind"]:
+        assert old.empty  # this machine's kind replaces its own older rows
+    else:
+        assert old["machine_kind"].tolist() == [bench.LEGACY_MACHINE["machine_kind"]]
+    bench.run_bench(out, threads=(1,), isas=["scalar"], resolutions=[4], include_block=False, include_network=False,
+                    repeats=1)
+    again = pd.read_csv(out)
+    assert (again["machine_kind"] == kind).sum() == len(bench.CONV_SHAPES)  # replaced, not appended
+
+
+def test_network_bench_compares_with_the_fastest_float_network():
+    from fa_lib.kernels import bench
+
+    binary = bench._randomize_bn(binary_hourglass_net(stacks=1, width=32, hg_depth=1, stem_channels=(16, 32)))
+    real = binary_hourglass_net(stacks=1, width=32, hg_depth=1, stem_channels=(16, 32), binary=False).eval()
+    fast = bench.fast_float_network(real, compile=False)
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad():
+        assert torch.allclose(fast(x)[-1], real(x)[-1], atol=1e-4)
+    row = bench.bench_module("net", binary, real, x, "scalar", 1, 1, fast_float=fast)
+    assert row["torch_fast_ms"] > 0 and row["speedup_vs_fast"] == row["torch_fast_ms"] / row["binary_with_pack_ms"]

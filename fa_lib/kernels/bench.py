@@ -40,13 +40,15 @@ import torch
 import torch.nn.functional as F
 
 from fa_lib.atomic import atomic_write_text
+from fa_lib.inference import optimize_for_inference
 from fa_lib.models.blocks import make_block
 from fa_lib.models.fan import binary_hourglass_net
 
 from . import packed as packed_mod
 from . import xnor
 
-COLUMNS = ["layer", "isa", "threads", "torch_ms", "binary_ms", "binary_with_pack_ms", "speedup", "speedup_with_pack"]
+COLUMNS = ["layer", "isa", "threads", "torch_ms", "binary_ms", "binary_with_pack_ms", "speedup", "speedup_with_pack",
+           "torch_fast_ms", "speedup_vs_fast", "cpu", "machine_kind"]
 CONV_SHAPES = [(256, 128), (128, 64), (64, 64)]  # the three 3x3 layers of a 256-channel hierarchical block
 RESOLUTIONS = [64, 32, 16, 8, 4]  # hourglass levels (depth 4) of a 64x64 heatmap network
 
@@ -94,10 +96,41 @@ def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
-def _row(layer, isa, threads, torch_ms, binary_ms, with_pack_ms) -> dict:
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def machine_kind() -> str:
+    """Which of the project's machine kinds this is, by the units the kernels use: "AMX (Intel)",
+    "AVX-512 VPOPCNTDQ, no AMX (e.g. AMD Zen 4)", "AVX-512 without VPOPCNTDQ", "AVX2 only" or "other"."""
+    if torch.cpu._is_amx_tile_supported():
+        return "AMX (Intel)"
+    try:
+        flags = set(next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                         if line.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        flags = set()
+    if "avx512_vpopcntdq" in flags:
+        return "AVX-512 VPOPCNTDQ, no AMX (e.g. AMD Zen 4)"
+    if "avx512f" in flags:
+        return "AVX-512 without VPOPCNTDQ"
+    return "AVX2 only" if "avx2" in flags else "other"
+
+
+def _row(layer, isa, threads, torch_ms, binary_ms, with_pack_ms, torch_fast_ms=float("nan")) -> dict:
     return {"layer": layer, "isa": isa, "threads": threads, "torch_ms": torch_ms, "binary_ms": binary_ms,
             "binary_with_pack_ms": with_pack_ms, "speedup": torch_ms / binary_ms,
-            "speedup_with_pack": torch_ms / with_pack_ms}
+            "speedup_with_pack": torch_ms / with_pack_ms, "torch_fast_ms": torch_fast_ms,
+            "speedup_vs_fast": torch_fast_ms / with_pack_ms, "cpu": cpu_model(), "machine_kind": machine_kind()}
 
 
 def bench_conv(cin: int, cout: int, size: int, isa: str, threads: int, repeats: int, timer: str = "wall") -> dict:
@@ -118,13 +151,29 @@ def bench_conv(cin: int, cout: int, size: int, isa: str, threads: int, repeats: 
 
 
 def bench_module(name: str, binary_model: torch.nn.Module, float_model: torch.nn.Module, x: torch.Tensor,
-                 isa: str, threads: int, repeats: int, timer: str = "wall") -> dict:
+                 isa: str, threads: int, repeats: int, timer: str = "wall",
+                 fast_float: torch.nn.Module | None = None) -> dict:
+    """The packed binary module against the eager float one (and, when given, against ``fast_float``,
+    the float network as fast as PyTorch runs it: ``torch_fast_ms``, ``speedup_vs_fast``)."""
     packed = packed_mod.pack_model(binary_model, isa=isa, threads=threads)
     # Each side gets its own layout: torch NCHW, the packed module channels-last (what the previous
     # packed layer of a network hands it; a network's input image is converted inside the timed call).
     x_packed = x if x.shape[1] <= 4 else x.contiguous(memory_format=torch.channels_last)
-    t_torch, t_packed = interleaved_min_ms([lambda: float_model(x), lambda: packed(x_packed)], repeats, timer)
-    return _row(name, isa, threads, t_torch, t_packed, t_packed)
+    candidates = [lambda: float_model(x), lambda: packed(x_packed)]
+    if fast_float is not None:
+        candidates.append(lambda: fast_float(x))
+    times = interleaved_min_ms(candidates, repeats, timer)
+    return _row(name, isa, threads, times[0], times[1], times[1], times[2] if fast_float is not None else float("nan"))
+
+
+def fast_float_network(model: torch.nn.Module, compile: bool = True) -> torch.nn.Module:
+    """The float network as fast as PyTorch runs it on a CPU: batch norm folded into the convolutions,
+    channels-last, and ``torch.compile`` (``fa_lib.inference.CompiledFAN``; the eager folded network
+    where no compiler is available), compiled before timing."""
+    fast = optimize_for_inference(model, compile=compile)
+    with torch.no_grad():
+        fast(torch.zeros(1, 3, 256, 256))  # compile outside the timed calls
+    return fast
 
 
 def _block_models(width: int = 256):
@@ -149,14 +198,18 @@ def network_model_size() -> dict:
 def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.csv",
               threads: Iterable[int] = (1, 2), isas: Optional[Iterable[str]] = None, repeats: int = 10,
               resolutions: Sequence[int] = RESOLUTIONS, include_block: bool = True,
-              include_network: bool = True, network_repeats: int = 3, timer: str = "wall",
-              emulate_avx2_only: bool = False) -> pd.DataFrame:
+              include_network: bool = True, network_repeats: int = 8, timer: str = "wall",
+              emulate_avx2_only: bool = False, compile_baseline: bool = True) -> pd.DataFrame:
     """Runs the benchmark; writes ``out_csv`` (atomically) unless it is None; returns the table.
 
     ``timer``: "wall" (min of wall times, the default) or "cpu" (calling-thread CPU time, threads=(1,) only).
     ``emulate_avx2_only``: also measure an AVX2-only machine on this one (rows with isa
     :data:`AVX2_ONLY_LABEL`): a child process whose torch is limited to AVX2 (oneDNN and ATen dispatch)
-    runs the AVX2 kernel against that float baseline."""
+    runs the AVX2 kernel against that float baseline. ``compile_baseline``: the network's fast float
+    baseline is compiled (else BN-folded and channels-last only).
+
+    Every row names the CPU and its machine kind; ``out_csv`` keeps the rows of other machine kinds
+    (:func:`merge_by_machine`), so the file holds the latest run of each kind."""
     if timer not in _CLOCKS:
         raise ValueError(f"timer must be one of {sorted(_CLOCKS)}, got {timer!r}")
     threads = [int(t) for t in threads]
@@ -170,6 +223,7 @@ def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.
     try:
         block = _block_models() if include_block else None
         network = _network_models() if include_network else None
+        fast_network = fast_float_network(network[1], compile=compile_baseline) if network is not None else None
         for t in threads:
             torch.set_num_threads(int(t))
             for isa in isas:
@@ -183,7 +237,7 @@ def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.
                 if network is not None:
                     x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
                     rows.append(bench_module("network: binary HG (1 stack, 256 ch, 256x256 input)", *network, x,
-                                             isa, int(t), network_repeats, timer))
+                                             isa, int(t), network_repeats, timer, fast_float=fast_network))
     finally:
         torch.set_num_threads(previous_threads)
     df = pd.DataFrame(rows, columns=COLUMNS)
@@ -191,8 +245,28 @@ def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.
         df = pd.concat([df, avx2_only_rows(threads, repeats, resolutions, include_block, include_network,
                                            network_repeats, timer)], ignore_index=True)
     if out_csv is not None:
-        atomic_write_text(out_csv, df.to_csv(index=False, float_format="%.4f"))
+        atomic_write_text(out_csv, merge_by_machine(df, out_csv).to_csv(index=False, float_format="%.4f"))
     return df
+
+
+#: the machine of the rows written before each row named its own (the committed file's provenance)
+LEGACY_MACHINE = {"cpu": "Intel Xeon (model not recorded)", "machine_kind": "AMX (Intel)"}
+
+
+def merge_by_machine(df: pd.DataFrame, out_csv: str | os.PathLike) -> pd.DataFrame:
+    """``df`` followed by the rows of ``out_csv`` measured on other machine kinds (rows without a machine
+    are :data:`LEGACY_MACHINE`'s), so that each kind's latest run is kept and none is presented as another's."""
+    path = Path(out_csv)
+    if not path.is_file():
+        return df
+    old = pd.read_csv(path)
+    for column, value in LEGACY_MACHINE.items():
+        if column not in old:
+            old[column] = value
+        old[column] = old[column].fillna(value)
+    kinds = set(df["machine_kind"])
+    kept = old[~old["machine_kind"].isin(kinds)]
+    return pd.concat([df, kept.reindex(columns=COLUMNS)], ignore_index=True)
 
 
 AVX2_ONLY_LABEL = "avx2 (torch on AVX2 too)"
@@ -254,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--quick", action="store_true", help="64x64 and 4x4 only, few repeats")
     parser.add_argument("--timer", choices=sorted(_CLOCKS), default="wall")
     parser.add_argument("--resolutions", type=int, nargs="+", default=list(RESOLUTIONS))
-    parser.add_argument("--network-repeats", type=int, default=3)
+    parser.add_argument("--network-repeats", type=int, default=8)
     parser.add_argument("--no-block", action="store_true")
     parser.add_argument("--no-network", action="store_true")
     parser.add_argument("--emulate-avx2-only", action="store_true",
