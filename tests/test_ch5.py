@@ -531,3 +531,23 @@ def test_ch5_section_rejects_unknown_optimiser_and_bad_fraction():
     with pytest.raises(ValueError, match="val_fraction"):
         tiny_profile(val_fraction=1.0)
     assert scale.ch5_setup(tiny_profile(optimizer="adam")).train_config().optimizer == "adam"
+
+
+def test_kernel_targets_are_judged_machine_by_machine():
+    def row(isa, speedup, kind, cpu, fast=None):
+        return {"layer": "network: binary HG (1 stack, 256 ch, 256x256 input)", "isa": isa, "threads": 1,
+                "torch_ms": 100.0, "binary_ms": 100.0 / speedup, "binary_with_pack_ms": 100.0 / speedup,
+                "speedup": speedup, "speedup_with_pack": speedup,
+                "torch_fast_ms": None if fast is None else 100.0 / speedup * fast,
+                "speedup_vs_fast": fast, "cpu": cpu, "machine_kind": kind}
+    bench = pd.DataFrame([row("amx", 9.0, "AMX (Intel)", "Xeon"),
+                          row("avx512", 6.5, "AVX-512 VPOPCNTDQ, no AMX (e.g. AMD Zen 4)", "EPYC", fast=4.0)])
+    t = kernels.kernel_targets_table(bench)
+    by_machine = {m: rows for m, rows in t.groupby("machine")}
+    assert set(by_machine) == {"Xeon (AMX (Intel))", "EPYC (AVX-512 VPOPCNTDQ, no AMX (e.g. AMD Zen 4))"}
+    epyc = by_machine["EPYC (AVX-512 VPOPCNTDQ, no AMX (e.g. AMD Zen 4))"].set_index("measurement")
+    assert epyc.iloc[0]["speed-up"] == 6.5 and not epyc.iloc[0]["met"]  # not the Xeon's 9.0
+    assert epyc.iloc[1]["speed-up"] == 4.0 and epyc.iloc[1]["target"] == 6.0
+    assert len(by_machine["Xeon (AMX (Intel))"]) == 1  # no fast-float row measured there
+    text = narrative.describe_kernel_targets(t)
+    assert "on Xeon (AMX (Intel))" in text and "on EPYC" in text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from fa_lib.kernels.bench import AVX2_ONLY_LABEL
+from fa_lib.kernels.bench import AVX2_ONLY_LABEL, LEGACY_MACHINE
 from fa_lib.results import find_result
 
 # The speed targets of the kernels (measured against torch's float conv of the same shape, one thread):
@@ -18,6 +18,8 @@ KERNEL_TARGETS = (
      False, False),
     ("hierarchical block 256->256 at 64x64", r"hierarchical block 256->256 @64x64", "speedup", 15.0, False, False),
     ("whole single-hourglass binary network", r"network", "speedup", 8.0, False, False),
+    ("whole network against the fastest float network (BN folded, channels-last, compiled)", r"network",
+     "speedup_vs_fast", 6.0, False, False),
     ("256->128 3x3 conv at 64x64 on an AVX2-only machine", r"conv3x3 256->128 @64x64", "speedup", 5.0, True, False),
     ("slowest 3x3 conv at 64x64 on an AVX2-only machine", r"conv3x3 .* @64x64", "speedup", 5.0, True, True),
 )
@@ -38,33 +40,55 @@ def kernel_speed_figure() -> Path | None:
     return find_result("figures/fig_bench_xnor.png")
 
 
+def with_machines(bench: pd.DataFrame) -> pd.DataFrame:
+    """The benchmark with every row's ``cpu`` and ``machine_kind`` (rows written before rows named their
+    machine are :data:`fa_lib.kernels.bench.LEGACY_MACHINE`'s)."""
+    bench = bench.copy()
+    for column, value in LEGACY_MACHINE.items():
+        bench[column] = bench[column].fillna(value) if column in bench else value
+    return bench
+
+
 def kernel_targets_table(bench: pd.DataFrame, threads: int = 1) -> pd.DataFrame:
-    """The kernels' benchmark against the speed targets: for each target, the fastest code path this
-    machine ran (AVX2-only targets: the emulated AVX2-only rows, torch restricted to AVX2 as well; plain
-    ``avx2`` rows, against torch on AVX-512, if the emulation was not run), at ``threads`` threads."""
+    """The kernels' benchmark against the speed targets, machine by machine (a number of one machine kind
+    is never presented as another's): for each target, the fastest code path that machine ran (AVX2-only
+    targets: the emulated AVX2-only rows, torch restricted to AVX2 as well; plain ``avx2`` rows, against
+    torch on AVX-512, if the emulation was not run), at ``threads`` threads."""
+    bench = with_machines(bench)
     rows = []
-    for what, layer, column, target, avx2_only, slowest in KERNEL_TARGETS:
-        sel = bench[(bench["threads"] == threads) & bench["layer"].str.match(layer)]
-        if avx2_only:
-            emulated = sel["isa"] == AVX2_ONLY_LABEL
-            sel = sel[emulated] if emulated.any() else sel[sel["isa"] == "avx2"]
-        else:
-            sel = sel[sel["isa"] != AVX2_ONLY_LABEL]
-        if sel.empty:
-            continue
-        if slowest:  # the worst layer on its fastest path
-            per_layer = sel.loc[sel.groupby("layer")[column].idxmax()]
-            best = per_layer.loc[per_layer[column].idxmin()]
-            what = f"{what} ({best['layer']})"
-        else:
-            best = sel.loc[sel[column].idxmax()]
-        rows.append({"measurement": what, "isa": best["isa"], "threads": threads, "torch float ms": best["torch_ms"],
-                     "binary ms": best["binary_with_pack_ms"] if column == "speedup_with_pack" else best["binary_ms"],
-                     "speed-up": float(best[column]), "target": target, "met": bool(best[column] >= target)})
+    for kind in dict.fromkeys(bench["machine_kind"]):
+        mine = bench[bench["machine_kind"] == kind]
+        machine = f"{mine['cpu'].iloc[0]} ({kind})"
+        for what, layer, column, target, avx2_only, slowest in KERNEL_TARGETS:
+            if column not in mine:
+                continue
+            sel = mine[(mine["threads"] == threads) & mine["layer"].str.match(layer) & mine[column].notna()]
+            if avx2_only:
+                emulated = sel["isa"] == AVX2_ONLY_LABEL
+                sel = sel[emulated] if emulated.any() else sel[sel["isa"] == "avx2"]
+            else:
+                sel = sel[sel["isa"] != AVX2_ONLY_LABEL]
+            if sel.empty:
+                continue
+            label = what
+            if slowest:  # the worst layer on its fastest path
+                per_layer = sel.loc[sel.groupby("layer")[column].idxmax()]
+                best = per_layer.loc[per_layer[column].idxmin()]
+                label = f"{what} ({best['layer']})"
+            else:
+                best = sel.loc[sel[column].idxmax()]
+            binary_ms = best["binary_with_pack_ms"] if column in ("speedup_with_pack", "speedup_vs_fast") else best[
+                "binary_ms"]
+            float_ms = best["torch_fast_ms"] if column == "speedup_vs_fast" else best["torch_ms"]
+            rows.append({"machine": machine, "measurement": label, "isa": best["isa"], "threads": threads,
+                         "torch float ms": float_ms, "binary ms": binary_ms, "speed-up": float(best[column]),
+                         "target": target, "met": bool(best[column] >= target)})
     return pd.DataFrame(rows)
 
 
 def one_thread_speedups(bench: pd.DataFrame) -> pd.DataFrame:
-    """Speed-up of every layer of the benchmark by ISA on one thread (layers at 8x8 and 4x4 left out)."""
+    """Speed-up of every layer of the benchmark by machine kind and ISA on one thread (layers at 8x8 and
+    4x4 left out)."""
+    bench = with_machines(bench)
     one_thread = bench[(bench["threads"] == 1) & ~bench["layer"].str.contains("@(?:8|4)x")]
-    return one_thread.pivot_table(index="layer", columns="isa", values="speedup", sort=False)
+    return one_thread.pivot_table(index="layer", columns=["machine_kind", "isa"], values="speedup", sort=False)
