@@ -224,6 +224,10 @@ def bench_xnor(args: argparse.Namespace) -> int:
     df = bench.run_bench(out, threads=threads, emulate_avx2_only=True, **kwargs)
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    profile = bench.profile_packed_network(threads=1)
+    print(f"where the packed network's time goes ({xnor.resolve_isa(None)}, 1 thread):")
+    print(profile[["part", "ms", "share"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    atomic_write_text(out.with_name("bench_xnor_profile.csv"), profile.to_csv(index=False, float_format="%.4f"))
     size = bench.network_model_size()
     print(f"model size of the {size['network']}: float32 state_dict {size['float32_state_dict_bytes'] / 1e6:.2f} MB, "
           f"packed file {size['packed_file_bytes'] / 1e6:.2f} MB ({size['ratio_vs_float32']:.1f}x smaller; "

@@ -297,3 +297,14 @@ def test_network_bench_compares_with_the_fastest_float_network():
         assert torch.allclose(fast(x)[-1], real(x)[-1], atol=1e-4)
     row = bench.bench_module("net", binary, real, x, "scalar", 1, 1, fast_float=fast)
     assert row["torch_fast_ms"] > 0 and row["speedup_vs_fast"] == row["torch_fast_ms"] / row["binary_with_pack_ms"]
+
+
+def test_network_profile_adds_up_to_the_whole_run():
+    from fa_lib.kernels import bench
+
+    profile = bench.profile_packed_network(isa="scalar" if "scalar" in ISAS else None, repeats=1)
+    parts = set(profile["part"])
+    assert {"binary hierarchical blocks (packed)", "real conv 7x7 (7x7 stem)",
+            "pooling, upsampling, adds, layout (the rest)"} <= parts
+    assert profile["share"].sum() == pytest.approx(1.0) and (profile["ms"] > 0).all()
+    assert (profile["machine_kind"] == bench.machine_kind()).all()

@@ -186,6 +186,71 @@ def _network_models():
             binary_hourglass_net(stacks=1, binary=False).eval())
 
 
+def _profile_label(name: str, module: torch.nn.Module) -> str | None:
+    kind = type(module).__name__
+    if kind == "Conv2d":
+        k = module.kernel_size[0]
+        return f"real conv {k}x{k} ({'7x7 stem' if k == 7 else 'heads'})" if k in (1, 7) else f"real conv {k}x{k}"
+    if kind == "BatchNorm2d":
+        return "real batch norm (outside blocks)"
+    if kind == "PackedHierarchicalBlock":
+        return "binary hierarchical blocks (packed)"
+    if kind == "PackedBinaryConv":
+        return "binary convs outside blocks (packed)"
+    return None
+
+
+def profile_packed_network(isa: str | None = None, threads: int = 1, repeats: int = 8) -> pd.DataFrame:
+    """Where the packed single-hourglass network's time goes (issue: the real layers): wall time of each
+    top-level layer kind, measured with forward hooks in the fastest of ``repeats`` runs, the rest (pooling,
+    upsampling, residual adds, layout changes between the layers) as the difference to the whole run."""
+    binary, _ = _network_models()
+    net = packed_mod.pack_model(binary, isa=isa, threads=threads)
+    inside = {id(sub) for m in net.modules() if type(m).__name__ == "PackedHierarchicalBlock"
+              for sub in m.modules() if sub is not m}
+    times: dict[str, float] = {}
+    starts: dict[int, float] = {}
+
+    def pre(module, inputs):
+        starts[id(module)] = time.perf_counter()
+
+    def post_for(label):
+        def post(module, inputs, output):
+            times[label] = times.get(label, 0.0) + time.perf_counter() - starts[id(module)]
+        return post
+
+    handles = []
+    for name, module in net.named_modules():
+        label = None if id(module) in inside else _profile_label(name, module)
+        if label is not None:
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post_for(label))]
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
+    best, snapshot = float("inf"), {}
+    try:
+        with torch.no_grad():
+            net(x)
+            for _ in range(repeats):
+                times.clear()
+                started = time.perf_counter()
+                net(x)
+                total = time.perf_counter() - started
+                if total < best:
+                    best, snapshot = total, dict(times)
+    finally:
+        torch.set_num_threads(previous)
+        for handle in handles:
+            handle.remove()
+    rows = [{"part": k, "ms": 1000 * v} for k, v in sorted(snapshot.items(), key=lambda kv: -kv[1])]
+    rows.append({"part": "pooling, upsampling, adds, layout (the rest)", "ms": 1000 * (best - sum(snapshot.values()))})
+    df = pd.DataFrame(rows)
+    df["share"] = df["ms"] / (1000 * best)
+    df["cpu"], df["machine_kind"], df["threads"] = cpu_model(), machine_kind(), threads
+    df["isa"] = xnor.resolve_isa(isa)
+    return df
+
+
 def network_model_size() -> dict:
     """File sizes of the benchmark's binary network (single hourglass, 256 channels): its float32 state_dict
     against the packed file (:func:`fa_lib.kernels.packed.compression_report`, thesis Fig. 5.4's 39x)."""
