@@ -81,3 +81,21 @@ def test_reproduce_stops_before_training_when_a_chapter_cannot_use_the_root(tmp_
     with pytest.raises(ValueError, match="ch5: cannot run.*check-data"):
         reproduce("smoke", chapters=["ch5"], data_root=str(tmp_path / "empty"), progress=False,
                   results_dir=tmp_path / "results", executed_dir=tmp_path / "executed")
+
+
+@pytest.mark.notebook
+def test_chapters_3_and_6_run_on_a_fixture_data_root_through_the_real_readers(data_root, smoke_project, tmp_path,
+                                                                            monkeypatch):
+    """The real-data path end to end: the chapter-3 and chapter-6 notebooks at the smoke scale with
+    ``--data-root`` on the fixture root; which results came from which fixture dataset."""
+    monkeypatch.setenv("FA_LIB_RUNS", str(tmp_path / "runs"))
+    runs = reproduce("smoke", chapters=["ch3", "ch6"], data_root=str(data_root), root=smoke_project, progress=False,
+                     force=True, device="cpu", results_dir=tmp_path / "results", executed_dir=tmp_path / "executed")
+    assert [r.status for r in runs] == ["ok", "ok"], [r.message for r in runs]
+    table = json.loads((tmp_path / "results" / "tables" / "table_3.3.json").read_text())
+    assert table["data"]["real"] is True and "real aflw_pifa test" in table["data"]["test"]
+    assert "(2 faces)" in table["data"]["test"]
+    pets = json.loads((tmp_path / "results" / "tables" / "table_3.6.json").read_text())
+    assert pets["verdicts"][0]["outcome"] == "not measurable"  # the fixture tree has no 22-point annotations
+    sizes = json.loads((tmp_path / "results" / "figures" / "fig_6_9.json").read_text())
+    assert sizes["sizes_source"].startswith("WiderFace validation boxes")
