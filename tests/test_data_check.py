@@ -84,14 +84,19 @@ def test_reproduce_stops_before_training_when_a_chapter_cannot_use_the_root(tmp_
 
 
 @pytest.mark.notebook
-def test_chapters_3_and_6_run_on_a_fixture_data_root_through_the_real_readers(data_root, smoke_project, tmp_path,
-                                                                            monkeypatch):
-    """The real-data path end to end: the chapter-3 and chapter-6 notebooks at the smoke scale with
+def test_chapters_3_5_and_6_run_on_a_fixture_data_root_through_the_real_readers(data_root, smoke_project, tmp_path,
+                                                                              monkeypatch):
+    """The real-data path end to end: the chapter-3, -5 and -6 notebooks at the smoke scale with
     ``--data-root`` on the fixture root; which results came from which fixture dataset."""
     monkeypatch.setenv("FA_LIB_RUNS", str(tmp_path / "runs"))
-    runs = reproduce("smoke", chapters=["ch3", "ch6"], data_root=str(data_root), root=smoke_project, progress=False,
-                     force=True, device="cpu", results_dir=tmp_path / "results", executed_dir=tmp_path / "executed")
-    assert [r.status for r in runs] == ["ok", "ok"], [r.message for r in runs]
+    runs = reproduce("smoke", chapters=["ch3", "ch5", "ch6"], data_root=str(data_root), root=smoke_project,
+                     progress=False, force=True, device="cpu", results_dir=tmp_path / "results",
+                     executed_dir=tmp_path / "executed")
+    assert [r.status for r in runs] == ["ok", "ok", "ok"], [r.message for r in runs]
+    ch5 = json.loads((tmp_path / "results" / "tables" / "table_5.10.json").read_text())
+    assert ch5["train_set"].startswith("real 300w_lp train") and ch5["test_set"].startswith("real ls3dw balanced")
+    pifa = json.loads((tmp_path / "results" / "tables" / "table_5.11.json").read_text())
+    assert "real aflw_pifa test" in pifa["test_set"] and "(2 faces)" in pifa["test_set"]
     table = json.loads((tmp_path / "results" / "tables" / "table_3.3.json").read_text())
     assert table["data"]["real"] is True and "real aflw_pifa test" in table["data"]["test"]
     assert "(2 faces)" in table["data"]["test"]

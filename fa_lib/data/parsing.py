@@ -154,7 +154,8 @@ class ParsingInputs:
 
     The crop and its augmentation are those of ``FanInputs("2d", ...)``; the item gets ``"mask"``
     (int64 (H, H), H = ``output_size``, the network's output resolution), the label map drawn from
-    the crop's (augmented, flip-permuted) 2D landmarks with their visibility. ``zoom`` < 1 crops
+    the crop's (augmented, flip-permuted) 2D landmarks with their visibility (a set with only the 3D
+    landmarks' projections, LS3D-W, gives those). ``zoom`` < 1 crops
     tighter than FAN's convention (crop side 200 * (w + h) / 195 ~ 2x the landmark box), so small
     parts (eyes, lips) cover more output pixels at a low resolution. Items keep ``"image"``,
     ``"landmarks"`` and ``"matrix"`` of FanInputs; the landmark heatmaps are dropped.
@@ -173,7 +174,12 @@ class ParsingInputs:
 
     def __call__(self, sample: Mapping[str, Any], rng=None) -> dict[str, Any]:
         if sample.get("landmarks_2d") is None:
-            raise ValueError(f"face parsing needs sample['landmarks_2d'] (source {sample.get('source', '?')!r})")
+            points_3d = sample.get("landmarks_3d")
+            if points_3d is None:
+                raise ValueError(f"face parsing needs sample['landmarks_2d'] or ['landmarks_3d'] (source "
+                                 f"{sample.get('source', '?')!r})")
+            # LS3D-W annotates only the 3D landmarks' projections: the masks are drawn from them
+            sample = dict(sample, landmarks_2d=np.asarray(points_3d, np.float32)[:, :2])
         if self.zoom != 1.0:
             sample = dict(sample)
             box = sample.get("box")

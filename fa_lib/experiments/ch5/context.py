@@ -148,8 +148,8 @@ class Chapter5(ChapterContext):
     def sweep_seeds(self) -> tuple[int, ...]:
         return tuple(self.seed + s for s in self.setup.sweep_seeds)
 
-    def landmark_inputs(self, augment: bool) -> FanInputs:
-        return FanInputs("3d", input_size=self.setup.input_size, heatmap_size=self.setup.heatmap_size,
+    def landmark_inputs(self, augment: bool, landmarks: str = "3d") -> FanInputs:
+        return FanInputs(landmarks, input_size=self.setup.input_size, heatmap_size=self.setup.heatmap_size,
                          sigma=self.setup.sigma, augment=thesis_augmentation("binary") if augment else None)
 
     def parsing_inputs(self, augment: bool) -> ParsingInputs:
@@ -185,7 +185,10 @@ class Chapter5(ChapterContext):
             elif name == "pifa":
                 if self.data.pifa is None:
                     raise FileNotFoundError("no AFLW-PIFA set: put it under data_root (see fa_lib.data.real)")
-                self._prepared[name] = PreparedSet(self.data.pifa, self.landmark_inputs(False))
+                # the real AFLW-PIFA's 34 points are annotated "from a 3D perspective" but stored as its 2D
+                # points (fa_lib.data.formats.read_aflw_pifa_mat); the stand-in stores them as 3D projections
+                kind = "2d" if getattr(self.data.pifa, "kind", None) == "aflw_pifa" else "3d"
+                self._prepared[name] = PreparedSet(self.data.pifa, self.landmark_inputs(False, kind))
             elif name == "parsing":
                 self._prepared[name] = PreparedSet(self.data.test, self.parsing_inputs(False))
             else:

@@ -10,6 +10,8 @@ yaw-balanced stand-in (:func:`~fa_lib.data.synthetic.test_yaw_balanced`, equal c
 """
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -19,7 +21,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 
 from fa_lib.data.pipeline import TransformedDataset
-from fa_lib.data.real import make_dataset
+from fa_lib.data.real import RealFaceDataset, make_dataset
+from fa_lib.experiments.ch3.context import PIFA_READER_FILE, find_aflw_pifa
 from fa_lib.data.synthetic import pifa_standin, test_yaw_balanced, train_300wlp_standin, yaw_bin_of
 from fa_lib.experiments.runs import dataset_identity  # noqa: F401  (re-exported)
 from fa_lib.heatmaps import heatmaps_to_image_points
@@ -38,6 +41,8 @@ class Ch5Data:
 
     def describe(self) -> dict[str, Any]:
         def name(ds):
+            if isinstance(ds, RealFaceDataset):
+                return f"real {ds.kind} {ds.split} under {ds.root}"
             return getattr(ds, "name", type(ds).__name__) if ds is not None else None
 
         return {"train": f"{name(self.train)} ({len(self.train)} faces)",
@@ -58,10 +63,12 @@ def load_data(setup: Ch5Setup, seed: int = 0, data_root=None, progress: bool = F
                        pifa=pifa_standin(setup.profile, seed=seed, progress=progress), seed=seed)
     train = make_dataset("300w_lp", setup.profile, data_root)
     test = make_dataset("ls3dw_balanced", setup.profile, data_root)
-    try:
-        pifa = make_dataset("aflw_pifa", setup.profile, data_root)
-    except (FileNotFoundError, ValueError):
-        pifa = None
+    # the AFLW-PIFA test faces as chapter 3 finds them (aflw_pifa/{train,test}/ and its reader.json)
+    folder = find_aflw_pifa(data_root)
+    pifa = None
+    if folder is not None and (folder / PIFA_READER_FILE).is_file():
+        pifa = make_dataset("aflw_pifa", setup.profile, folder, split="test",
+                            **json.loads((folder / PIFA_READER_FILE).read_text()))
     return Ch5Data(train=train, test=test, pifa=pifa, seed=seed, real=True)
 
 

@@ -97,20 +97,21 @@ def fig_5_5(ctx: Chapter5) -> ThesisResult:
     curves of other authors' methods are not reproducible here)."""
     nets = [("Ours (binary)", OURS), ("Ours (real)", OURS_REAL), ("Bottleneck (binary)", BOTTLENECK)]
     runs = {label: ctx.run(net) for label, net in nets}
-    pifa = ctx.prepared("pifa")
-    gt34 = pifa["landmarks_image"].numpy()
-    if gt34.shape[1] == 68:
-        gt34 = landmarks_68_to_pifa34(gt34)
-    panels = [("(a) AFLW-PIFA stand-in, all 34 points",
-               lambda r: metrics.nme_box(landmarks_68_to_pifa34(ctx.pifa_predictions(r)), gt34, pifa["box"].numpy())),
-              ("(b) yaw-balanced stand-in of AFLW2000-3D, all 68 points", lambda r: r.nme)]
-    fig = Figure(figsize=(10, 4))
-    ch3, cale_runs = ctx.cale()
+    panels = [("(b) yaw-balanced stand-in of AFLW2000-3D, all 68 points", lambda r: r.nme)]
+    if ctx.data.pifa is not None:  # panel (a) only with an AFLW-PIFA set
+        pifa = ctx.prepared("pifa")
+        gt34 = pifa["landmarks_image"].numpy()
+        if gt34.shape[1] == 68:
+            gt34 = landmarks_68_to_pifa34(gt34)
+        panels.insert(0, ("(a) AFLW-PIFA stand-in, all 34 points", lambda r: metrics.nme_box(
+            landmarks_68_to_pifa34(ctx.pifa_predictions(r)), gt34, pifa["box"].numpy())))
+    fig = Figure(figsize=(5 * len(panels), 4))
+    ch3, cale_runs = ctx.cale() if ctx.data.pifa is not None else (None, [])
     for k, (title, errors_of) in enumerate(panels):
         curves = {label: np.asarray(errors_of(r)) for label, r in runs.items()}
-        if k == 0 and cale_runs:  # chapter 3's CALE on the same faces (run cache; the notebook's seed)
+        if title.startswith("(a)") and cale_runs:  # chapter 3's CALE on the same faces (run cache; the notebook's seed)
             curves["CALE (chapter 3)"] = ch3.errors(cale_runs[0], "cale", 34, visible_only=False)
-        ced_axes(fig.add_subplot(1, 2, k + 1), curves, title=title)
+        ced_axes(fig.add_subplot(1, len(panels), k + 1), curves, title=title)
     fig.tight_layout()
     path = write_figure(ctx, fig, "5_5", "Cumulative error curves (thesis Fig. 5.5) on the synthetic stand-ins",
                         list(runs.values()))
@@ -243,9 +244,11 @@ def fig_5_11(ctx: Chapter5, per_bin: int = 2) -> ThesisResult:
 def fig_5_10(ctx: Chapter5, index: int = 0) -> ThesisResult:
     """Fig. 5.10: a ground-truth parsing mask made by joining the 68 landmarks (left: landmarks)."""
     sample = ctx.data.test[index]
-    mask = parsing_mask(sample["landmarks_2d"], sample["image"].shape[:2], sample["visibility"])
+    # LS3D-W annotates only the 3D landmarks' projections: the mask is drawn from them (as ParsingInputs does)
+    points = sample["landmarks_2d"] if sample.get("landmarks_2d") is not None else sample["landmarks_3d"][:, :2]
+    mask = parsing_mask(points, sample["image"].shape[:2], sample["visibility"])
     fig = Figure(figsize=(7, 3.6))
-    draw_landmarks(fig.add_subplot(1, 2, 1), sample["image"], ground_truth=sample["landmarks_2d"], zoom=False,
+    draw_landmarks(fig.add_subplot(1, 2, 1), sample["image"], ground_truth=points, zoom=False,
                    title="68 landmarks")
     ax = fig.add_subplot(1, 2, 2)
     h, w = mask.shape[:2]

@@ -72,7 +72,7 @@ def judging_metric(groups: Iterable[Sequence[RunResult]]) -> tuple[Score, str]:
 def write_result(ctx: Chapter5, table_id: str, cells: list[dict[str, Any]], runs: Mapping[str, Sequence[RunResult]],
            verdicts: list[Verdict], caption: str, notes: Sequence[str] = (), dataset: str | None = None,
            test: str = "test", data: dict[str, Any] | None = None) -> ThesisResult:
-    df = pd.DataFrame(cells)
+    df = pd.DataFrame(cells, columns=["row", "column", "reproduced"]) if not cells else pd.DataFrame(cells)
     described = ctx.data.describe()
     extra = {"networks": {label: [r.summary() for r in rs] for label, rs in runs.items()},
              "train_set": described["train"], "test_set": described[test] if test in described else test,
@@ -340,6 +340,10 @@ def pifa_nme(ctx: Chapter5, result: RunResult, visible_only: bool) -> float:
 
 def _pifa_table(ctx: Chapter5, table_id: str, column: str, visible_only: bool, claim: str,
                 caption: str) -> ThesisResult:
+    if ctx.data.pifa is None:  # a data root without a usable AFLW-PIFA: only this table is not run
+        why = f"not run: AFLW-PIFA not found under {ctx.data_root} (aflw_pifa/{{train,test}}/ with reader.json)"
+        return write_result(ctx, table_id, [], {}, [not_measurable(claim, why, metric="NME (%)")], caption, [why],
+                            dataset=f"AFLW-PIFA (not found under {ctx.data_root})")
     rows = {label: ctx.runs_of(net) for label, net in OURS_ROWS}
     cells = []
     ours = {}

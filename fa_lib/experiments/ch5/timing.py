@@ -63,7 +63,8 @@ def measure_step_seconds(ctx: Chapter5, nets: Sequence[NetSpec], steps: int = 2,
     ``repeats`` rounds is kept (the machine is shared; per-process CPU time is less disturbed by other
     processes than wall time)."""
     repeats = ctx.setup.timing_repeats if repeats is None else int(repeats)
-    batch_items = [ctx.training_set(LANDMARKS, ctx.seed)[i] for i in range(ctx.setup.batch_size)]
+    train = ctx.training_set(LANDMARKS, ctx.seed)
+    batch_items = [train[i % len(train)] for i in range(ctx.setup.batch_size)]  # a set smaller than a batch repeats
     images = torch.stack([b["image"] for b in batch_items])
     targets = torch.stack([b["heatmaps"] for b in batch_items])
     models = {net: net.build(ctx.setup) for net in nets}
