@@ -41,8 +41,8 @@ from fa_lib.models.superfan import (GP_WEIGHT, LOSS_WEIGHTS, critic_loss, dcgan_
 from fa_lib.profiles import OPTIMIZERS
 from fa_lib.progress import TrainingReporter
 from fa_lib.train import (EpochSampler, StopTraining, _distributed_env, _loader_generator, _rng_state,
-                          _seed_everything, _set_rng_state, _to_device, cpu_has_bf16, learning_rate_at, run_epochs,
-                          stack_outputs)
+                          _seed_everything, _set_rng_state, _to_device, check_resume_settings, cpu_has_bf16,
+                          gather_per_rank, learning_rate_at, run_epochs, stack_outputs)
 
 CHECKPOINT_NAME = "last.pt"
 HISTORY_NAME = "history.jsonl"
@@ -290,11 +290,7 @@ class SuperFanTrainer:
     def _save(self) -> None:
         if self.checkpoint_dir is None:  # the same on every rank, so the collectives below match
             return
-        own = {"rng": _rng_state(), "sums": self.sums, "count": self.count}
-        per_rank: list[Any] = [own]
-        if self.distributed:
-            per_rank = [None] * self.world_size
-            dist.all_gather_object(per_rank, own)
+        per_rank = gather_per_rank(self, {"rng": _rng_state(), "sums": self.sums, "count": self.count})
         if self.rank == 0:
             self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
             atomic_torch_save({
@@ -310,11 +306,7 @@ class SuperFanTrainer:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a checkpoint of the Super-FAN trainer (format {ckpt.get('format')})")
-        saved, current = json.loads(json.dumps(ckpt["config"])), json.loads(json.dumps(self._config()))
-        if saved != current:
-            changed = sorted(k for k in current if saved.get(k) != current[k])
-            raise ValueError(f"cannot resume from {path}: the run's settings changed ({', '.join(changed)}); use "
-                             "another checkpoint_dir or resume=False")
+        check_resume_settings(path, ckpt["config"], self._config())
         for name, net in self.trained().items():
             net.load_state_dict(ckpt["networks"][name])
         for name, opt in self.optimizers.items():

@@ -484,6 +484,27 @@ EXIT_AFTER_STEP_ENV = "FA_LIB_EXIT_AFTER_STEP"
 EXIT_AFTER_STEP_STATUS = 75
 
 
+def gather_per_rank(trainer: Any, own: dict[str, Any]) -> list[Any]:
+    """What differs between processes (RNG streams, partial sums), one entry per rank: gathered from
+    every process under ``torchrun``, this process's alone otherwise. Shared by both trainers' checkpoints."""
+    if not trainer.distributed:
+        return [own]
+    per_rank: list[Any] = [None] * trainer.world_size
+    dist.all_gather_object(per_rank, own)
+    return per_rank
+
+
+def check_resume_settings(path: Path, saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
+    """Refuse to resume from ``path`` when the run's settings differ from the checkpoint's (compared as
+    JSON, so tuples and lists agree), naming each changed setting."""
+    saved, current = json.loads(json.dumps(saved, default=str)), json.loads(json.dumps(current, default=str))
+    different = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
+    if different:
+        raise ValueError(f"cannot resume from {path}: the run's settings changed "
+                         f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in different.items())}); "
+                         "use another checkpoint_dir or resume=False")
+
+
 class StopTraining(Exception):
     """Raised by a callback to end ``fit`` early (the last checkpoint stays valid for resuming)."""
 
@@ -719,12 +740,8 @@ class Trainer:
         if self.checkpoint_dir is None:  # the same on every rank, so the collectives below match
             return
         # what differs between processes: RNG streams and the partial sums of this epoch's loss
-        own = {"rng": _rng_state(), "loss_sum": self.loss_sum, "loss_count": self.loss_count}
-        if self.distributed:
-            per_rank: list[Any] = [None] * self.world_size
-            dist.all_gather_object(per_rank, own)
-        else:
-            per_rank = [own]
+        per_rank = gather_per_rank(self, {"rng": _rng_state(), "loss_sum": self.loss_sum,
+                                          "loss_count": self.loss_count})
         if self.rank == 0:
             atomic_torch_save({
                 "format": CHECKPOINT_FORMAT,
@@ -741,12 +758,7 @@ class Trainer:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path} is not a checkpoint of this trainer (format {ckpt.get('format')})")
-        saved, current = ckpt["config"], self._config()
-        different = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
-        if different:
-            raise ValueError(f"cannot resume from {path}: the run's settings changed "
-                             f"({', '.join(f'{k}: {a} -> {b}' for k, (a, b) in different.items())}); "
-                             "use another checkpoint_dir or resume=False")
+        check_resume_settings(path, ckpt["config"], self._config())
         _unwrap(self.ddp_model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt["scaler"]:

@@ -58,36 +58,34 @@ def _peak_memory_mb(device: torch.device) -> float | None:
     return round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
 
 
-def time_fan(steps: int, batch: int, device: torch.device, amp: bool) -> dict:
-    """The thesis's 3D-FAN (4 stacks, width 256, 256 px): seconds per step and peak memory with AMP."""
+def _timed_fit(trainer, device: torch.device, network: str, steps: int, batch: int, loss_key: str) -> dict:
+    """Run ``trainer.fit()`` and report seconds per step and the peak GPU memory."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    trainer = Trainer(FAN(), RandomFaces(steps * batch, 256, 64), loss="l2", optimizer="rmsprop", lr=1e-4,
-                      batch_size=batch, iterations=steps, device=str(device), amp=amp, progress=False)
     started = time.perf_counter()
     history = trainer.fit()
     seconds = time.perf_counter() - started
-    return {"network": "3D-FAN, 4 stacks, width 256, 256 px", "steps": steps, "batch": batch, "amp": trainer.amp,
+    return {"network": network, "steps": steps, "batch": batch, "amp": trainer.amp,
             "seconds_per_step": round(seconds / steps, 4), "peak_memory_mb": _peak_memory_mb(device),
-            "last_loss": history[-1].get("train_loss")}
+            "last_loss": history[-1].get(loss_key)}
+
+
+def time_fan(steps: int, batch: int, device: torch.device, amp: bool) -> dict:
+    """The thesis's 3D-FAN (4 stacks, width 256, 256 px): seconds per step and peak memory with AMP."""
+    trainer = Trainer(FAN(), RandomFaces(steps * batch, 256, 64), loss="l2", optimizer="rmsprop", lr=1e-4,
+                      batch_size=batch, iterations=steps, device=str(device), amp=amp, progress=False)
+    return _timed_fit(trainer, device, "3D-FAN, 4 stacks, width 256, 256 px", steps, batch, "train_loss")
 
 
 def time_super_fan(steps: int, batch: int, device: torch.device, amp: bool) -> dict:
     """The full profile's Super-FAN end-to-end stage: seconds per step (critic + generator/FAN) and peak memory."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     ctx = Chapter6.__new__(Chapter6)  # the builders only: no data
     ctx.setup = get_profile("full").ch6
     trainer = SuperFanTrainer(ctx.build_generator("12-3-2"), RandomFaces(steps * batch, 64, 16, low=16), "super-fan",
                               critic=Critic(width=ctx.setup.critic_width), student=ctx.build_fan(),
                               teacher=ctx.build_fan(), features=ResNet50Features(), batch_size=batch,
                               iterations=steps, device=str(device), amp=amp)
-    started = time.perf_counter()
-    history = trainer.fit()
-    seconds = time.perf_counter() - started
-    return {"network": "Super-FAN end to end (full profile)", "steps": steps, "batch": batch, "amp": trainer.amp,
-            "seconds_per_step": round(seconds / steps, 4), "peak_memory_mb": _peak_memory_mb(device),
-            "last_loss": history[-1].get("loss")}
+    return _timed_fit(trainer, device, "Super-FAN end to end (full profile)", steps, batch, "loss")
 
 
 def main(argv=None) -> int:

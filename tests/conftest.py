@@ -60,3 +60,11 @@ def amx_tile_kernel_everywhere():
     previous = xnor.set_amx_min_pixels(0)
     yield
     xnor.set_amx_min_pixels(previous)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    """A MonkeyPatch for module-scoped fixtures (e.g. a chapter context writing into a temporary results folder)."""
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()

@@ -35,13 +35,6 @@ def ch3(runs_root, tmp_path_factory, monkeypatch_module):
     return Chapter3("smoke", runs_root=runs_root, log=None)
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
 def test_every_chapter_3_builder_is_registered():
     ids = {(b.kind, b.thesis_id) for b in builders(3)}
     assert {("table", "3.3"), ("table", "3.4"), ("table", "3.5"), ("table", "3.6"), ("figure", "3.4"),

@@ -33,13 +33,6 @@ from fa_lib.profiles import Ch6Scale, get_profile
 
 
 @pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
 def runs_root(tmp_path_factory):
     return tmp_path_factory.mktemp("ch6_runs")
 
