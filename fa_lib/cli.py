@@ -221,12 +221,18 @@ def bench_xnor(args: argparse.Namespace) -> int:
     threads = args.threads or [1, 2]
     kwargs = dict(resolutions=[64, 4], repeats=3, network_repeats=2) if args.quick else {}
     # the AVX2-only rows (a child process with torch limited to AVX2) answer "what would an AVX2 machine see"
+    # the whole network's time moves from one process to the next on a shared machine: median of three
+    kwargs.setdefault("network_processes", 1 if args.quick else 3)
     df = bench.run_bench(out, threads=threads, emulate_avx2_only=True, **kwargs)
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    profile = bench.profile_packed_network(threads=1)
+    for key, speedups in df.attrs.get("network_speedups", {}).items():
+        print(f"network speed-up per process ({key}): {speedups}")
+    # before / after the real layers' rewrite (pack_model real_layers="channels_last" exact, "fast")
+    profile = pd.concat([bench.profile_packed_network(threads=1, real_layers=mode)
+                         for mode in ("channels_last", "fast")], ignore_index=True)
     print(f"where the packed network's time goes ({xnor.resolve_isa(None)}, 1 thread):")
-    print(profile[["part", "ms", "share"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(profile[["real_layers", "part", "ms", "share"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     atomic_write_text(out.with_name("bench_xnor_profile.csv"), profile.to_csv(index=False, float_format="%.4f"))
     size = bench.network_model_size()
     print(f"model size of the {size['network']}: float32 state_dict {size['float32_state_dict_bytes'] / 1e6:.2f} MB, "
@@ -236,6 +242,7 @@ def bench_xnor(args: argparse.Namespace) -> int:
                         extra={"isas_available": list(xnor.available_isas()), "isa_default": xnor.resolve_isa(None),
                                "threads": threads, "quick": bool(args.quick),
                                "amx_tile_unit_gmacs": xnor.amx_peak_gmacs(), "amx_min_pixels": xnor.amx_min_pixels(),
+                               "network_speedups_per_process": df.attrs.get("network_speedups", {}),
                                "model_size": size})
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2, default=str) + "\n")
     write_figure(bench.bench_figure(df, threads=min(threads)), "bench_xnor", profile="bench",

@@ -65,7 +65,7 @@ from .models.fan import FAN
 from .models.hourglass import HourGlass, pool2x
 
 __all__ = ["optimize_for_inference", "FastFAN", "CompiledFAN", "FoldedPreActConv",
-           "FusedHierarchicalBlock", "fold_conv_bn", "compiler_unavailable_reason"]
+           "FusedHierarchicalBlock", "OneDnnConv2d", "fold_conv_bn", "compiler_unavailable_reason"]
 
 
 def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -88,6 +88,46 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     fused.weight.data.copy_(weight.to(conv.weight.dtype))
     fused.bias.data.copy_((bias * s + t).to(conv.weight.dtype))
     return fused.to(conv.weight.device)
+
+
+def _onednn_pointwise():
+    """oneDNN's convolution with a fused post-op (the operator inductor emits), or None in a torch
+    build without oneDNN."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    return getattr(torch.ops.mkldnn, "_convolution_pointwise", None)
+
+
+class OneDnnConv2d(nn.Module):
+    """A real convolution, optionally followed by ReLU, for CPU inference on channels-last tensors,
+    sent to oneDNN directly with the ReLU as a post-op of the same pass.
+
+    Why not ``F.conv2d``: PyTorch routes 1x1 convolutions at batch < 16 on one thread to its im2col
+    path ("slow_conv2d"), and the ReLU is then a second pass over the output. Elsewhere (CUDA, a
+    torch without oneDNN, other dtypes) it is ``F.conv2d`` + ReLU, the same function."""
+
+    def __init__(self, conv: nn.Conv2d, relu: bool = False):
+        super().__init__()
+        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
+            raise ValueError(f"OneDnnConv2d needs numeric zero padding, got {conv}")
+        self.register_buffer("weight", conv.weight.detach().clone())
+        self.register_buffer("bias", conv.bias.detach().clone() if conv.bias is not None else None)
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.relu = bool(relu)
+        self._pointwise = _onednn_pointwise()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._pointwise is not None and x.device.type == "cpu" and x.dtype == torch.float32 \
+                and not torch.is_grad_enabled():
+            return self._pointwise(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                                   self.groups, "relu" if self.relu else "none", [], "")
+        out = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return torch.relu_(out) if self.relu else out
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[1]}, {self.weight.shape[0]}, kernel_size={tuple(self.weight.shape[2:])}, " \
+               f"stride={tuple(self.stride)}, relu={self.relu}"
 
 
 class FoldedPreActConv(nn.Module):
@@ -224,6 +264,16 @@ class _FastHourGlass(HourGlass):
     def forward(self, x):
         return self._forward(self.depth, x)
 
+    def _forward(self, level: int, x: torch.Tensor) -> torch.Tensor:
+        up1 = getattr(self, f"b1_{level}")(x)
+        low = getattr(self, f"b2_{level}")(pool2x(x, self.pooling))
+        low = self._forward(level - 1, low) if level > 1 else self.b2_plus_1(low)
+        low = getattr(self, f"b3_{level}")(low)
+        # nearest 2x upsampling + add as one broadcasting pass (no upsampled copy of ``low``)
+        n, c, h, w = up1.shape
+        up1.view(n, c, h // 2, 2, w // 2, 2).add_(low.view(n, c, h // 2, 1, w // 2, 1))
+        return up1
+
 
 class FastFAN(nn.Module):
     """An inference-only FAN equivalent to the one it was built from (see the module docstring).
@@ -237,19 +287,20 @@ class FastFAN(nn.Module):
         fan = copy.deepcopy(fan).eval()
         self.config = dict(fan.config)
         self.num_modules, self.pooling, self.in_channels = fan.num_modules, fan.pooling, fan.in_channels
-        self.conv1 = fold_conv_bn(fan.conv1, fan.bn1)
+        # conv -> BN -> ReLU of the stem and the heads: one oneDNN pass each (BN folded, ReLU a post-op)
+        self.conv1 = OneDnnConv2d(fold_conv_bn(fan.conv1, fan.bn1), relu=True)
         self.conv2, self.conv3, self.conv4 = fan.conv2, fan.conv3, fan.conv4
         for i in range(fan.num_modules):
             hourglass = getattr(fan, f"m{i}")
             self.add_module(f"m{i}", _FastHourGlass(hourglass) if type(hourglass) is HourGlass
                             else hourglass)
             self.add_module(f"top_m_{i}", getattr(fan, f"top_m_{i}"))
-            self.add_module(f"conv_last{i}", fold_conv_bn(getattr(fan, f"conv_last{i}"),
-                                                          getattr(fan, f"bn_end{i}")))
-            self.add_module(f"l{i}", getattr(fan, f"l{i}"))
+            self.add_module(f"conv_last{i}", OneDnnConv2d(fold_conv_bn(getattr(fan, f"conv_last{i}"),
+                                                                       getattr(fan, f"bn_end{i}")), relu=True))
+            self.add_module(f"l{i}", OneDnnConv2d(getattr(fan, f"l{i}")))
             if i < fan.num_modules - 1:
-                self.add_module(f"bl{i}", getattr(fan, f"bl{i}"))
-                self.add_module(f"al{i}", getattr(fan, f"al{i}"))
+                self.add_module(f"bl{i}", OneDnnConv2d(getattr(fan, f"bl{i}")))
+                self.add_module(f"al{i}", OneDnnConv2d(getattr(fan, f"al{i}")))
         _replace_blocks(self)
         self.to(memory_format=torch.channels_last)
         self.eval()
@@ -261,13 +312,13 @@ class FastFAN(nn.Module):
             raise ValueError(f"FAN expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         with torch.inference_mode():
             x = x.contiguous(memory_format=torch.channels_last)
-            x = torch.relu_(self.conv1(x))
+            x = self.conv1(x)
             x = pool2x(self.conv2(x), self.pooling)
             previous = self.conv4(self.conv3(x))
             outputs = []
             for i in range(self.num_modules):
                 ll = getattr(self, f"top_m_{i}")(getattr(self, f"m{i}")(previous))
-                ll = torch.relu_(getattr(self, f"conv_last{i}")(ll))
+                ll = getattr(self, f"conv_last{i}")(ll)
                 heatmaps = getattr(self, f"l{i}")(ll)
                 outputs.append(heatmaps)
                 if i < self.num_modules - 1:

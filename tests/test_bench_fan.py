@@ -5,7 +5,7 @@ import csv
 import pytest
 import torch
 
-from fa_lib.inference import CompiledFAN, FastFAN, compiler_unavailable_reason, optimize_for_inference
+from fa_lib.inference import CompiledFAN, FastFAN, OneDnnConv2d, compiler_unavailable_reason, optimize_for_inference
 from fa_lib.models import FAN, FanFull, ResNetDepth
 
 
@@ -45,6 +45,21 @@ def test_fast_fan_equals_fan(config):
         assert b.is_contiguous() and (a - b).abs().max() < 1e-4
     # the original model is untouched
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+
+
+@pytest.mark.parametrize("kernel,stride,relu", [(1, 1, False), (1, 1, True), (7, 2, True), (3, 1, False)])
+def test_onednn_conv_equals_conv_then_relu(kernel, stride, relu):
+    conv = torch.nn.Conv2d(12, 20, kernel, stride=stride, padding=kernel // 2)
+    fused = OneDnnConv2d(conv, relu=relu)
+    x = torch.randn(2, 12, 16, 16).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        expected = conv(x)
+        expected = torch.relu(expected) if relu else expected
+        got = fused(x)
+    assert got.shape == expected.shape and (got - expected).abs().max() < 1e-5
+    assert torch.is_grad_enabled() and torch.equal(fused(x), expected)  # with autograd on: F.conv2d itself
+    with pytest.raises(ValueError, match="zero padding"):
+        OneDnnConv2d(torch.nn.Conv2d(3, 3, 3, padding="same"))
 
 
 def test_fast_fan_full_equals_fan_full():

@@ -551,3 +551,22 @@ def test_kernel_targets_are_judged_machine_by_machine():
     assert len(by_machine["Xeon (AMX (Intel))"]) == 1  # no fast-float row measured there
     text = narrative.describe_kernel_targets(t)
     assert "on Xeon (AMX (Intel))" in text and "on EPYC" in text
+
+
+def test_network_profile_table_and_its_narrative(tmp_path):
+    rows = [{"part": part, "ms": ms, "share": 0.0, "cpu": "EPYC", "machine_kind": "Zen 4", "threads": 1,
+             "isa": "avx512", "real_layers": mode}
+            for mode, parts in (("channels_last", {"binary hierarchical blocks (packed)": 8.0,
+                                                   "real conv 1x1 (heads)": 7.0,
+                                                   "real batch norm (outside blocks)": 0.5}),
+                                ("fast", {"binary hierarchical blocks (packed)": 8.0, "real conv 1x1 (heads)": 3.0}))
+            for part, ms in parts.items()]
+    path = tmp_path / "profile.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    table = kernels.network_profile_table(path)
+    assert list(table.columns) == ["exact real layers (ms)", "fast real layers (ms)"]
+    assert table.loc["total", "exact real layers (ms)"] == 15.5 and table.loc["total", "fast real layers (ms)"] == 11.0
+    text = narrative.describe_network_profile(table)
+    assert "EPYC" in text and "**15.5 ms**" in text and "**11.0 ms**" in text and "73%" in text
+    assert kernels.network_profile_table(tmp_path / "missing.csv") is None
+    assert "not profiled" in narrative.describe_network_profile(None)

@@ -1,6 +1,7 @@
 """Bit-packed binary convolution kernels (fa_lib.kernels.xnor) against a torch reference of the binary
 layer rule (thesis eq. 5.1-5.2): sign(v) = +1 iff v >= 0, zero padding after the sign, output
 alpha * integer dot product.  Every ISA this CPU supports is exercised."""
+import math
 import numpy as np
 import pandas as pd
 import pytest
@@ -267,8 +268,9 @@ def test_bench_rows_name_their_machine_and_a_file_keeps_each_machine_kinds_lates
                     "AVX2 only", "other")
     out = tmp_path / "bench.csv"
     # a file written before rows named their machine, and a row of another kind
-    legacy = pd.DataFrame([{"layer": "old", "isa": "amx", "threads": 1, "torch_ms": 2.0, "binary_ms": 1.0,
-                            "binary_with_pack_ms": 1.0, "speedup": 2.0, "speedup_with_pack": 2.0}])
+    legacy = pd.DataFrame([{"layer": layer, "isa": "amx", "threads": 1, "torch_ms": 2.0, "binary_ms": 1.0,
+                            "binary_with_pack_ms": 1.0, "speedup": 2.0, "speedup_with_pack": 2.0}
+                           for layer in ("old", bench.NETWORK_LAYER)])
     legacy.to_csv(out, index=False)
     first = bench.run_bench(out, threads=(1,), isas=["scalar"], resolutions=[4], include_block=False,
                             include_network=False, repeats=1)
@@ -280,6 +282,8 @@ def test_bench_rows_name_their_machine_and_a_file_keeps_each_machine_kinds_lates
         assert old.empty  # this machine's kind replaces its own older rows
     else:
         assert old["machine_kind"].tolist() == [bench.LEGACY_MACHINE["machine_kind"]]
+        # its network row predates the fast real layers: it was the exact packing, and is labelled so
+        assert bench.NETWORK_EXACT_LAYER in set(merged["layer"]) and bench.NETWORK_LAYER not in set(merged["layer"])
     bench.run_bench(out, threads=(1,), isas=["scalar"], resolutions=[4], include_block=False, include_network=False,
                     repeats=1)
     again = pd.read_csv(out)
@@ -297,14 +301,43 @@ def test_network_bench_compares_with_the_fastest_float_network():
         assert torch.allclose(fast(x)[-1], real(x)[-1], atol=1e-4)
     row = bench.bench_module("net", binary, real, x, "scalar", 1, 1, fast_float=fast)
     assert row["torch_fast_ms"] > 0 and row["speedup_vs_fast"] == row["torch_fast_ms"] / row["binary_with_pack_ms"]
+    fast_row = bench.bench_module("net", binary, real, x, "scalar", 1, 1, real_layers="fast")
+    assert fast_row["binary_ms"] > 0 and math.isnan(fast_row["torch_fast_ms"])
+
+
+def test_conv_bench_times_the_fused_packing_of_the_next_layers_input():
+    from fa_lib.kernels import bench
+
+    row = bench.bench_conv(64, 32, 8, xnor.available_isas()[0], 1, 1)
+    assert row["binary_fused_pack_ms"] > 0
+    assert row["speedup_fused_pack"] == row["torch_ms"] / row["binary_fused_pack_ms"]
 
 
 def test_network_profile_adds_up_to_the_whole_run():
     from fa_lib.kernels import bench
 
     profile = bench.profile_packed_network(isa="scalar" if "scalar" in ISAS else None, repeats=1)
+    assert (profile["real_layers"] == "fast").all()
+    exact = bench.profile_packed_network(repeats=1, real_layers="channels_last")
+    assert "real batch norm (outside blocks)" in set(exact["part"])  # folded away in the fast profile
+    assert "real batch norm (outside blocks)" not in set(profile["part"])
     parts = set(profile["part"])
     assert {"binary hierarchical blocks (packed)", "real conv 7x7 (7x7 stem)",
             "pooling, upsampling, adds, layout (the rest)"} <= parts
     assert profile["share"].sum() == pytest.approx(1.0) and (profile["ms"] > 0).all()
     assert (profile["machine_kind"] == bench.machine_kind()).all()
+
+
+def test_network_rows_can_be_measured_in_several_processes():
+    """--network-processes: each network row is the median-speed-up process's (fresh child processes)."""
+    from fa_lib.kernels import bench
+
+    isa = xnor.available_isas()[0]
+    df, spread = bench.network_rows_in_processes([1], [isa], network_repeats=1, timer="wall", processes=2,
+                                                 compile_baseline=False)
+    assert list(df.columns) == bench.COLUMNS
+    assert set(df["layer"]) == {bench.NETWORK_LAYER, bench.NETWORK_EXACT_LAYER} and len(df) == 2
+    for _, row in df.iterrows():
+        speedups = spread[f"{row['layer']} | {isa} | 1"]
+        assert len(speedups) == 2 and round(row["speedup"], 2) == min(speedups)  # median of two: the lower
+        assert row["torch_fast_ms"] > 0

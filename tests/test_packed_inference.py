@@ -199,3 +199,82 @@ def test_nchw_real_layers_equal_the_training_forward_bit_for_bit():
     assert packed.pack_model(net, real_layers="nchw").real_layers == "nchw"
     with pytest.raises(ValueError, match="real_layers"):
         packed.pack_model(net, real_layers="nhwc")
+
+
+def test_fast_real_layers_agree_with_the_exact_packing_to_float_rounding(tmp_path):
+    """pack_model(real_layers="fast"): BN of the stem and heads folded, each real conv + ReLU one oneDNN
+    pass; the binary layers are the same packed ones, so the heatmaps differ by float rounding only."""
+    net = randomize_bn(binary_hourglass_net(stacks=2, width=64, hg_depth=2, num_outputs=5), seed=11)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(12))
+    exact, fast = packed.pack_model(net), packed.pack_model(net, real_layers="fast")
+    assert fast.real_layers == "fast"
+    assert not any(isinstance(m, (torch.nn.BatchNorm2d, BinaryConv2d)) for m in fast.modules())
+    with torch.no_grad():
+        expected, got = exact(x), fast(x)
+    assert len(got) == 2
+    for e, g in zip(expected, got):
+        assert g.shape == e.shape and g.is_contiguous()
+        assert close(g, e) and not torch.equal(g, e)  # float rounding, not bit for bit
+    path = tmp_path / "net.fabin"
+    packed.save_packed(exact, path, config={"builder": "fa_lib.models.fan:FAN", "kwargs": net.config})
+    loaded = packed.load_packed(path, real_layers="fast")
+    with torch.no_grad():
+        assert torch.equal(loaded(x)[-1], got[-1])
+    with pytest.raises(ValueError, match="FAN"):
+        packed.pack_model(make_block("hierarchical", 64, 64, binary=True).eval(), real_layers="fast")
+    with pytest.raises(ValueError, match="real_layers"):
+        packed.load_packed(path, real_layers="nhwc")
+
+
+def test_packed_block_is_one_native_call_per_input_size_and_thread():
+    """The hierarchical block runs as one BlockProgram (fa_block_forward): built once per input size and
+    calling thread, rebuilt when a layer's weights are replaced, never shared with a copy; concurrent
+    calls from several threads give the single-threaded results."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    block = randomize_bn(make_block("hierarchical", 64, 128, binary=True), seed=13)
+    p = packed.pack_model(block)
+    xs = [torch.randn(1, 64, 6, 7, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    with torch.no_grad():
+        expected = [block(x) for x in xs]
+        first = p(xs[0])
+        programs = packed._BLOCK_PROGRAMS[p]
+        assert len(programs) == 1
+        (key, program), = programs.values()
+        p(xs[1])
+        assert next(iter(programs.values()))[1] is program  # same size and thread: reused
+        assert close(first, expected[0])
+
+        def repeat(x):
+            return [p(x) for _ in range(10)]
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(repeat, xs))
+    for x_results, e in zip(results, expected):
+        assert all(close(r, e) for r in x_results)
+    copied = copy.deepcopy(p)
+    assert copied not in packed._BLOCK_PROGRAMS
+    with torch.no_grad():
+        assert torch.equal(copied(xs[2]), p(xs[2]))
+        conv = p.chains[0][0]
+        flipped = xnor.PackedWeights(~conv.weights.bits, conv.weights.alpha, conv.weights.in_channels,
+                                     conv.weights.kernel_size)
+        conv.weights = flipped  # every sign of the first layer flipped: a rebuilt program sees it
+        assert not torch.equal(p(xs[2]), copied(xs[2]))
+
+
+def test_block_program_rejects_bad_wiring_and_inputs():
+    w = xnor.pack_weights(torch.randn(32, 40, 3, 3))
+    lo, hi = xnor.sign_thresholds(None, 40)
+    with pytest.raises(ValueError, match="earlier step"):
+        xnor.BlockProgram(1, 4, 4, 40, [(lo, hi, 1)], [xnor.ConvStep(w, ("conv", 0), 0)])
+    with pytest.raises(ValueError, match="thresholds"):
+        xnor.BlockProgram(1, 4, 4, 40, [(lo[:3], hi, 1)], [xnor.ConvStep(w, ("pack", 0), 0)])
+    program = xnor.BlockProgram(1, 4, 4, 40, [(lo, hi, 1)], [xnor.ConvStep(w, ("pack", 0), 0)])
+    x = torch.randn(1, 40, 4, 4).contiguous(memory_format=torch.channels_last)
+    out = torch.empty(1, 32, 4, 4).contiguous(memory_format=torch.channels_last)
+    with pytest.raises(ValueError, match="shortcut"):
+        program.run(x, out)
+    with pytest.raises(ValueError, match="shape"):
+        program.run(torch.randn(1, 40, 5, 4), out, out)
+    got = program.run(x, out, torch.zeros_like(out))
+    assert torch.equal(got, xnor.binary_conv(xnor.pack_activations(x, lo, hi, pad=1), w))

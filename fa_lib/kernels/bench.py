@@ -13,10 +13,15 @@ warm), the minimum wall time of:
 
 * single 3x3 convolutions of the hourglass shapes (256->128, 128->64, 64->64) at 64x64 ... 4x4;
 * one hierarchical block (Fig. 5.1b, 256->256 at 64x64): packed block vs the same block in float;
-* the single-hourglass binary network end to end (``network`` rows): packed vs the same network in float.
+* the single-hourglass binary network end to end (``network`` rows): packed vs the same network in float,
+  once with its real layers rewritten for speed (``pack_model(real_layers="fast")``: BN folded, each real
+  convolution + ReLU one oneDNN pass; float rounding) and once with exact real layers.
 
-For a single convolution ``binary_ms`` excludes packing the input (BN + sign + bit-packing) and
-``binary_with_pack_ms`` includes it; block and network rows always include everything.
+For a single convolution ``binary_ms`` excludes packing the input (BN + sign + bit-packing),
+``binary_with_pack_ms`` includes a separate packing pass over its float input, and ``binary_fused_pack_ms``
+is the convolution that also packs its own output for its successor in its epilogue (the cost per layer
+of producing packed inputs in a chain of fused layers, as inside the hierarchical block); block and
+network rows always include everything.
 
 On an AVX-512 machine torch's float convolution uses AVX-512, so the ``avx2`` rows compare the AVX2 kernel
 against an AVX-512 float baseline.  ``emulate_avx2_only`` (``--emulate-avx2-only``; on by default in
@@ -48,7 +53,10 @@ from . import packed as packed_mod
 from . import xnor
 
 COLUMNS = ["layer", "isa", "threads", "torch_ms", "binary_ms", "binary_with_pack_ms", "speedup", "speedup_with_pack",
-           "torch_fast_ms", "speedup_vs_fast", "cpu", "machine_kind"]
+           "torch_fast_ms", "speedup_vs_fast", "binary_fused_pack_ms", "speedup_fused_pack", "cpu", "machine_kind"]
+#: the network rows: real layers rewritten for speed (``pack_model(real_layers="fast")``), and exact
+NETWORK_LAYER = "network: binary HG (1 stack, 256 ch, 256x256 input)"
+NETWORK_EXACT_LAYER = "network, exact real layers: binary HG (1 stack, 256 ch, 256x256 input)"
 CONV_SHAPES = [(256, 128), (128, 64), (64, 64)]  # the three 3x3 layers of a 256-channel hierarchical block
 RESOLUTIONS = [64, 32, 16, 8, 4]  # hourglass levels (depth 4) of a 64x64 heatmap network
 
@@ -126,11 +134,13 @@ def machine_kind() -> str:
     return "AVX2 only" if "avx2" in flags else "other"
 
 
-def _row(layer, isa, threads, torch_ms, binary_ms, with_pack_ms, torch_fast_ms=float("nan")) -> dict:
+def _row(layer, isa, threads, torch_ms, binary_ms, with_pack_ms, torch_fast_ms=float("nan"),
+         fused_pack_ms=float("nan")) -> dict:
     return {"layer": layer, "isa": isa, "threads": threads, "torch_ms": torch_ms, "binary_ms": binary_ms,
             "binary_with_pack_ms": with_pack_ms, "speedup": torch_ms / binary_ms,
             "speedup_with_pack": torch_ms / with_pack_ms, "torch_fast_ms": torch_fast_ms,
-            "speedup_vs_fast": torch_fast_ms / with_pack_ms, "cpu": cpu_model(), "machine_kind": machine_kind()}
+            "speedup_vs_fast": torch_fast_ms / with_pack_ms, "binary_fused_pack_ms": fused_pack_ms,
+            "speedup_fused_pack": torch_ms / fused_pack_ms, "cpu": cpu_model(), "machine_kind": machine_kind()}
 
 
 def bench_conv(cin: int, cout: int, size: int, isa: str, threads: int, repeats: int, timer: str = "wall") -> dict:
@@ -141,21 +151,29 @@ def bench_conv(cin: int, cout: int, size: int, isa: str, threads: int, repeats: 
     pw = xnor.pack_weights(weight)
     lo, hi = xnor.sign_thresholds(None, cin)
     act = xnor.pack_activations(x_cl, lo, hi, pad=1, isa=isa, threads=threads)
-    t_torch, t_bin, t_pack = interleaved_min_ms([
+    next_lo, next_hi = xnor.sign_thresholds(None, cout)
+    t_torch, t_bin, t_pack, t_fused = interleaved_min_ms([
         lambda: F.conv2d(x, weight, padding=1),
         lambda: xnor.binary_conv(act, pw, isa=isa, threads=threads),
         lambda: xnor.binary_conv(xnor.pack_activations(x_cl, lo, hi, pad=1, isa=isa, threads=threads), pw,
                                  isa=isa, threads=threads),
+        # in a chain of fused layers each one packs its successor's input in its epilogue: this is the
+        # cost per layer of producing packed inputs that way
+        lambda: xnor.binary_conv(act, pw, isa=isa, threads=threads,
+                                 next_act=xnor.empty_packed(1, cout, size, size, pad=1), next_lo=next_lo,
+                                 next_hi=next_hi),
     ], repeats, timer)
-    return _row(f"conv3x3 {cin}->{cout} @{size}x{size}", isa, threads, t_torch, t_bin, t_pack)
+    return _row(f"conv3x3 {cin}->{cout} @{size}x{size}", isa, threads, t_torch, t_bin, t_pack,
+                fused_pack_ms=t_fused)
 
 
 def bench_module(name: str, binary_model: torch.nn.Module, float_model: torch.nn.Module, x: torch.Tensor,
                  isa: str, threads: int, repeats: int, timer: str = "wall",
-                 fast_float: torch.nn.Module | None = None) -> dict:
+                 fast_float: torch.nn.Module | None = None, real_layers: str = "channels_last") -> dict:
     """The packed binary module against the eager float one (and, when given, against ``fast_float``,
-    the float network as fast as PyTorch runs it: ``torch_fast_ms``, ``speedup_vs_fast``)."""
-    packed = packed_mod.pack_model(binary_model, isa=isa, threads=threads)
+    the float network as fast as PyTorch runs it: ``torch_fast_ms``, ``speedup_vs_fast``).
+    ``real_layers``: as in :func:`fa_lib.kernels.packed.pack_model`."""
+    packed = packed_mod.pack_model(binary_model, isa=isa, threads=threads, real_layers=real_layers)
     # Each side gets its own layout: torch NCHW, the packed module channels-last (what the previous
     # packed layer of a network hands it; a network's input image is converted inside the timed call).
     x_packed = x if x.shape[1] <= 4 else x.contiguous(memory_format=torch.channels_last)
@@ -188,8 +206,8 @@ def _network_models():
 
 def _profile_label(name: str, module: torch.nn.Module) -> str | None:
     kind = type(module).__name__
-    if kind == "Conv2d":
-        k = module.kernel_size[0]
+    if kind in ("Conv2d", "OneDnnConv2d"):
+        k = module.weight.shape[-1]
         return f"real conv {k}x{k} ({'7x7 stem' if k == 7 else 'heads'})" if k in (1, 7) else f"real conv {k}x{k}"
     if kind == "BatchNorm2d":
         return "real batch norm (outside blocks)"
@@ -200,12 +218,14 @@ def _profile_label(name: str, module: torch.nn.Module) -> str | None:
     return None
 
 
-def profile_packed_network(isa: str | None = None, threads: int = 1, repeats: int = 8) -> pd.DataFrame:
-    """Where the packed single-hourglass network's time goes (issue: the real layers): wall time of each
-    top-level layer kind, measured with forward hooks in the fastest of ``repeats`` runs, the rest (pooling,
-    upsampling, residual adds, layout changes between the layers) as the difference to the whole run."""
+def profile_packed_network(isa: str | None = None, threads: int = 1, repeats: int = 8,
+                           real_layers: str = "fast") -> pd.DataFrame:
+    """Where the packed single-hourglass network's time goes: wall time of each top-level layer kind,
+    measured with forward hooks in the fastest of ``repeats`` runs, the rest (pooling, upsampling,
+    residual adds, layout changes between the layers) as the difference to the whole run.
+    ``real_layers``: as in :func:`fa_lib.kernels.packed.pack_model` (column ``real_layers``)."""
     binary, _ = _network_models()
-    net = packed_mod.pack_model(binary, isa=isa, threads=threads)
+    net = packed_mod.pack_model(binary, isa=isa, threads=threads, real_layers=real_layers)
     inside = {id(sub) for m in net.modules() if type(m).__name__ == "PackedHierarchicalBlock"
               for sub in m.modules() if sub is not m}
     times: dict[str, float] = {}
@@ -248,6 +268,7 @@ def profile_packed_network(isa: str | None = None, threads: int = 1, repeats: in
     df["share"] = df["ms"] / (1000 * best)
     df["cpu"], df["machine_kind"], df["threads"] = cpu_model(), machine_kind(), threads
     df["isa"] = xnor.resolve_isa(isa)
+    df["real_layers"] = real_layers
     return df
 
 
@@ -264,14 +285,19 @@ def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.
               threads: Iterable[int] = (1, 2), isas: Optional[Iterable[str]] = None, repeats: int = 10,
               resolutions: Sequence[int] = RESOLUTIONS, include_block: bool = True,
               include_network: bool = True, network_repeats: int = 8, timer: str = "wall",
-              emulate_avx2_only: bool = False, compile_baseline: bool = True) -> pd.DataFrame:
+              emulate_avx2_only: bool = False, compile_baseline: bool = True,
+              network_processes: int = 1) -> pd.DataFrame:
     """Runs the benchmark; writes ``out_csv`` (atomically) unless it is None; returns the table.
 
     ``timer``: "wall" (min of wall times, the default) or "cpu" (calling-thread CPU time, threads=(1,) only).
     ``emulate_avx2_only``: also measure an AVX2-only machine on this one (rows with isa
     :data:`AVX2_ONLY_LABEL`): a child process whose torch is limited to AVX2 (oneDNN and ATen dispatch)
     runs the AVX2 kernel against that float baseline. ``compile_baseline``: the network's fast float
-    baseline is compiled (else BN-folded and channels-last only).
+    baseline is compiled (else BN-folded and channels-last only). ``network_processes`` > 1: the network rows
+    are measured in that many fresh child processes, one after the other, and each row is the process with
+    the median speed-up (on a virtual machine the whole network's time moves by up to a fifth from one
+    process to the next, with the layers' own times steady); ``df.attrs["network_speedups"]`` lists every
+    process's speed-up.
 
     Every row names the CPU and its machine kind; ``out_csv`` keeps the rows of other machine kinds
     (:func:`merge_by_machine`), so the file holds the latest run of each kind."""
@@ -287,7 +313,8 @@ def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.
     rows = []
     try:
         block = _block_models() if include_block else None
-        network = _network_models() if include_network else None
+        in_children = include_network and network_processes > 1
+        network = _network_models() if include_network and not in_children else None
         fast_network = fast_float_network(network[1], compile=compile_baseline) if network is not None else None
         for t in threads:
             torch.set_num_threads(int(t))
@@ -301,17 +328,46 @@ def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.
                                              max(2, repeats // 2), timer))
                 if network is not None:
                     x = torch.randn(1, 3, 256, 256, generator=torch.Generator().manual_seed(2))
-                    rows.append(bench_module("network: binary HG (1 stack, 256 ch, 256x256 input)", *network, x,
-                                             isa, int(t), network_repeats, timer, fast_float=fast_network))
+                    for layer, real_layers in ((NETWORK_LAYER, "fast"), (NETWORK_EXACT_LAYER, "channels_last")):
+                        rows.append(bench_module(layer, *network, x, isa, int(t), network_repeats, timer,
+                                                 fast_float=fast_network, real_layers=real_layers))
     finally:
         torch.set_num_threads(previous_threads)
     df = pd.DataFrame(rows, columns=COLUMNS)
+    spread = {}
+    if in_children:
+        network_df, spread = network_rows_in_processes(threads, isas, network_repeats, timer, network_processes,
+                                                       compile_baseline)
+        df = pd.concat([df, network_df], ignore_index=True)
     if emulate_avx2_only:
         df = pd.concat([df, avx2_only_rows(threads, repeats, resolutions, include_block, include_network,
                                            network_repeats, timer)], ignore_index=True)
+    df.attrs["network_speedups"] = spread
     if out_csv is not None:
         atomic_write_text(out_csv, merge_by_machine(df, out_csv).to_csv(index=False, float_format="%.4f"))
     return df
+
+
+def network_rows_in_processes(threads: Sequence[int], isas: Sequence[str], network_repeats: int, timer: str,
+                              processes: int, compile_baseline: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The network rows measured in ``processes`` fresh child processes: for each (layer, isa, threads) the
+    row of the process with the median speed-up, and every process's speed-up (see :func:`run_bench`)."""
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(processes):
+            out = Path(tmp) / f"network_{i}.csv"
+            cmd = [sys.executable, "-m", "fa_lib.kernels.bench", "--network-only", "--out", str(out),
+                   "--network-repeats", str(network_repeats), "--timer", timer, "--threads", *map(str, threads),
+                   "--isas", *isas] + ([] if compile_baseline else ["--no-compile"])
+            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+            runs.append(pd.read_csv(out))
+    every = pd.concat(runs, ignore_index=True)
+    chosen, spread = [], {}
+    for key, group in every.groupby(["layer", "isa", "threads"], sort=False):
+        ordered = group.sort_values("speedup")
+        chosen.append(ordered.iloc[(len(ordered) - 1) // 2])
+        spread[" | ".join(map(str, key))] = [round(float(v), 2) for v in group["speedup"]]
+    return pd.DataFrame(chosen).reindex(columns=COLUMNS).reset_index(drop=True), spread
 
 
 #: the machine of the rows written before each row named its own (the committed file's provenance)
@@ -325,6 +381,8 @@ def merge_by_machine(df: pd.DataFrame, out_csv: str | os.PathLike) -> pd.DataFra
     if not path.is_file():
         return df
     old = pd.read_csv(path)
+    if "binary_fused_pack_ms" not in old:  # written before the network was also run with fast real layers:
+        old.loc[old["layer"] == NETWORK_LAYER, "layer"] = NETWORK_EXACT_LAYER  # its one row is the exact one
     for column, value in LEGACY_MACHINE.items():
         if column not in old:
             old[column] = value
@@ -396,14 +454,21 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--network-repeats", type=int, default=8)
     parser.add_argument("--no-block", action="store_true")
     parser.add_argument("--no-network", action="store_true")
+    parser.add_argument("--network-only", action="store_true", help="only the network rows")
+    parser.add_argument("--network-processes", type=int, default=1,
+                        help="measure the network rows in this many child processes (median speed-up)")
+    parser.add_argument("--no-compile", action="store_true", help="the fast float baseline is not compiled")
     parser.add_argument("--emulate-avx2-only", action="store_true",
                         help="add rows of the AVX2 kernel against torch limited to AVX2 (child process)")
     args = parser.parse_args(argv)
     kwargs = dict(resolutions=[64, 4], repeats=3, network_repeats=2) if args.quick else dict(
         repeats=args.repeats, resolutions=args.resolutions, network_repeats=args.network_repeats)
+    if args.network_only:
+        kwargs.update(resolutions=[])
     df = run_bench(args.out, threads=args.threads, isas=args.isas, timer=args.timer,
-                   include_block=not args.no_block, include_network=not args.no_network,
-                   emulate_avx2_only=args.emulate_avx2_only, **kwargs)
+                   include_block=not (args.no_block or args.network_only), include_network=not args.no_network,
+                   emulate_avx2_only=args.emulate_avx2_only, compile_baseline=not args.no_compile,
+                   network_processes=args.network_processes, **kwargs)
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         print(df.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

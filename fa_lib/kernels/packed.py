@@ -24,14 +24,18 @@ from __future__ import annotations
 import copy
 import importlib
 import io
+import threading
+import weakref
 from typing import Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from fa_lib.inference import FastFAN
 from fa_lib.models.binary import BinaryConv2d, PreActConv
 from fa_lib.models.blocks import HierarchicalBlock
+from fa_lib.models.fan import FAN
 
 from . import fileformat, xnor
 
@@ -169,6 +173,37 @@ class PackedHierarchicalBlock(nn.Module):
             downsample = _pack_projection(block.downsample, **kwargs)
         return cls(chains, block.out_channels, block.shortcut, downsample)
 
+    def _program(self, n: int, h: int, w: int) -> xnor.BlockProgram:
+        """The block's native program for this input size and the calling thread (built once: it owns the
+        packed intermediate buffers), rebuilt if a layer's weights or thresholds were replaced."""
+        first = self.chains[0][0]
+        convs = [conv for chain in self.chains for conv in chain]
+        if isinstance(self.downsample, PackedBinaryConv):
+            convs.append(self.downsample)
+        key = (n, h, w, xnor.resolve_isa(first.isa), tuple((id(c.weights), id(c.lo), id(c.hi)) for c in convs))
+        programs = _BLOCK_PROGRAMS.setdefault(self, {})
+        thread = threading.get_ident()
+        cached = programs.get(thread)
+        program = cached[1] if cached is not None and cached[0] == key else None
+        if program is None:
+            packs, steps = [], []
+            if isinstance(self.downsample, PackedBinaryConv):  # written first, then accumulated into
+                ds = self.downsample
+                packs.append((ds.lo, ds.hi, (ds.kernel_size - 1) // 2))
+                steps.append(xnor.ConvStep(ds.weights, ("pack", 0), 0, relu=ds.relu_after, residual=None))
+            residual = "out" if self.shortcut == "project" else "shortcut"
+            offset = 0
+            for chain in self.chains:
+                packs.append((chain[0].lo, chain[0].hi, (chain[0].kernel_size - 1) // 2))
+                for i, conv in enumerate(chain):
+                    source = ("pack", len(packs) - 1) if i == 0 else ("conv", len(steps) - 1)
+                    steps.append(xnor.ConvStep(conv.weights, source, offset, relu=conv.relu_after, residual=residual,
+                                               lo=conv.lo if i else None, hi=conv.hi if i else None))
+                    offset += conv.out_channels
+            program = xnor.BlockProgram(n, h, w, self.in_channels, packs, steps, isa=first.isa)
+            programs[thread] = (key, program)  # one size per thread (the network's; a new size replaces it)
+        return program
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"block expects (N, {self.in_channels}, H, W), got {tuple(x.shape)}")
@@ -177,31 +212,20 @@ class PackedHierarchicalBlock(nn.Module):
         out = torch.empty((n, self.out_channels, h, w), dtype=torch.float32, memory_format=torch.channels_last)
         # The shortcut is added inside each convolution's epilogue, after that output's sign bits for the
         # next layer were taken (the next layer sees the pre-shortcut value, as in the float block).
-        if self.shortcut == "project":
-            if isinstance(self.downsample, PackedBinaryConv):
-                self.downsample(x, out=out)  # written first, then accumulated into
-            else:
-                out.copy_(self.downsample(x))
-            shortcut = out
+        shortcut = None
+        if self.shortcut == "project" and not isinstance(self.downsample, PackedBinaryConv):
+            out.copy_(self.downsample(x))  # a real projection: the convolutions accumulate into it
         elif self.shortcut == "fold":
             half = self.out_channels
             shortcut = xnor.to_channels_last(x[:, :half] + x[:, half:])
-        else:
+        elif self.shortcut != "project":
             shortcut = x
-        offset = 0
-        for chain in self.chains:
-            first = chain[0]
-            act = xnor.pack_activations(x, first.lo, first.hi, pad=1, isa=first.isa, threads=first.threads)
-            for i, conv in enumerate(chain):
-                nxt = chain[i + 1] if i + 1 < len(chain) else None
-                next_act = xnor.empty_packed(n, conv.out_channels, h, w, pad=1) if nxt is not None else None
-                xnor.binary_conv(act, conv.weights, out=out, out_channel_offset=offset, isa=conv.isa,
-                                 threads=conv.threads, relu=conv.relu_after,
-                                 residual=shortcut[:, offset:offset + conv.out_channels],
-                                 next_act=next_act, next_lo=nxt.lo if nxt else None, next_hi=nxt.hi if nxt else None)
-                act = next_act
-                offset += conv.out_channels
-        return out
+        return self._program(n, h, w).run(x, out, shortcut, threads=self.chains[0][0].threads)
+
+
+#: per block, its native programs (one per calling thread and input size); weakly keyed so that a
+#: copied or deleted module never shares or keeps another's buffers
+_BLOCK_PROGRAMS: "weakref.WeakKeyDictionary[PackedHierarchicalBlock, dict]" = weakref.WeakKeyDictionary()
 
 
 def _is_binary_hierarchical(module: nn.Module) -> bool:
@@ -230,7 +254,7 @@ _BLOCK_CONVERTERS: list = [
 ]
 
 
-REAL_LAYER_LAYOUTS = ("channels_last", "nchw")
+REAL_LAYER_LAYOUTS = ("channels_last", "nchw", "fast")
 
 
 def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[int] = None,
@@ -247,17 +271,28 @@ def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[in
       training-time forward, so the outputs equal those of ``model`` itself bit for bit, at the cost of a
       layout copy around every real layer.
 
-    The two differ because PyTorch's float convolutions sum in another order in the two layouts: the
+    * ``"fast"`` (FAN networks only): the real layers rewritten for speed as :class:`fa_lib.inference.FastFAN`
+      does for float FANs: the stem's and heads' batch norms folded into their convolutions, each real
+      convolution and its ReLU one oneDNN pass, the hourglass's upsample-and-add one pass.  The real
+      layers then agree with the float model to float rounding (not bit for bit), so a sign taken within
+      rounding of its threshold can flip; the binary layers are exact as in the other modes.
+
+    The first two differ because PyTorch's float convolutions sum in another order in the two layouts: the
     last bit of an activation can change, and a sign taken exactly at a threshold then flips (the binary
     layers themselves are exact in both).  Raises ValueError if a binary convolution cannot be packed
-    (stride != 1, ...) or for an unknown ``real_layers``."""
+    (stride != 1, ...), for an unknown ``real_layers``, or for ``"fast"`` on a model that is not a FAN."""
     if model.training:
         raise ValueError("pack_model needs a model in eval mode (BatchNorm running statistics); call model.eval()")
     if real_layers not in REAL_LAYER_LAYOUTS:
         raise ValueError(f"real_layers must be one of {REAL_LAYER_LAYOUTS}, got {real_layers!r}")
+    if real_layers == "fast" and not isinstance(model, FAN):
+        raise ValueError(f"real_layers='fast' rewrites the real layers of FAN networks "
+                         f"(fa_lib.models.fan.FAN); got {type(model).__name__}: use 'channels_last'")
     wrapper = nn.Sequential(copy.deepcopy(model))  # so that the model itself can be replaced too
     _pack_children(wrapper, isa=isa, threads=threads)
     packed = wrapper[0].eval()
+    if real_layers == "fast":
+        return _fast_real_layers(packed)
     if real_layers == "channels_last":
         # Feed the network channels-last images: the real stem then hands the first binary block the layout
         # the kernels read, instead of a full-resolution NCHW -> NHWC copy.
@@ -268,6 +303,14 @@ def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[in
                 module.register_forward_pre_hook(_inputs_to_nchw)
     packed.real_layers = real_layers
     return packed
+
+
+def _fast_real_layers(packed: FAN) -> nn.Module:
+    """A packed FAN (exact real layers) with its real layers rewritten as ``FastFAN`` does (see
+    :func:`pack_model`, ``real_layers="fast"``)."""
+    fast = FastFAN(packed)
+    fast.real_layers = "fast"
+    return fast
 
 
 def _images_to_channels_last(module: nn.Module, args: tuple):
@@ -336,7 +379,13 @@ def load_packed(path, model: Optional[nn.Module] = None, isa: Optional[str] = No
     ``config.builder`` is called.  ``real_layers``: see :func:`pack_model`."""
     config, entries = fileformat.load(path)
     skeleton = model if model is not None else _build_from_config(config)
-    packed = pack_model(skeleton.eval(), isa=isa, threads=threads, real_layers=real_layers)
+    if real_layers not in REAL_LAYER_LAYOUTS:
+        raise ValueError(f"real_layers must be one of {REAL_LAYER_LAYOUTS}, got {real_layers!r}")
+    if real_layers == "fast" and not isinstance(skeleton, FAN):
+        raise ValueError(f"real_layers='fast' needs a FAN skeleton, got {type(skeleton).__name__}")
+    # the file holds the exact packing's state (BN unfolded); the fast rewrite is applied after loading
+    layout = "channels_last" if real_layers == "fast" else real_layers
+    packed = pack_model(skeleton.eval(), isa=isa, threads=threads, real_layers=layout)
     used = set()
     for name, module in packed.named_modules():
         if isinstance(module, PackedBinaryConv):
@@ -355,7 +404,7 @@ def load_packed(path, model: Optional[nn.Module] = None, isa: Optional[str] = No
             used.update(keys)
     state = {k: v for k, (kind, v) in entries.items() if k not in used}
     packed.load_state_dict(state, strict=True)
-    return packed
+    return _fast_real_layers(packed) if real_layers == "fast" else packed
 
 
 def compression_report(model: nn.Module, path) -> dict:

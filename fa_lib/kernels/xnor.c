@@ -481,3 +481,19 @@ int fa_binary_conv(int isa, const fa_conv_args *a, int threads) {
     }
     return FA_OK;
 }
+
+int fa_block_forward(int isa, const float *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pixel_stride,
+                     const fa_pack_target *packs, int64_t npacks, const fa_conv_args *convs, int64_t nconvs,
+                     int threads) {
+    if (!packs || !convs || npacks < 1 || nconvs < 1) return FA_ERR_ARG;
+    for (int64_t i = 0; i < npacks; i++) {
+        const int code = fa_pack_activations(isa, x, n, h, w, c, pixel_stride, packs[i].lo, packs[i].hi,
+                                             packs[i].pad, packs[i].bits, threads);
+        if (code != FA_OK) return code;
+    }
+    for (int64_t i = 0; i < nconvs; i++) {
+        const int code = fa_binary_conv(isa, &convs[i], threads);
+        if (code != FA_OK) return code;
+    }
+    return FA_OK;
+}

@@ -67,6 +67,23 @@ int fa_pack_activations(int isa, const float *x, int64_t n, int64_t h, int64_t w
                         uint64_t *out, int threads);
 int fa_binary_conv(int isa, const fa_conv_args *args, int threads);
 
+/* One hierarchical block (thesis Fig. 5.1b) in one call, so that no Python runs between its layers:
+ * the block input x (channels-last, pixel_stride floats per pixel) is packed once under each of the
+ * npacks threshold sets (the first convolution's BN + sign, and a 1x1 projection shortcut's), then the
+ * nconvs convolutions run in order.  The caller wires the arguments: each conv's act is one of the
+ * packs' bits or an earlier conv's next_bits (fused epilogue packing), its out is the block output's
+ * channel slice, its residual the shortcut (or the slice the projection wrote: accumulate).  A pack's
+ * bits buffer has its padding ring zeroed by the caller (once: only the interior is written). */
+typedef struct {
+    const float *lo, *hi; /* [c] */
+    uint64_t *bits;       /* [N][H+2*pad][W+2*pad][ceil(c/64)] */
+    int64_t pad;
+} fa_pack_target;
+
+int fa_block_forward(int isa, const float *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pixel_stride,
+                     const fa_pack_target *packs, int64_t npacks, const fa_conv_args *convs, int64_t nconvs,
+                     int threads);
+
 /* AMX path (xnor_amx.c).  fa_amx_weights_size: bytes of the expanded weights of a (cout, cin, k, k) conv;
  * fa_amx_pack_weights expands the blocked bits (layout above) into them. */
 int fa_amx_supported(void);

@@ -52,6 +52,10 @@ class _ConvArgs(ctypes.Structure):
     ]
 
 
+class _PackTarget(ctypes.Structure):
+    _fields_ = [("lo", ctypes.c_void_p), ("hi", ctypes.c_void_p), ("bits", ctypes.c_void_p), ("pad", ctypes.c_int64)]
+
+
 _LIB: Optional[ctypes.CDLL] = None
 
 
@@ -71,6 +75,9 @@ def _library() -> ctypes.CDLL:
         lib.fa_pack_activations.restype = ctypes.c_int
         lib.fa_binary_conv.argtypes = [ctypes.c_int, ctypes.POINTER(_ConvArgs), ctypes.c_int]
         lib.fa_binary_conv.restype = ctypes.c_int
+        lib.fa_block_forward.argtypes = [ctypes.c_int, vp, i64, i64, i64, i64, i64, ctypes.POINTER(_PackTarget), i64,
+                                         ctypes.POINTER(_ConvArgs), i64, ctypes.c_int]
+        lib.fa_block_forward.restype = ctypes.c_int
         lib.fa_amx_weights_size.argtypes = [i64, i64, i64]
         lib.fa_amx_weights_size.restype = ctypes.c_int
         lib.fa_amx_pack_weights.argtypes = [vp, i64, i64, i64, vp]
@@ -447,3 +454,116 @@ def binary_conv(act: PackedActivations, weights: PackedWeights, out: Optional[to
         args.weights_i8 = weights.amx_weights().data_ptr()
     _check(_library().fa_binary_conv(ISA_CODES[isa], ctypes.byref(args), _threads(threads)), "binary_conv")
     return out
+
+
+@dataclass
+class ConvStep:
+    """One convolution of a :class:`BlockProgram`.
+
+    ``source``: where its packed input comes from, ``("pack", i)`` (the block input packed under the
+    program's i-th threshold set) or ``("conv", j)`` (the epilogue of step j < this one, under this step's
+    ``lo``/``hi``: ``lo``/``hi`` are then required).  ``out_offset``: its first channel in the block output;
+    ``residual``: add the shortcut's same channels (``"shortcut"``) or accumulate into what an earlier step
+    wrote there (``"out"``), or nothing (None)."""
+
+    weights: PackedWeights
+    source: tuple[str, int]
+    out_offset: int
+    relu: bool = False
+    residual: Optional[str] = "shortcut"
+    lo: Optional[torch.Tensor] = None
+    hi: Optional[torch.Tensor] = None
+
+
+class BlockProgram:
+    """A block of binary convolutions at one input size, run by one native call (``fa_block_forward``):
+    the input packed once per threshold set, then each :class:`ConvStep` in order with its epilogue
+    packing the next step's input and adding the shortcut, without Python between the layers.
+
+    The packed intermediate buffers are allocated (and their padding zeroed) once here and reused by every
+    :meth:`run`, so one program must not run in two threads at once (the packed modules keep one per
+    thread).  ``packs``: ``(lo, hi, pad)`` threshold sets of the block input."""
+
+    def __init__(self, n: int, h: int, w: int, in_channels: int, packs: list, steps: list[ConvStep],
+                 isa: Optional[str] = None):
+        self.isa = resolve_isa(isa)
+        self.shape = (n, in_channels, h, w)
+        self.steps = steps
+        self._keep = []  # tensors whose addresses the argument structs hold
+        self._packs = (_PackTarget * len(packs))()
+        pack_buffers = []
+        for i, (lo, hi, pad) in enumerate(packs):
+            lo, hi = lo.detach().float().contiguous(), hi.detach().float().contiguous()
+            if lo.shape != (in_channels,) or hi.shape != (in_channels,):
+                raise ValueError(f"pack {i}: thresholds must have shape ({in_channels},)")
+            bits = PackedActivations(torch.zeros((n, h + 2 * pad, w + 2 * pad, (in_channels + 63) // 64),
+                                                 dtype=torch.int64), in_channels, pad)
+            self._packs[i] = _PackTarget(lo.data_ptr(), hi.data_ptr(), bits.words.data_ptr(), pad)
+            pack_buffers.append(bits)
+            self._keep += [lo, hi]
+        self._convs = (_ConvArgs * len(steps))()
+        produced: dict[int, PackedActivations] = {}
+        for i, step in enumerate(steps):  # which steps' epilogues pack for a later step
+            kind, j = step.source
+            if kind == "conv":
+                if not 0 <= j < i or step.lo is None or step.hi is None:
+                    raise ValueError(f"step {i} reads step {j}'s output: needs an earlier step and lo/hi")
+                produced[j] = empty_packed(n, steps[j].weights.out_channels, h, w, pad=1)
+        for i, step in enumerate(steps):
+            kind, j = step.source
+            act = pack_buffers[j] if kind == "pack" else produced[j]
+            weights = step.weights
+            if act.channels != weights.in_channels or act.pad < (weights.kernel_size - 1) // 2:
+                raise ValueError(f"step {i}: its input has {act.channels} channels and padding {act.pad}, the "
+                                 f"{weights.kernel_size}x{weights.kernel_size} weights expect {weights.in_channels}")
+            args = _ConvArgs(act.words.data_ptr(), n, h, w, act.channels, act.words.shape[3], act.pad,
+                             weights.blocked.data_ptr(), weights.tapsum.data_ptr(), weights.alpha.data_ptr(),
+                             weights.out_channels, weights.kernel_size, None, 0, int(bool(step.relu)))
+            consumer = next((s for s in steps[i + 1:] if s.source == ("conv", i)), None)
+            if consumer is not None:
+                nxt = produced[i]
+                lo, hi = consumer.lo.detach().float().contiguous(), consumer.hi.detach().float().contiguous()
+                args.next_bits, args.next_cw, args.next_pad = nxt.words.data_ptr(), nxt.words.shape[3], nxt.pad
+                args.next_lo, args.next_hi = lo.data_ptr(), hi.data_ptr()
+                self._keep += [lo, hi]
+            if self.isa == "amx":
+                args.weights_i8 = weights.amx_weights().data_ptr()
+            self._convs[i] = args
+            self._keep += [weights.blocked, weights.tapsum, weights.alpha]
+        self._keep += [b.words for b in pack_buffers] + [b.words for b in produced.values()]
+
+    def run(self, x: torch.Tensor, out: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
+            threads: Optional[int] = None) -> torch.Tensor:
+        """Runs the block on ``x`` (channels-last float32 of the program's shape) into ``out``
+        (channels-last float32); ``shortcut`` is what steps with ``residual="shortcut"`` add."""
+        if tuple(x.shape) != self.shape or x.dtype != torch.float32:
+            raise ValueError(f"this program runs inputs of shape {self.shape}, got {tuple(x.shape)} {x.dtype}")
+        x_stride, out_stride = _pixel_stride(x), _pixel_stride(out)
+        if x_stride is None or out_stride is None or out.dtype != torch.float32 or \
+                tuple(out.shape[::2]) != (self.shape[0], self.shape[2]) or out.shape[3] != self.shape[3]:
+            raise ValueError("x and out must be channels-last float32 tensors of the program's size")
+        shortcut_stride = None
+        if shortcut is not None:
+            shortcut_stride = _pixel_stride(shortcut)
+            if shortcut_stride is None or shortcut.dtype != torch.float32 or shortcut.shape[2:] != out.shape[2:]:
+                raise ValueError("shortcut must be a channels-last float32 tensor of the output's size")
+        for i, step in enumerate(self.steps):
+            end = step.out_offset + step.weights.out_channels
+            if end > out.shape[1]:
+                raise ValueError(f"step {i} writes channels up to {end}, out has {out.shape[1]}")
+            args = self._convs[i]
+            args.out, args.out_pixel_stride = out.data_ptr() + 4 * step.out_offset, out_stride
+            if step.residual == "shortcut":
+                if shortcut is None or end > shortcut.shape[1]:
+                    raise ValueError(f"step {i} adds the shortcut's channels up to {end}: pass a shortcut")
+                args.residual = shortcut.data_ptr() + 4 * step.out_offset
+                args.residual_pixel_stride = shortcut_stride
+            elif step.residual == "out":
+                args.residual, args.residual_pixel_stride = args.out, out_stride
+            else:
+                args.residual = None
+        n, c, h, w = self.shape
+        _check(_library().fa_block_forward(ISA_CODES[self.isa], x.data_ptr(), n, h, w, c, x_stride, self._packs,
+                                           len(self._packs), self._convs, len(self.steps), _threads(threads)),
+               "block_forward")
+        return out

@@ -152,6 +152,64 @@ static int run_case(int isa, int64_t n, int64_t cin, int64_t cout, int64_t h, in
     return failures;
 }
 
+/* fa_block_forward (a pack and two chained convolutions writing two channel slices of one output, the
+ * second reading the first's epilogue packing, both adding a shortcut) against the same steps called
+ * one by one: identical floats, and every buffer exactly sized for the memory checkers. */
+static int run_block_case(int isa, int64_t n, int64_t cin, int64_t c1, int64_t c2, int64_t h, int64_t w, int threads) {
+    const int64_t cout = c1 + c2, cw = (cin + 63) / 64, cw1 = (c1 + 63) / 64, hp = h + 2, wp = w + 2;
+    const int64_t cb1 = (c1 + FA_BLOCK - 1) / FA_BLOCK, cb2 = (c2 + FA_BLOCK - 1) / FA_BLOCK, pixels = n * h * w;
+    float *x = xmalloc(sizeof(float) * (size_t)(pixels * cin)), *shortcut = xmalloc(sizeof(float) * (size_t)(pixels * cout));
+    float *lo = xmalloc(sizeof(float) * (size_t)cin), *hi = xmalloc(sizeof(float) * (size_t)cin);
+    float *lo1 = xmalloc(sizeof(float) * (size_t)c1), *hi1 = xmalloc(sizeof(float) * (size_t)c1);
+    float *alpha1 = xmalloc(sizeof(float) * (size_t)c1), *alpha2 = xmalloc(sizeof(float) * (size_t)c2);
+    int8_t *ws1 = xmalloc((size_t)(c1 * cin * 9)), *ws2 = xmalloc((size_t)(c2 * c1 * 9));
+    uint64_t *w1 = xmalloc(sizeof(uint64_t) * (size_t)(cb1 * 9 * cw * FA_BLOCK));
+    uint64_t *w2 = xmalloc(sizeof(uint64_t) * (size_t)(cb2 * 9 * cw1 * FA_BLOCK));
+    int64_t *t1 = xmalloc(sizeof(int64_t) * (size_t)(cb1 * 9 * FA_BLOCK)), *t2 = xmalloc(sizeof(int64_t) * (size_t)(cb2 * 9 * FA_BLOCK));
+    float *outs[2];
+    uint64_t *acts[2], *mids[2];
+    for (int64_t i = 0; i < pixels * cin; i++) x[i] = next_normal_ish();
+    for (int64_t i = 0; i < pixels * cout; i++) shortcut[i] = next_normal_ish();
+    for (int64_t c = 0; c < cin; c++) { lo[c] = next_normal_ish(); hi[c] = 1e30f * 1e30f; }
+    for (int64_t c = 0; c < c1; c++) { lo1[c] = -1e30f * 1e30f; hi1[c] = next_normal_ish(); alpha1[c] = 0.5f + (float)(c % 5); }
+    for (int64_t c = 0; c < c2; c++) alpha2[c] = 0.75f + (float)(c % 3);
+    for (int64_t i = 0; i < c1 * cin * 9; i++) ws1[i] = (next_u32() & 1) ? 1 : -1;
+    for (int64_t i = 0; i < c2 * c1 * 9; i++) ws2[i] = (next_u32() & 1) ? 1 : -1;
+    build_weights(ws1, c1, cin, 3, w1, t1);
+    build_weights(ws2, c2, c1, 3, w2, t2);
+    int failures = 0;
+    for (int run = 0; run < 2; run++) {
+        outs[run] = xmalloc(sizeof(float) * (size_t)(pixels * cout));
+        acts[run] = xmalloc(sizeof(uint64_t) * (size_t)(n * hp * wp * cw));
+        mids[run] = xmalloc(sizeof(uint64_t) * (size_t)(n * hp * wp * cw1));
+        memset(acts[run], 0, sizeof(uint64_t) * (size_t)(n * hp * wp * cw));
+        memset(mids[run], 0, sizeof(uint64_t) * (size_t)(n * hp * wp * cw1));
+        fa_conv_args convs[2] = {
+            {.act = acts[run], .n = n, .h = h, .w = w, .cin = cin, .cw = cw, .pad_in = 1, .weights = w1, .tapsum = t1,
+             .alpha = alpha1, .cout = c1, .k = 3, .out = outs[run], .out_pixel_stride = cout, .residual = shortcut,
+             .residual_pixel_stride = cout, .next_bits = mids[run], .next_cw = cw1, .next_pad = 1, .next_lo = lo1,
+             .next_hi = hi1},
+            {.act = mids[run], .n = n, .h = h, .w = w, .cin = c1, .cw = cw1, .pad_in = 1, .weights = w2, .tapsum = t2,
+             .alpha = alpha2, .cout = c2, .k = 3, .out = outs[run] + c1, .out_pixel_stride = cout,
+             .residual = shortcut + c1, .residual_pixel_stride = cout},
+        };
+        if (run == 0) {
+            const fa_pack_target pack = {.lo = lo, .hi = hi, .bits = acts[run], .pad = 1};
+            if (fa_block_forward(isa, x, n, h, w, cin, cin, &pack, 1, convs, 2, threads) != FA_OK) failures++;
+        } else {
+            if (fa_pack_activations(isa, x, n, h, w, cin, cin, lo, hi, 1, acts[run], threads) != FA_OK) failures++;
+            for (int i = 0; i < 2; i++)
+                if (fa_binary_conv(isa, &convs[i], threads) != FA_OK) failures++;
+        }
+    }
+    if (memcmp(outs[0], outs[1], sizeof(float) * (size_t)(pixels * cout)) != 0) failures++;
+    if (memcmp(mids[0], mids[1], sizeof(uint64_t) * (size_t)(n * hp * wp * cw1)) != 0) failures++;
+    for (int run = 0; run < 2; run++) { free(outs[run]); free(acts[run]); free(mids[run]); }
+    free(x); free(shortcut); free(lo); free(hi); free(lo1); free(hi1); free(alpha1); free(alpha2);
+    free(ws1); free(ws2); free(w1); free(w2); free(t1); free(t2);
+    return failures;
+}
+
 int main(void) {
     static const int64_t shapes[][6] = {
         /* n, cin, cout, h, w, k */
@@ -178,6 +236,10 @@ int main(void) {
                 for (int fused = 0; fused <= 1; fused++)
                     failures += run_case(isa, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
                                          shapes[s][5], (int64_t)(s % 3), threads, fused);
+        for (int threads = 1; threads <= 2; threads++) {
+            failures += run_block_case(isa, 1, 70, 40, 24, 5, 6, threads);
+            failures += run_block_case(isa, 2, 256, 128, 64, 8, 8, threads);
+        }
         printf("%-7s %s\n", names[isa], failures ? "MISMATCH" : "ok");
         total += failures;
     }
@@ -186,6 +248,9 @@ int main(void) {
     memset(&bad, 0, sizeof(bad));
     if (fa_binary_conv(FA_ISA_SCALAR, &bad, 1) != FA_ERR_ARG) total++;
     if (fa_pack_activations(FA_ISA_SCALAR, NULL, 1, 1, 1, 1, 1, NULL, NULL, 1, NULL, 1) != FA_ERR_ARG) total++;
+    if (fa_block_forward(FA_ISA_SCALAR, NULL, 1, 1, 1, 1, 1, NULL, 0, &bad, 1, 1) != FA_ERR_ARG) total++;
+    const fa_pack_target no_bits = {0};
+    if (fa_block_forward(FA_ISA_SCALAR, NULL, 1, 1, 1, 1, 1, &no_bits, 1, &bad, 1, 1) != FA_ERR_ARG) total++;
     printf("%s\n", total ? "FAILED" : "all cases passed");
     return total ? 1 : 0;
 }

@@ -201,6 +201,21 @@ def describe_kernel_targets(targets: pd.DataFrame) -> str:
     return "\n\n".join(parts)
 
 
+def describe_network_profile(profile: pd.DataFrame | None) -> str:
+    """Markdown: where the packed network's time goes, before and after the real layers' rewrite
+    (:func:`fa_lib.experiments.ch5.kernels.network_profile_table`)."""
+    if profile is None or profile.empty:
+        return "The kernels' benchmark has not profiled the packed network here (`fa-lib bench xnor`)."
+    machine = profile.attrs.get("machine", "the benchmark's machine")
+    parts = []
+    for column in profile.columns:
+        total = profile.loc["total", column]
+        binary = sum(profile.loc[p, column] for p in profile.index if "binary" in p and pd.notna(profile.loc[p, column]))
+        parts.append(f"with {column.replace(' (ms)', '')} the packed network takes **{total:.1f} ms**, "
+                     f"{binary:.1f} ms ({binary / total:.0%}) of it in the binary layers")
+    return f"Measured on {machine}: " + "; ".join(parts) + "."
+
+
 def runs_table(ctx: "Chapter5") -> pd.DataFrame:
     """Every run used so far (network, recipe, seed, size, budget, score, from the cache or not)."""
     return pd.DataFrame([r.summary() for r in ctx.trained()])
