@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from fa_lib.data.pets import pet_landmark_dataset
 from fa_lib.data.real import RealFaceDataset
 from fa_lib.experiments.ch3.context import PIFA_READER_FILE, find_aflw_pifa
+from fa_lib.experiments.ch4.data import REAL_2D_SETS, find_2d_set
 
 
 def _aflw_pifa(split: str) -> Callable[[Path], Dataset]:
@@ -34,6 +35,16 @@ def _aflw_pifa(split: str) -> Callable[[Path], Dataset]:
                              '{"points_key": ..., "visibility_key": ...}) is missing')
         return RealFaceDataset("aflw_pifa", folder, split, **json.loads(reader.read_text()))
     return open_split
+
+
+def _ch4_2d_set(label: str) -> Callable[[Path], Dataset]:
+    def open_set(root: Path) -> Dataset:
+        folder = find_2d_set(root, label)
+        if folder is None:
+            raise FileNotFoundError(f"no {label} folder under {root} (looked for {', '.join(REAL_2D_SETS[label][1])})")
+        kind = REAL_2D_SETS[label][0]
+        return RealFaceDataset(kind, folder, "all" if kind == "300vw" else "")
+    return open_set
 
 
 @dataclass(frozen=True)
@@ -51,13 +62,20 @@ class DatasetSpec:
 
 DATASETS: tuple[DatasetSpec, ...] = (
     DatasetSpec("300-W-LP", lambda root: RealFaceDataset("300w_lp", root, "train"), 61225,
-                "thesis Table 2.1 and section 2.3.1 (with the flipped copies)", "chapter 5: training of every network",
-                required_by=("ch5",)),
+                "thesis Table 2.1 and section 2.3.1 (with the flipped copies)",
+                "chapters 4 and 5: training of every network", required_by=("ch4", "ch5")),
     DatasetSpec("LS3D-W balanced", lambda root: RealFaceDataset("ls3dw", root, "balanced"), 7200,
-                "thesis sections 2.3.2 and 4.7 (Table 2.1 says 7,800)", "chapter 5: Tables 5.10, 5.13-5.16",
-                required_by=("ch5",)),
+                "thesis sections 2.3.2 and 4.7 (Table 2.1 says 7,800)",
+                "chapter 4: Tables 4.2-4.4, Figs. 4.9, 4.10, 4.14; chapter 5: Tables 5.10, 5.13-5.16",
+                required_by=("ch4", "ch5")),
     DatasetSpec("AFLW2000-3D", lambda root: RealFaceDataset("aflw2000_3d", root, "test"), 2000,
                 "thesis section 2.3.3", "chapter 5: Fig. 5.5b"),
+    DatasetSpec("300-W test", _ch4_2d_set("300-W"), 600, "thesis section 2.3 (Indoor and Outdoor)",
+                "chapter 4: Table 4.1"),
+    DatasetSpec("Menpo (2D)", _ch4_2d_set("Menpo"), None, "the thesis tests on Menpo's 68-point faces",
+                "chapter 4: Table 4.1"),
+    DatasetSpec("300-VW", _ch4_2d_set("300-VW"), 218595, "thesis section 2.3 (all 114 videos; 64 for testing)",
+                "chapter 4: Table 4.1 (categories A/B/C from 300VW/categories.json)"),
     DatasetSpec("AFLW-PIFA train", _aflw_pifa("train"), 3901, "thesis sections 3.2.1 and 5.4.2",
                 "chapter 3: training of CALE"),
     DatasetSpec("AFLW-PIFA test", _aflw_pifa("test"), 1299, "thesis sections 3.2.1 and 5.4.2",
@@ -150,7 +168,13 @@ def chapter_plan(reports: Sequence[DatasetReport]) -> dict[str, str]:
     ch3 += "; Table 3.6 from the pet annotations" if ok["Oxford-IIIT-Pet with 22-point annotations (test)"] else (
         "; Table 3.6 not reproduced (no pet annotations)")
     plan["ch3"] = ch3
-    plan["ch4"] = "the synthetic stand-ins (this chapter does not read a data root yet)"
+    missing4 = [r.name for r in reports if "ch4" in _required(r.name) and not r.usable]
+    sets_2d = [name for name in ("300-W test", "Menpo (2D)", "300-VW") if ok[name]]
+    plan["ch4"] = (f"cannot run: {', '.join(missing4)} unusable" if missing4 else
+                   "the real 300-W-LP and LS3D-W balanced (|yaw| fitted to the landmarks); Table 4.1 on "
+                   + (", ".join(sets_2d) if sets_2d else "no real 2D set (not run)")
+                   + "; the depth network, Figs. 4.6, 4.8, 4.12, 4.13, 4.15 not run (300-W-LP has no depth, "
+                     "LS3D-W no 2D annotations)")
     missing = [r.name for r in reports if "ch5" in _required(r.name) and not r.usable]
     plan["ch5"] = (f"cannot run: {', '.join(missing)} unusable" if missing else
                    "the real 300-W-LP and LS3D-W balanced" + ("; Fig. 5.5b on AFLW2000-3D" if ok["AFLW2000-3D"] else ""))

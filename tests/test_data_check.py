@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from fa_lib.cli import main
@@ -29,6 +30,9 @@ def data_root(tmp_path):
             for ext in (".jpg", ".mat"):
                 shutil.copy(FIX / "aflw_pifa" / f"face_1{ext}", root / "aflw_pifa" / split / f"face_{k}{ext}")
     (root / "aflw_pifa" / "reader.json").write_text(json.dumps(READER))
+    shutil.copytree(FIX / "300w", root / "300W")  # Table 4.1's 2D sets: 300-W test and 300-VW (category A)
+    shutil.copytree(FIX / "300VW", root / "300VW")
+    (root / "300VW" / "categories.json").write_text(json.dumps({"A": ["001"]}))
     return root
 
 
@@ -43,6 +47,7 @@ def test_a_complete_root_is_found_and_parsed(data_root):
     assert not reports["Oxford-IIIT-Pet with 22-point annotations (test)"].found
     plan = chapter_plan(list(reports.values()))
     assert plan["ch3"].startswith("CALE on the real AFLW-PIFA") and "real 300-W-LP" in plan["ch5"]
+    assert "Table 4.1 on 300-W test, 300-VW" in plan["ch4"] and "depth network" in plan["ch4"]
     assert "WiderFace" in plan["ch6"] and unusable_chapters(list(reports.values())) == {}
 
 
@@ -52,7 +57,8 @@ def test_an_empty_root_says_what_is_missing_and_which_chapter_cannot_run(tmp_pat
     assert not any(r.found for r in reports)
     assert "not found" in reports[0].problem and "300w_lp" in reports[0].problem
     blocked = unusable_chapters(reports)
-    assert set(blocked) == {"ch5"} and "300-W-LP" in blocked["ch5"] and "LS3D-W balanced" in blocked["ch5"]
+    assert set(blocked) == {"ch4", "ch5"} and "300-W-LP" in blocked["ch5"] and "LS3D-W balanced" in blocked["ch5"]
+    assert "300-W-LP" in blocked["ch4"]
     assert unusable_chapters(reports, ["ch3", "ch6"]) == {}
     assert main(["check-data", "--data-root", str(tmp_path / "empty")]) == 1
     out = capsys.readouterr().out
@@ -104,3 +110,33 @@ def test_chapters_3_5_and_6_run_on_a_fixture_data_root_through_the_real_readers(
     assert pets["verdicts"][0]["outcome"] == "not measurable"  # the fixture tree has no 22-point annotations
     sizes = json.loads((tmp_path / "results" / "figures" / "fig_6_9.json").read_text())
     assert sizes["sizes_source"].startswith("WiderFace validation boxes")
+
+
+@pytest.mark.notebook
+def test_chapter_4_runs_on_a_fixture_data_root_through_the_real_readers(data_root, smoke_project, tmp_path,
+                                                                      monkeypatch):
+    """Chapter 4 with ``--data-root``: the FANs train on the real 300-W-LP, Table 4.1 reads the real 2D
+    sets (300-W test, 300-VW category A, in the thesis's rows 300-W and 300-VW-A; Menpo is missing and named), Tables 4.2-4.4 the real LS3D-W
+    balanced with its |yaw| fitted to the landmarks; what 300-W-LP cannot train (the depth network) and
+    what LS3D-W cannot score (2D-FAN) is not run, with the reason, and nothing is written for it."""
+    monkeypatch.setenv("FA_LIB_RUNS", str(tmp_path / "runs"))
+    runs = reproduce("smoke", chapters=["ch4"], data_root=str(data_root), root=smoke_project, progress=False,
+                     force=True, device="cpu", results_dir=tmp_path / "results", executed_dir=tmp_path / "executed")
+    assert [r.status for r in runs] == ["ok"], [r.message for r in runs]
+    tables = tmp_path / "results" / "tables"
+    t41 = json.loads((tables / "table_4.1.json").read_text())
+    assert "real pts_folder all under" in t41["dataset"] and "real 300vw videos 001" in t41["dataset"]
+    table = pd.read_csv(tables / "table_4.1.csv")
+    ours = table[table["reproduced"].notna()]
+    assert set(ours["row"]) == {"300-W", "300-VW-A"} and set(ours["column"]) == {"2D-FAN", "mean shape (baseline)"}
+    assert table[(table["row"] == "300-W") & (table["column"] == "2D-FAN")]["paper"].notna().all()  # side by side
+    t42 = json.loads((tables / "table_4.2.json").read_text())
+    assert t42["dataset"].startswith("real ls3dw balanced") and "fitted" in t42["dataset"]
+    assert t42["data"]["train"].startswith("real 300w_lp train")
+    figures = tmp_path / "results" / "figures"
+    assert not (figures / "fig_4_12.json").exists() and not (figures / "fig_4_6.json").exists()
+    assert (figures / "fig_4_9.json").exists() and (figures / "fig_4_10.json").exists()
+    page = (tmp_path / "executed" / "ch4_fan.ipynb").read_text()
+    assert "not used by this chapter" not in page
+    assert "300-W-LP's files" in page and "Menpo: not found" in page
+

@@ -64,3 +64,23 @@ def test_two_processes_train_and_resume_after_a_kill(tmp_path):
     b = torch.load(ctx_whole.runs.folder("fan-hr", ctx_whole.fan_record("hr")) / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert EXIT_AFTER_STEP_STATUS == 75
+
+
+def test_chapters_4_and_5_list_and_train_their_networks_into_the_notebooks_cache(tmp_path, capsys):
+    """``fa-lib train ch4|ch5``: the jobs are the notebook's networks, and a trained one is found by the
+    chapter's context under the notebook's key (it would only evaluate)."""
+    assert main(["train", "ch4", "--list", "--profile", "smoke", "--runs-root", str(tmp_path)]) == 0
+    jobs4 = capsys.readouterr().out.splitlines()
+    assert jobs4[:4] == ["2D-FAN", "3D-FAN", "2D-to-3D-FAN", "3D-FAN-full depth"]
+    assert any(j.startswith("size:") for j in jobs4)
+    assert main(["train", "ch4", "2D-FAN", "--profile", "smoke", "--device", "cpu", "--runs-root", str(tmp_path),
+                 "--set", "iterations=2"]) == 0
+    ctx = make_context("ch4", "smoke", knobs={"iterations": 2}, runs_root=tmp_path, log=None, device="cpu")
+    assert ctx.network("2D-FAN").cached
+    assert "1 network(s) of ch4" in capsys.readouterr().out
+    assert main(["train", "ch5", "--list", "--profile", "smoke", "--runs-root", str(tmp_path)]) == 0
+    jobs5 = capsys.readouterr().out.splitlines()
+    assert len(jobs5) == len(set(jobs5)) > 10 and all(" " not in j for j in jobs5)
+    ctx5 = make_context("ch5", "smoke", runs_root=tmp_path, log=None, device="cpu")
+    with pytest.raises(ValueError, match="unknown chapter-5 job"):
+        ctx5.run_job("no-such-network")

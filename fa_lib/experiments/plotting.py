@@ -53,8 +53,12 @@ def ced_by_yaw(bins: np.ndarray, curves: Mapping[str, np.ndarray], suptitle: str
     panels = [(b, f"|yaw| {YAW_BIN_LABELS[b]}") for b in range(3)] + [(None, "all")]
     for i, (b, title) in enumerate(panels):
         sel = np.ones_like(bins, bool) if b is None else bins == b
-        ced_axes(fig.add_subplot(2, 2, i + 1), {k: np.asarray(v)[sel] for k, v in curves.items()},
-                 threshold=threshold, title=title)
+        ax = fig.add_subplot(2, 2, i + 1)
+        if not sel.any():  # a small real test set may have no face in a bin
+            ax.text(0.5, 0.5, "no test face in this bin", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(title, fontsize=9)
+            continue
+        ced_axes(ax, {k: np.asarray(v)[sel] for k, v in curves.items()}, threshold=threshold, title=title)
     fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return fig

@@ -71,6 +71,11 @@ class ThesisResult:
     def holds(self) -> list[bool | None]:
         return [v.holds for v in self.verdicts]
 
+    @property
+    def ran(self) -> bool:
+        """False for a result its data could not give (``data["not_run"]`` says why; nothing written)."""
+        return "not_run" not in self.data
+
 
 @dataclass(frozen=True)
 class Builder:

@@ -1,6 +1,6 @@
 """``fa-lib train``: a chapter's networks trained into the run cache, alone or under ``torchrun``.
 
-``fa-lib train ch6`` trains every network chapter 6 needs (``--list`` names them; give some names to
+``fa-lib train ch6`` (or ch3, ch4, ch5) trains every network the chapter needs (``--list`` names them; give some names to
 train only those, their parents first); under ``torchrun --nproc_per_node N fa-lib train ...`` every
 process trains the same networks in DistributedDataParallel (each takes its share of every epoch), rank 0
 writes the checkpoints and the finished runs, and a killed run resumes from its last checkpoint. The run
@@ -16,12 +16,14 @@ import torch.distributed as dist
 
 from fa_lib.device import resolve_device
 from fa_lib.experiments.ch3.context import Chapter3
+from fa_lib.experiments.ch4.context import Chapter4
+from fa_lib.experiments.ch5.context import Chapter5
 from fa_lib.experiments.ch6.context import Chapter6
 from fa_lib.experiments.context import ChapterContext
 from fa_lib.profiles import get_profile, with_knobs
 
-#: the chapters ``fa-lib train`` can train (the others' notebooks train their networks)
-CHAPTERS: dict[str, type[ChapterContext]] = {"ch3": Chapter3, "ch6": Chapter6}
+#: the chapters ``fa-lib train`` can train
+CHAPTERS: dict[str, type[ChapterContext]] = {"ch3": Chapter3, "ch4": Chapter4, "ch5": Chapter5, "ch6": Chapter6}
 
 
 def make_context(chapter: str, profile: str = "quick", *, knobs: Mapping[str, Any] | None = None,

@@ -17,7 +17,7 @@ import torch
 
 from fa_lib.experiments.ch4 import findings, narrative, training
 from fa_lib.experiments.ch4.conversion import ToolConversion, conversion_errors, convert_with_tool
-from fa_lib.experiments.ch4.data import Ch4Data, load_data
+from fa_lib.experiments.ch4.data import TEST_2D_LABELS, Ch4Data, load_data
 from fa_lib.experiments.ch4.evaluation import Predictions, predict_all
 from fa_lib.experiments.ch4.scale import MODEL_NAMES, Ch4Setup, ch4_setup, size_budget_setup
 from fa_lib.experiments.context import ChapterContext
@@ -27,6 +27,11 @@ from fa_lib.experiments.verdict import Verdict
 from fa_lib.profiles import Profile
 
 TEST_DATASET = "(synthetic stand-in for LS3D-W Balanced)"
+DEPTH_NETWORK = training.DEPTH_NAME
+
+
+class DataUnavailable(RuntimeError):
+    """A network or result that this data root cannot give (the message says why)."""
 
 
 class Chapter4(ChapterContext):
@@ -49,9 +54,6 @@ class Chapter4(ChapterContext):
         self.setup: Ch4Setup = ch4_setup(self.profile)
         self._networks: dict[str, CachedRun] = {}
         self._variants: dict[str, CachedRun] | None = None
-        if self.data_root is not None:
-            self.log(f"data_root={str(self.data_root)!r} is not used by this chapter yet: the synthetic "
-                     "stand-ins are used")
 
     def describe(self) -> str:
         """One line: the network, the budget, the device."""
@@ -65,8 +67,25 @@ class Chapter4(ChapterContext):
 
     @functools.cached_property
     def data(self) -> Ch4Data:
-        """The 300-W-LP stand-in and the yaw-balanced test set (rendered once, cached on disk)."""
-        return load_data(self.setup, seed=self.seed, progress=self.progress)
+        """The 300-W-LP stand-in and the yaw-balanced test set (rendered once, cached on disk); with a
+        data root the real 300-W-LP, LS3D-W balanced and the other real test sets found under it."""
+        data = load_data(self.setup, seed=self.seed, progress=self.progress, data_root=self.data_root)
+        for name, why in (data.missing or {}).items():
+            self.log(f"{name}: {why}; the results that need it say 'not run'")
+        return data
+
+    def unavailable(self, *names: str) -> str | None:
+        """Why a result needing the named networks or data cannot run on this data (None when it can):
+        the depth network needs the depth of the training set's 3D landmarks, "2D test labels" a test
+        set with 2D landmarks."""
+        if DEPTH_NETWORK in names and not self.data.has_depth:
+            return (f"not run: the depth network of section 4.8 trains on the depth (z) of the 3D landmarks, which "
+                    f"300-W-LP's files under {self.data_root} do not store (the thesis took it from the fitted 3D "
+                    f"face model)")
+        if TEST_2D_LABELS in names and not self.data.has_2d_test_labels:
+            return (f"not run: {self.data.test.name} holds only the projections of 3D landmarks, no 2D "
+                    f"annotations; 2D-FAN's accuracy on real 2D annotations is Table 4.1's")
+        return None
 
     def network(self, name: str) -> CachedRun:
         """One network of section 4.3 (``"2D-FAN"``, ``"3D-FAN"``, ``"2D-to-3D-FAN"``,
@@ -77,6 +96,9 @@ class Chapter4(ChapterContext):
             if name in kinds:
                 run = training.train_fan(kinds[name], self.setup, self.data, self.runs, **common)
             elif name == training.DEPTH_NAME:
+                why = self.unavailable(DEPTH_NETWORK)
+                if why:
+                    raise DataUnavailable(why)
                 run = training.train_depth(self.setup, self.data, self.runs, **common)
             else:
                 raise KeyError(f"no chapter-4 network {name!r}; choose one of {', '.join(MODEL_NAMES)}")
@@ -85,24 +107,46 @@ class Chapter4(ChapterContext):
 
     @property
     def models(self) -> dict[str, CachedRun]:
-        """The four networks of section 4.3, in :data:`MODEL_NAMES` order (trained on first use)."""
-        return {name: self.network(name) for name in MODEL_NAMES}
+        """The networks of section 4.3, in :data:`MODEL_NAMES` order (trained on first use); without
+        the depth network when the data cannot train it (:meth:`unavailable`)."""
+        return {name: self.network(name) for name in MODEL_NAMES
+                if not (name == DEPTH_NETWORK and self.unavailable(DEPTH_NETWORK))}
+
+    # -- fa-lib train ------------------------------------------------------------------------------
+
+    def jobs(self) -> list[str]:
+        """What ``fa-lib train ch4`` can train: the networks of section 4.3 (the depth network only where
+        the data has depth) and Table 4.4's sizes (``size:<label>``)."""
+        names = [n for n in MODEL_NAMES if not (n == DEPTH_NETWORK and self.unavailable(DEPTH_NETWORK))]
+        return names + [f"size:{label}" for label, _, _ in self.setup.size_rows]
+
+    def run_job(self, job: str) -> None:
+        if job.startswith("size:"):
+            self.size_variant(job.partition(":")[2])
+        elif job in MODEL_NAMES:
+            self.network(job)
+        else:
+            raise ValueError(f"unknown chapter-4 job {job!r}; the jobs are {', '.join(self.jobs())}")
+
+    def size_variant(self, label: str) -> CachedRun:
+        """One network of Table 4.4 (see :meth:`size_variants`)."""
+        rows = {row[0]: row for row in self.setup.size_rows}
+        if label not in rows:
+            raise ValueError(f"no Table 4.4 size {label!r}; the sizes are {', '.join(rows)}")
+        _, stacks, width = rows[label]
+        size_setup = size_budget_setup(self.setup)
+        if (stacks, width) == (self.setup.stacks, self.setup.width) and size_setup is self.setup:
+            return self.network("3D-FAN")
+        return training.train_fan("3d", size_setup, self.data, self.runs, seed=self.seed, stacks=stacks, width=width,
+                                  device=self.device, progress=self.progress,
+                                  name=f"3D-FAN {stacks} stacks width {width}")
 
     def size_variants(self) -> dict[str, CachedRun]:
         """Table 4.4's networks (label -> run), 3D-FAN at each size of ``setup.size_rows``, all with
         the same budget (:func:`~fa_lib.experiments.ch4.scale.size_budget_setup`); with the 3D-FAN
         budget the variant equal to the chapter's 3D-FAN is that network, not retrained."""
         if self._variants is None:
-            size_setup = size_budget_setup(self.setup)
-            variants = {}
-            for label, stacks, width in self.setup.size_rows:
-                if (stacks, width) == (self.setup.stacks, self.setup.width) and size_setup is self.setup:
-                    variants[label] = self.network("3D-FAN")
-                else:
-                    variants[label] = training.train_fan(
-                        "3d", size_setup, self.data, self.runs, seed=self.seed, stacks=stacks, width=width,
-                        device=self.device, progress=self.progress, name=f"3D-FAN {stacks} stacks width {width}")
-            self._variants = variants
+            self._variants = {label: self.size_variant(label) for label, _, _ in self.setup.size_rows}
         return self._variants
 
     def runs_of(self, *names: str) -> dict[str, list[CachedRun]]:
@@ -122,6 +166,11 @@ class Chapter4(ChapterContext):
         """Every network of section 4.3 over the test set (10% box noise), computed once."""
         return predict_all({name: run.model for name, run in self.models.items()}, self.data, self.setup,
                            seed=self.seed, device=self.device)
+
+    def not_run(self, result_id: str, kind: str, why: str) -> ThesisResult:
+        """The result of a builder that cannot run on this data: nothing written, the reason noted."""
+        self.log(f"{kind} {result_id}: {why}")
+        return ThesisResult(result_id, kind, notes=[why], data={"not_run": why})
 
     @functools.cached_property
     def conversion(self) -> ToolConversion:
@@ -150,7 +199,14 @@ class Chapter4(ChapterContext):
 
     @property
     def test_dataset(self) -> str:
+        if self.data.real:
+            return f"{self.data.test.name} (real LS3D-W balanced, {len(self.data.test)} faces; |yaw| fitted to the landmarks)"
         return f"{self.data.test.name} {TEST_DATASET}"
+
+    @property
+    def test_set_words(self) -> str:
+        """The test set in a caption."""
+        return "the real LS3D-W balanced" if self.data.real else "the synthetic yaw-balanced test set"
 
     def write_test_table(self, table_id: str, df: pd.DataFrame, *, caption: str, budget: Any = None,
                          wall_time_s: float | None = None, verdicts: list[Verdict] | None = None,
@@ -164,8 +220,8 @@ class Chapter4(ChapterContext):
 
     def write_test_figure(self, fig, fig_id: str, *, caption: str, budget: Any = None):
         """:meth:`write_figure` on the chapter's (synthetic) test set."""
-        return self.write_figure(fig, fig_id, dataset=f"{self.data.test.name} (synthetic)", caption=caption,
-                                 budget=budget)
+        dataset = self.test_dataset if self.data.real else f"{self.data.test.name} (synthetic)"
+        return self.write_figure(fig, fig_id, dataset=dataset, caption=caption, budget=budget)
 
     # -- the training section ----------------------------------------------------------------------
 
@@ -175,8 +231,9 @@ class Chapter4(ChapterContext):
         (a model that ignores the image). Not a thesis result: nothing is written."""
         budgets = training.budget_summary(self.models)
         p = self.predictions
-        nme = {"2D-FAN": float(np.mean(p.fan2d.nme)), "mean shape (2D)": float(np.mean(p.baseline2d)),
-               "3D-FAN": float(np.mean(p.fan3d.nme)), "mean shape (3D)": float(np.mean(p.baseline3d))}
+        nme = {"3D-FAN": float(np.mean(p.fan3d.nme)), "mean shape (3D)": float(np.mean(p.baseline3d))}
+        if p.fan2d is not None:
+            nme = {"2D-FAN": float(np.mean(p.fan2d.nme)), "mean shape (2D)": float(np.mean(p.baseline2d)), **nme}
         return ThesisResult("4.training", kind="table", verdicts=findings.training_verdicts(nme),
                             runs={name: [run] for name, run in self.models.items()},
                             notes=[narrative.training(nme)], data={"budgets": budgets, "mean_nme": nme})

@@ -30,6 +30,11 @@ from fa_lib.models import save_model
 
 #: Fig. 4.6's summary column on profile faces (the verdicts are taken there)
 PROFILE_NME = "mean NME, |yaw| 60-90 (%)"
+#: why Fig. 4.6 and table 4.fig6 do not run on a data root
+CONVERSION_NOT_RUN = ("not run on a data root: the comparison converts test faces from their 2D annotations "
+                      "(.pts) and measures the result against their true 3D landmarks; LS3D-W's files hold only "
+                      "the 3D landmarks' projections, and the thesis's protocol on AFLW2000-3D (2D-FAN's points "
+                      "as the only guide) is not implemented for real data yet")
 #: the curves of Fig. 4.6
 PTS_CURVE = "convert-ls3dw, 2D annotations (.pts)"
 FAN2D_CURVE = "convert-ls3dw, 2D-FAN guide (no .pts)"

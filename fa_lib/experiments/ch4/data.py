@@ -3,15 +3,24 @@ the test-time inputs (box noise only), the samples seen at a lower resolution (F
 guides of 2D-to-3D-FAN, the depth network's inputs (section 4.8) and the mean-shape baseline.
 
 The thesis trains on 300-W-LP and tests on 300-W, 300-VW, Menpo, AFLW2000-3D and LS3D-W; none of them
-can be downloaded here. Every experiment therefore trains on the synthetic 300-W-LP stand-in
-(:func:`fa_lib.data.synthetic.train_300wlp_standin`: rendered faces of the 3D face model, yaw in
+can be downloaded here. Without a data root every experiment therefore trains on the synthetic 300-W-LP
+stand-in (:func:`fa_lib.data.synthetic.train_300wlp_standin`: rendered faces of the 3D face model, yaw in
 [-90, 90], 2D and 3D landmarks) and tests on the yaw-balanced stand-in
 (:func:`fa_lib.data.synthetic.test_yaw_balanced`: equal counts in |yaw| 0-30, 30-60, 60-90, people
 never seen in training).
+
+With ``data_root`` (:func:`load_data`) the networks train on the real 300-W-LP and the 3D tables test on
+the real LS3D-W balanced, whose files carry no head pose: its |yaw| bins come from the pose fitted to each
+face's landmarks (:func:`fa_lib.convert_ls3dw.estimate_pose`, the conversion tool's estimate). Table 4.1's
+2D test sets (300-W test, Menpo, 300-VW) and AFLW2000-3D are read when they are under the root
+(:data:`REAL_2D_SETS`; AFLW2000-3D in the layout of :mod:`fa_lib.data.real`). 300-W-LP stores no depth of its 3D landmarks, so the
+depth network of section 4.8 cannot be trained on it (:attr:`Ch4Data.has_depth`).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import cv2
@@ -21,36 +30,163 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from fa_lib import geometry, metrics
+from fa_lib.convert_ls3dw import estimate_pose
 from fa_lib.data.augment import Augmentation
 from fa_lib.data.pipeline import FanInputs
+from fa_lib.data.real import RealFaceDataset
 from fa_lib.data.synthetic import test_yaw_balanced, train_300wlp_standin, yaw_bin_of
 from fa_lib.experiments.ch4.scale import EVAL_BOX_NOISE, EVAL_SEED, Ch4Setup
+from fa_lib.experiments.runs import dataset_identity, run_key
 from fa_lib.heatmaps import gaussian_heatmaps
+
+#: Table 4.1's real 2D test sets, by the thesis's row names: label -> (reader kind, folder names tried under
+#: the data root); "300-W" is the 300-W test set (Indoor and Outdoor)
+REAL_2D_SETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "300-W": ("pts_folder", ("300W", "300w", "300W_test", "300w_test")),
+    "Menpo": ("pts_folder", ("Menpo", "menpo", "Menpo-2D")),
+    "300-VW": ("300vw", ("300VW", "300vw", "300VW_Dataset_2015_12_14")),
+}
+#: 300-VW's A/B/C test categories are not in its files: ``<300-VW folder>/categories.json``
+#: (``{"A": [video ids], "B": [...], "C": [...]}``), when present, splits Table 4.1's 300-VW row
+VW_CATEGORIES_FILE = "categories.json"
+#: ``Chapter4.unavailable``'s name for "needs 2D annotations on the test set"
+TEST_2D_LABELS = "2D test labels"
+#: faces of a large real training set read for the mean-shape baseline (evenly spaced)
+MEAN_SHAPE_FACES = 2000
+
+
+class AnnotatedSet(Dataset):
+    """A real dataset read as the chapter reads its synthetic sets: samples by index, and
+    ``array(key)`` (landmarks, box, pose of every sample, gathered on first use). ``estimate_yaw``:
+    samples without a head pose get the one fitted to their 3D landmarks' projections
+    (:func:`fa_lib.convert_ls3dw.estimate_pose`; ``pose_estimated`` says so)."""
+
+    def __init__(self, dataset: RealFaceDataset, name: str, estimate_yaw: bool = False):
+        self.dataset, self.name, self.estimate_yaw = dataset, name, estimate_yaw
+        self._arrays: dict[str, np.ndarray] = {}
+        self.pose_estimated = False
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.dataset[index]
+        if self.estimate_yaw and not np.isfinite(np.asarray(sample["pose"], np.float64)).all():
+            points = sample["landmarks_3d"] if sample.get("landmarks_3d") is not None else sample["landmarks_2d"]
+            sample["pose"] = np.asarray(estimate_pose(points), np.float32)
+            self.pose_estimated = True
+        return sample
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return dataset_identity(self.dataset)
+
+    @property
+    def has_depth(self) -> bool:
+        """Whether the 3D landmarks carry depth (z), judged on the first sample."""
+        first = self.dataset[0].get("landmarks_3d")
+        return first is not None and bool(np.isfinite(np.asarray(first, np.float64)[:, 2]).all())
+
+    def array(self, key: str) -> np.ndarray:
+        if key not in self._arrays:
+            samples = [self[i] for i in range(len(self))]
+            for name in ("landmarks_2d", "landmarks_3d", "box", "pose"):
+                values = [s.get(name) for s in samples]
+                if all(v is not None for v in values):
+                    self._arrays[name] = np.stack([np.asarray(v, np.float32) for v in values])
+            if key not in self._arrays:
+                raise KeyError(f"{self.name} has no {key!r} for every face")
+        return self._arrays[key]
 
 
 @dataclass
 class Ch4Data:
-    """The training and test sets of the chapter (synthetic stand-ins, see the module docstring)."""
+    """The training and test sets of the chapter (synthetic stand-ins, or real ones with a data root;
+    see the module docstring). ``tests_2d``: Table 4.1's real 2D test sets found under the root;
+    ``missing``: the real sets that were not (name -> why); ``aflw2000``: AFLW2000-3D if found."""
 
     train: Any
     test: Any
     seed: int
+    real: bool = False
+    tests_2d: dict[str, Any] | None = None
+    aflw2000: Any = None
+    missing: dict[str, str] | None = None
 
     @property
     def test_bins(self) -> np.ndarray:
         return yaw_bin_of(np.asarray(self.test.array("pose")))
 
+    @property
+    def has_depth(self) -> bool:
+        """Whether the training set's 3D landmarks carry depth (the depth network needs it)."""
+        return bool(self.train.has_depth) if self.real else True
+
+    @property
+    def has_2d_test_labels(self) -> bool:
+        """Whether the test set has 2D landmarks (LS3D-W has only the 3D landmarks' projections)."""
+        return not self.real or self.test.dataset[0].get("landmarks_2d") is not None
+
+    def train_set_key(self) -> str:
+        """The training set in the run-cache records (the synthetic set's folder name, as always)."""
+        if not self.real:
+            return str(Path(self.train.folder).name)
+        return f"real-{self.train.dataset.kind}-{run_key(self.train.identity)}"
+
     def describe(self) -> dict[str, Any]:
-        return {"train": f"{self.train.name} ({len(self.train)} faces)",
-                "test": f"{self.test.name} ({len(self.test)} faces, yaw-balanced)",
-                "seed": self.seed}
+        yaw = " (|yaw| fitted to the landmarks)" if self.real and self.test.estimate_yaw else ""
+        out = {"train": f"{self.train.name} ({len(self.train)} faces)",
+               "test": f"{self.test.name} ({len(self.test)} faces, yaw-balanced){yaw}",
+               "seed": self.seed, "real": self.real}
+        if self.real:
+            out["tests_2d"] = {name: f"{ds.name} ({len(ds)} faces)" for name, ds in (self.tests_2d or {}).items()}
+            out["aflw2000"] = None if self.aflw2000 is None else f"{self.aflw2000.name} ({len(self.aflw2000)} faces)"
+            out["missing"] = dict(self.missing or {})
+        return out
 
 
-def load_data(setup: Ch4Setup, seed: int = 0, progress: bool = False) -> Ch4Data:
-    """Render (or reuse the cached) 300-W-LP stand-in and yaw-balanced test set of the profile."""
-    train = train_300wlp_standin(setup.profile, seed=seed, progress=progress)
-    test = test_yaw_balanced(setup.profile, seed=seed, progress=progress)
-    return Ch4Data(train=train, test=test, seed=seed)
+def find_2d_set(root, label: str) -> Path | None:
+    """The folder of Table 4.1's real 2D test set ``label`` (:data:`REAL_2D_SETS`) under ``root``, or None."""
+    root = Path(root)
+    return next((root / name for name in REAL_2D_SETS[label][1] if (root / name).is_dir()), None)
+
+
+def _real_set(kind: str, folder: Path, split: str, **options) -> AnnotatedSet:
+    dataset = RealFaceDataset(kind, folder, split, **options)
+    return AnnotatedSet(dataset, f"real {kind} {split or 'all'} under {folder}", estimate_yaw=(kind == "ls3dw"))
+
+
+def load_data(setup: Ch4Setup, seed: int = 0, progress: bool = False, data_root=None) -> Ch4Data:
+    """Render (or reuse the cached) 300-W-LP stand-in and yaw-balanced test set of the profile, or with
+    ``data_root`` read the real sets (see the module docstring): 300-W-LP and LS3D-W balanced are
+    required; Table 4.1's 2D sets and AFLW2000-3D are used when found (``missing`` says which were not)."""
+    if data_root is None:
+        train = train_300wlp_standin(setup.profile, seed=seed, progress=progress)
+        test = test_yaw_balanced(setup.profile, seed=seed, progress=progress)
+        return Ch4Data(train=train, test=test, seed=seed)
+    root = Path(data_root).expanduser()
+    train = _real_set("300w_lp", root, "train")
+    test = _real_set("ls3dw", root, "balanced")
+    tests_2d, missing = {}, {}
+    for label, (kind, folders) in REAL_2D_SETS.items():
+        folder = find_2d_set(root, label)
+        if folder is None:
+            missing[label] = f"not found under {root} (looked for {', '.join(folders)})"
+            continue
+        if kind == "300vw" and (folder / VW_CATEGORIES_FILE).is_file():
+            categories = json.loads((folder / VW_CATEGORIES_FILE).read_text())
+            for category, videos in categories.items():
+                subset = _real_set(kind, folder, "all", videos=videos)
+                subset.name = f"real 300vw videos {', '.join(str(v) for v in videos)} under {folder}"
+                tests_2d[f"300-VW-{category}"] = subset  # the thesis's rows 300-VW-A/B/C
+        else:
+            tests_2d[label] = _real_set(kind, folder, "all" if kind == "300vw" else "")
+    aflw = None
+    try:
+        aflw = _real_set("aflw2000_3d", root, "test")
+    except FileNotFoundError as err:
+        missing["AFLW2000-3D"] = str(err)
+    return Ch4Data(train=train, test=test, seed=seed, real=True, tests_2d=tests_2d, aflw2000=aflw, missing=missing)
 
 
 class ListSamples(Dataset):
@@ -183,14 +319,21 @@ class DepthInputs:
 
 
 def ground_truth(samples: Dataset, landmarks: str) -> tuple[np.ndarray, np.ndarray]:
-    """(points (M, 68, 2|3), boxes (M, 4)) of a synthetic set."""
+    """(points (M, 68, 2|3), boxes (M, 4)) of a synthetic set or an :class:`AnnotatedSet`."""
     key = "landmarks_2d" if landmarks == "2d" else "landmarks_3d"
     return np.asarray(samples.array(key), np.float32), np.asarray(samples.array("box"), np.float32)
 
 
 def mean_shape(samples: Dataset, landmarks: str) -> np.ndarray:
-    """The mean landmark configuration of a training set in box coordinates ((p - x1y1) / wh)."""
-    points, boxes = ground_truth(samples, landmarks)
+    """The mean landmark configuration of a training set in box coordinates ((p - x1y1) / wh); of
+    :data:`MEAN_SHAPE_FACES` evenly spaced faces of a larger real set."""
+    if isinstance(samples, AnnotatedSet) and len(samples) > MEAN_SHAPE_FACES:
+        key = "landmarks_2d" if landmarks == "2d" else "landmarks_3d"
+        picked = [samples[int(i)] for i in np.linspace(0, len(samples) - 1, MEAN_SHAPE_FACES).round()]
+        points = np.stack([np.asarray(s[key], np.float32) for s in picked])
+        boxes = np.stack([np.asarray(s["box"], np.float32) for s in picked])
+    else:
+        points, boxes = ground_truth(samples, landmarks)
     origin, size = boxes[:, None, :2], (boxes[:, 2:] - boxes[:, :2])[:, None, :]
     return ((points[..., :2] - origin) / size).mean(axis=0).astype(np.float32)
 

@@ -63,33 +63,41 @@ def predict_depth(depth_net: nn.Module, samples: Dataset, points_xy: np.ndarray,
 class Predictions:
     """Every test-set prediction the tables and figures share (computed once per context)."""
 
-    fan2d: Any                 # Evaluation of 2D-FAN against the 2D landmarks
+    fan2d: Any                 # Evaluation of 2D-FAN against the 2D landmarks (None: the test set has none)
     fan3d: Any                 # 3D-FAN against the projections of the 3D landmarks
     converted_pred: Any        # 2D-to-3D-FAN guided by 2D-FAN's predictions (thesis 4.5 pipeline)
-    depth_z: np.ndarray        # 3D-FAN-full: z (image px, centred) at 3D-FAN's points
-    baseline2d: np.ndarray     # mean-shape NME, 2D landmarks
+    depth_z: np.ndarray | None  # 3D-FAN-full: z (image px, centred) at 3D-FAN's points (None: no depth network)
+    baseline2d: np.ndarray | None  # mean-shape NME, 2D landmarks (None: the test set has none)
     baseline3d: np.ndarray     # mean-shape NME, 3D landmarks
     bins: np.ndarray
     seconds: float
+    guides_2d: np.ndarray | None = None  # 2D-FAN's points on the test set (2D-to-3D-FAN's guides)
 
 
 def predict_all(models: Mapping[str, nn.Module], data: Ch4Data, setup: Ch4Setup, *, seed: int = 0,
                 device: Any = "auto") -> Predictions:
     """Run every network of section 4.3 (``models``: name -> network) over the test set (10% box
-    noise, one seed)."""
+    noise, one seed). On a test set without 2D annotations (LS3D-W) 2D-FAN still runs, for its points
+    are 2D-to-3D-FAN's guides, but is not scored (``fan2d``, ``baseline2d`` None); without the depth
+    network ``depth_z`` is None."""
     started = time.perf_counter()
     test = data.test
-    fan2d = evaluate_fan(models["2D-FAN"], test, setup, landmarks="2d", seed=seed, device=device)
+    scored_2d = data.has_2d_test_labels
+    # without 2D annotations the crops still come from the same (3D-projection) boxes: only the points are used
+    fan2d = evaluate_fan(models["2D-FAN"], test, setup, landmarks="2d" if scored_2d else "3d", seed=seed,
+                         device=device)
     fan3d = evaluate_fan(models["3D-FAN"], test, setup, landmarks="3d", seed=seed, device=device)
     conv_pred = evaluate_fan(models["2D-to-3D-FAN"], with_guides(test, fan2d.predictions), setup,
                              landmarks="3d", guide=True, seed=seed, device=device)
-    depth_z = predict_depth(models["3D-FAN-full depth"], test, fan3d.predictions, setup, seed=seed,
-                            device=device)
+    depth_z = None
+    if "3D-FAN-full depth" in models:
+        depth_z = predict_depth(models["3D-FAN-full depth"], test, fan3d.predictions, setup, seed=seed,
+                                device=device)
     return Predictions(
-        fan2d=fan2d, fan3d=fan3d, converted_pred=conv_pred, depth_z=depth_z,
-        baseline2d=mean_shape_errors(mean_shape(data.train, "2d"), test, "2d", seed=seed),
+        fan2d=fan2d if scored_2d else None, fan3d=fan3d, converted_pred=conv_pred, depth_z=depth_z,
+        baseline2d=mean_shape_errors(mean_shape(data.train, "2d"), test, "2d", seed=seed) if scored_2d else None,
         baseline3d=mean_shape_errors(mean_shape(data.train, "3d"), test, "3d", seed=seed),
-        bins=data.test_bins, seconds=time.perf_counter() - started)
+        bins=data.test_bins, seconds=time.perf_counter() - started, guides_2d=fan2d.predictions)
 
 
 def depth_errors(preds: Predictions, data: Ch4Data) -> dict[str, np.ndarray]:

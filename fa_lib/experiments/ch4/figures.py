@@ -15,9 +15,11 @@ from matplotlib.figure import Figure
 
 from fa_lib import metrics
 from fa_lib.experiments.ch4 import findings, narrative
-from fa_lib.experiments.ch4.data import at_resolution, example_indices, ground_truth
+from fa_lib.experiments.ch4.conversion import CONVERSION_NOT_RUN
+from fa_lib.experiments.ch4.data import TEST_2D_LABELS, at_resolution, example_indices, ground_truth
 from fa_lib.experiments.ch4.evaluation import depth_errors, error_summary, evaluate_fan
-from fa_lib.experiments.ch4.training import TRAINS_2D, TRAINS_2D_TO_3D, TRAINS_3D, TRAINS_DEPTH, TRAINS_SIZES
+from fa_lib.experiments.ch4.training import (DEPTH_NAME as DEPTH_NETWORK, TRAINS_2D, TRAINS_2D_TO_3D, TRAINS_3D,
+                                             TRAINS_DEPTH, TRAINS_SIZES)
 from fa_lib.experiments.common import auc_by_bin, curve_summary, learning_curves
 from fa_lib.experiments.plotting import (GROUND_TRUTH, PREDICTION, ced_axes, ced_by_yaw, draw_landmarks,
                                          landmark_grid, learning_curves_figure)
@@ -46,6 +48,8 @@ def fig_4_6(ctx) -> ThesisResult:
     landmarks (the thesis compares with AFLW2000-3D's fitted annotations; ours are exact by
     construction), with 3D-FAN alone and "no conversion" for reference. Its numbers and verdicts
     are table "4.fig6"."""
+    if ctx.data.real:
+        return ctx.not_run("4.6", "figure", CONVERSION_NOT_RUN)
     tool = ctx.conversion
     fig = _single_axes(f"fa-lib convert-ls3dw vs the true 3D landmarks, {len(tool.indices)} faces (cf. Fig. 4.6)",
                        ctx.conversion_curves)
@@ -57,11 +61,14 @@ def fig_4_6(ctx) -> ThesisResult:
 def fig_4_8(ctx) -> ThesisResult:
     """Fig. 4.8: CED of 2D-FAN on 2D landmarks, one panel per yaw bin and one for all images, with
     the mean shape as the floor."""
+    why = ctx.unavailable(TEST_2D_LABELS)
+    if why:
+        return ctx.not_run("4.8", "figure", why)
     p = ctx.predictions
     fig = ced_by_yaw(p.bins, {"2D-FAN": p.fan2d.nme, "mean shape": p.baseline2d},
-                     "2D-FAN on the 2D landmarks of the synthetic test set (cf. thesis Fig. 4.8)")
+                     f"2D-FAN on the 2D landmarks of {ctx.test_set_words} (cf. thesis Fig. 4.8)")
     return _figure_result(ctx, "4.8", fig, names=("2D-FAN",),
-                          caption="CED curves of 2D-FAN by yaw (synthetic test set, 10% box noise)")
+                          caption=f"CED curves of 2D-FAN by yaw ({ctx.test_set_words}, 10% box noise)")
 
 
 @thesis_figure("4.9", trains=(TRAINS_3D, TRAINS_2D_TO_3D))
@@ -71,9 +78,9 @@ def fig_4_9(ctx) -> ThesisResult:
     p = ctx.predictions
     fig = ced_by_yaw(p.bins, {"3D-FAN": p.fan3d.nme, "2D-to-3D-FAN (2D-FAN guide)": p.converted_pred.nme,
                               "mean shape": p.baseline3d},
-                     "3D-FAN on the 3D landmarks of the synthetic test set (cf. thesis Fig. 4.9)")
+                     f"3D-FAN on the 3D landmarks of {ctx.test_set_words} (cf. thesis Fig. 4.9)")
     return _figure_result(ctx, "4.9", fig, names=("3D-FAN", "2D-to-3D-FAN"),
-                          caption="CED curves of 3D-FAN by yaw (synthetic test set, 10% box noise)")
+                          caption=f"CED curves of 3D-FAN by yaw ({ctx.test_set_words}, 10% box noise)")
 
 
 @thesis_figure("4.10", trains=(TRAINS_3D,))
@@ -122,6 +129,9 @@ def fig_4_10(ctx) -> ThesisResult:
 def fig_4_12(ctx) -> ThesisResult:
     """Fig. 4.12: depth error of 3D-FAN-full (NME of z, of (x, y) and of (x, y, z), and of a flat
     face z = 0) as CED curves. ``data["summary"]``: mean NME and AUC@7% of each."""
+    why = ctx.unavailable(DEPTH_NETWORK)
+    if why:
+        return ctx.not_run("4.12", "figure", why)
     curves = depth_errors(ctx.predictions, ctx.data)
     fig = _single_axes("3D-FAN-full: depth and full 3D error (cf. Fig. 4.12)", curves)
     summary = error_summary(curves, "error of")
@@ -142,12 +152,15 @@ def _fittings(ctx, fig_id: str, network: str, ev, per_bin: int) -> ThesisResult:
                         [f"|yaw| {_yaw(ctx, i):.0f}, NME {100 * ev.nme[i]:.1f}%" for i in idx], columns=per_bin,
                         size=2.1, suptitle=f"{network} fittings (red) and ground truth (green) (cf. Fig. {fig_id})")
     return _figure_result(ctx, fig_id, fig, names=(network,), data={"indices": idx},
-                          caption=f"{network} fitting examples on the synthetic yaw-balanced test set")
+                          caption=f"{network} fitting examples on {ctx.test_set_words}")
 
 
 @thesis_figure("4.13", trains=(TRAINS_2D,))
 def fig_4_13(ctx, per_bin: int = 3) -> ThesisResult:
     """Fig. 4.13: 2D-FAN fittings on test faces of every yaw bin (``per_bin`` each)."""
+    why = ctx.unavailable(TEST_2D_LABELS)
+    if why:
+        return ctx.not_run("4.13", "figure", why)
     return _fittings(ctx, "4.13", "2D-FAN", ctx.predictions.fan2d, per_bin)
 
 
@@ -161,6 +174,9 @@ def fig_4_14(ctx, per_bin: int = 3) -> ThesisResult:
 def fig_4_15(ctx, per_bin: int = 3) -> ThesisResult:
     """Fig. 4.15: full 3D fittings of 3D-FAN-full, one face per yaw bin: (x, y) on the image and a
     side view of (z, y) against the true 3D landmarks."""
+    why = ctx.unavailable(DEPTH_NETWORK)
+    if why:
+        return ctx.not_run("4.15", "figure", why)
     p = ctx.predictions
     idx = example_indices(p.bins, per_bin)
     gt3, _ = ground_truth(ctx.data.test, "3d")

