@@ -364,3 +364,32 @@ def test_stand_ins_are_calibrated_and_the_calibration_is_in_the_run_key(ch6):
     assert float(ch6.features("resnet50").scale) != 1.0
     assert "feature_calibration" in ch6.method_record("pixel-feature")
     assert "feature_calibration" not in ch6.method_record("pixel")
+
+
+def test_real_pairs_frame_real_faces_as_the_synthetic_ones(tmp_path):
+    """Chapter 6 on a data root: each real face cropped to 64 px with its landmarks' box filling
+    FACE_FRACTION of the side, centred; its 16 px input reproducible from (seed, index); LS3D-W's missing
+    pose fitted to the landmarks; the pairs' identity (run-cache key) names the real set."""
+    import shutil
+    from pathlib import Path
+
+    from fa_lib.data.real import RealFaceDataset
+    from fa_lib.experiments.ch6.data import FACE_FRACTION, RealLowResPairs, real_pairs
+    from fa_lib.experiments.runs import dataset_identity
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    shutil.copytree(fixtures / "300W_LP", tmp_path / "300W_LP")
+    shutil.copytree(fixtures / "LS3D-W" / "Menpo-3D", tmp_path / "LS3D-W" / "balanced" / "Menpo-3D")
+    train, test, degraded = real_pairs(tmp_path, seed=3)
+    sample = train[0]
+    assert sample["image"].shape == (64, 64, 3) and sample["image_lr"].shape == (16, 16, 3)
+    box = sample["box"]
+    assert max(box[2] - box[0], box[3] - box[1]) == pytest.approx(FACE_FRACTION * 64, abs=0.01)
+    assert (box[:2] + box[2:]) / 2 == pytest.approx([32, 32], abs=0.01)
+    assert np.array_equal(train[0]["image_lr"], sample["image_lr"])
+    face = RealFaceDataset("ls3dw", tmp_path, "balanced")[0]
+    assert not np.isfinite(face["pose"]).any() and np.isfinite(test[0]["pose"]).all()
+    assert dataset_identity(degraded)["real_pairs"] == "300w_lp" and dataset_identity(degraded)["degradation"]
+    assert dataset_identity(train) != dataset_identity(degraded) and test.array("pose").shape == (1, 3)
+    with pytest.raises(ValueError, match="face_fraction"):
+        RealLowResPairs(RealFaceDataset("ls3dw", tmp_path, "balanced"), face_fraction=0.0)

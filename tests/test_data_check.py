@@ -57,9 +57,9 @@ def test_an_empty_root_says_what_is_missing_and_which_chapter_cannot_run(tmp_pat
     assert not any(r.found for r in reports)
     assert "not found" in reports[0].problem and "300w_lp" in reports[0].problem
     blocked = unusable_chapters(reports)
-    assert set(blocked) == {"ch4", "ch5"} and "300-W-LP" in blocked["ch5"] and "LS3D-W balanced" in blocked["ch5"]
-    assert "300-W-LP" in blocked["ch4"]
-    assert unusable_chapters(reports, ["ch3", "ch6"]) == {}
+    assert set(blocked) == {"ch4", "ch5", "ch6"} and "300-W-LP" in blocked["ch5"] and "LS3D-W balanced" in blocked["ch5"]
+    assert "300-W-LP" in blocked["ch4"] and "LS3D-W balanced" in blocked["ch6"]
+    assert unusable_chapters(reports, ["ch3"]) == {}
     assert main(["check-data", "--data-root", str(tmp_path / "empty")]) == 1
     out = capsys.readouterr().out
     assert "[MISSING] 300-W-LP" in out and "ch5: cannot run" in out and "ch3: the synthetic" in out
@@ -93,7 +93,8 @@ def test_reproduce_stops_before_training_when_a_chapter_cannot_use_the_root(tmp_
 def test_chapters_3_5_and_6_run_on_a_fixture_data_root_through_the_real_readers(data_root, smoke_project, tmp_path,
                                                                               monkeypatch):
     """The real-data path end to end: the chapter-3, -5 and -6 notebooks at the smoke scale with
-    ``--data-root`` on the fixture root; which results came from which fixture dataset."""
+    ``--data-root`` on the fixture root; which results came from which fixture dataset (chapter 6: pairs
+    made from the real 300-W-LP and LS3D-W faces)."""
     monkeypatch.setenv("FA_LIB_RUNS", str(tmp_path / "runs"))
     runs = reproduce("smoke", chapters=["ch3", "ch5", "ch6"], data_root=str(data_root), root=smoke_project,
                      progress=False, force=True, device="cpu", results_dir=tmp_path / "results",
@@ -110,6 +111,8 @@ def test_chapters_3_5_and_6_run_on_a_fixture_data_root_through_the_real_readers(
     assert pets["verdicts"][0]["outcome"] == "not measurable"  # the fixture tree has no 22-point annotations
     sizes = json.loads((tmp_path / "results" / "figures" / "fig_6_9.json").read_text())
     assert sizes["sizes_source"].startswith("WiderFace validation boxes")
+    superfan = json.loads((tmp_path / "results" / "tables" / "table_6.2.json").read_text())
+    assert superfan["dataset"].startswith("real 300w_lp train under") and "-> real ls3dw balanced" in superfan["dataset"]
 
 
 @pytest.mark.notebook

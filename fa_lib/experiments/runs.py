@@ -73,6 +73,8 @@ def dataset_identity(dataset: Dataset) -> dict[str, Any]:
                 "spec": run_key({"spec": manifest.get("spec"), "generator": manifest.get("generator_version")})}
     if isinstance(dataset, RealFaceDataset):
         return {"real": dataset.kind, "root": str(dataset.root), "split": dataset.split, "size": len(dataset)}
+    if isinstance(getattr(dataset, "identity", None), dict):  # e.g. chapter 6's pairs made from real faces
+        return dict(dataset.identity)
     return {"dataset": type(dataset).__name__, "name": getattr(dataset, "name", None), "size": len(dataset)}
 
 

@@ -38,6 +38,7 @@ from fa_lib.adversarial import STAGES as SR_STAGES
 from fa_lib.adversarial import SRStage, SuperFanTrainer
 from fa_lib.bundled import sha256
 from fa_lib.data.lowres import HIGH_RES, LOW_RES, SuperResolutionInputs, lowres_pairs
+from fa_lib.experiments.ch6.data import RealLowResPairs, real_pairs
 from fa_lib.data.pipeline import TransformedDataset
 from fa_lib.data.synthetic import yaw_bin_of
 from fa_lib.experiments.common import YAW_BIN_LABELS, jsonable
@@ -157,13 +158,14 @@ class Chapter6(ChapterContext):
         self.setup: Ch6Scale = self.profile.ch6
         self.methods = make_methods(self.setup.srgan_adversarial_weight, self.setup.adversarial_weight)
         started = time.perf_counter()
-        self.train_pairs = lowres_pairs(self.profile, "train", seed=self.seed, progress=progress)
-        self.test_pairs = lowres_pairs(self.profile, "test", seed=self.seed, progress=progress)
-        self.degraded_pairs = lowres_pairs(self.profile, "train", degraded=True, seed=self.seed, progress=progress)
+        if self.data_root is None:
+            self.train_pairs = lowres_pairs(self.profile, "train", seed=self.seed, progress=progress)
+            self.test_pairs = lowres_pairs(self.profile, "test", seed=self.seed, progress=progress)
+            self.degraded_pairs = lowres_pairs(self.profile, "train", degraded=True, seed=self.seed,
+                                               progress=progress)
+        else:  # real faces: 300-W-LP for training, LS3D-W balanced for testing (thesis 6.1, 6.4)
+            self.train_pairs, self.test_pairs, self.degraded_pairs = real_pairs(self.data_root, seed=self.seed)
         self.data_seconds = time.perf_counter() - started
-        if self.data_root is not None:
-            self.log(f"[ch6] data_root {self.data_root}: the chapter trains and tests on the synthetic 16 -> 64 px "
-                     "pairs (only Fig. 6.9 reads WiderFace from it)")
         self._trained: dict[str, TrainedRun] = {}
         self._test: dict[str, torch.Tensor] | None = None
         self._sr: dict[str, torch.Tensor] = {}
@@ -424,6 +426,8 @@ class Chapter6(ChapterContext):
         """How the training faces sit in their 64 px images: ``face_fraction`` (median longer side of the
         68-point box over the image side) and ``box_center_offset`` (median image centre minus box centre,
         in image sides): what :class:`fa_lib.api.TinyFaces` needs to frame a user's face box the same way."""
+        if isinstance(self.train_pairs, RealLowResPairs):  # framed by construction
+            return self.train_pairs.framing()
         boxes = np.asarray(self.train_pairs.array("box"), np.float64)
         side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         centre = (boxes[:, :2] + boxes[:, 2:]) / 2
@@ -439,7 +443,7 @@ class Chapter6(ChapterContext):
                 raise ValueError("no run cache folder to export to: pass a path")
             path = Path(self.runs.root) / self.name / "super_fan.pt"
         extra = dict(self.framing(), method=name, profile=self.name, seed=self.seed,
-                     trained_on=f"{self.train_pairs.name} ({len(self.train_pairs)} synthetic faces)",
+                     trained_on=f"{self.train_pairs.name} ({len(self.train_pairs)} faces)",
                      run_key=run_key(self.method_record(name)))
         return Path(save_model(copy.deepcopy(self.super_fan(name)).cpu(), path, extra=extra))
 

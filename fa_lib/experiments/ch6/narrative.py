@@ -12,8 +12,14 @@ def describe_setup(ctx: Chapter6) -> str:
     """Markdown: the data, the networks' scale and the training budgets of the profile."""
     s = ctx.setup
     b = {k: ctx.budget(k) for k in ("fan", "standin", "sr", "gan", "joint", "degraded")}
-    return (f"Profile **{ctx.name}**: {len(ctx.train_pairs)} training pairs ({ctx.train_pairs.name}, yaw uniform in "
-            f"[-90, 90]) and {len(ctx.test_pairs)} yaw-balanced test pairs of other people; 16 -> 64 px. "
+    if ctx.data_root is None:
+        data = (f"{len(ctx.train_pairs)} training pairs ({ctx.train_pairs.name}, yaw uniform in [-90, 90]) and "
+                f"{len(ctx.test_pairs)} yaw-balanced test pairs of other people")
+    else:
+        data = (f"{len(ctx.train_pairs)} training pairs from real faces ({ctx.train_pairs.name}) and "
+                f"{len(ctx.test_pairs)} test pairs ({ctx.test_pairs.name}; |yaw| bins from the pose fitted to "
+                f"the landmarks where the files carry none)")
+    return (f"Profile **{ctx.name}**: {data}; 16 -> 64 px. "
             f"Generators {s.generator_width} channels wide (12-3-2: {tuple(s.generator_blocks)}; SR-ResNet "
             f"{s.sr_resnet_blocks}-1-1), output {s.generator_output}; critic width {s.critic_width}; FANs with "
             f"{s.fan_stacks} stacks of width {s.fan_width} (hourglass depth {s.fan_hg_depth}) on the 64 px faces. "
