@@ -70,7 +70,7 @@ DATASETS: tuple[DatasetSpec, ...] = (
                 "chapter 4: Tables 4.2-4.4, Figs. 4.9, 4.10, 4.14; chapter 5: Tables 5.10, 5.13-5.16; "
                 "chapter 6: the test pairs", required_by=("ch4", "ch5", "ch6")),
     DatasetSpec("AFLW2000-3D", lambda root: RealFaceDataset("aflw2000_3d", root, "test"), 2000,
-                "thesis section 2.3.3", "chapter 5: Fig. 5.5b"),
+                "thesis section 2.3.3", "chapter 4: Fig. 4.6; chapter 5: Fig. 5.5b"),
     DatasetSpec("300-W test", _ch4_2d_set("300-W"), 600, "thesis section 2.3 (Indoor and Outdoor)",
                 "chapter 4: Table 4.1"),
     DatasetSpec("Menpo (2D)", _ch4_2d_set("Menpo"), None, "the thesis tests on Menpo's 68-point faces",
@@ -174,7 +174,8 @@ def chapter_plan(reports: Sequence[DatasetReport]) -> dict[str, str]:
     plan["ch4"] = (f"cannot run: {', '.join(missing4)} unusable" if missing4 else
                    "the real 300-W-LP and LS3D-W balanced (|yaw| fitted to the landmarks); Table 4.1 on "
                    + (", ".join(sets_2d) if sets_2d else "no real 2D set (not run)")
-                   + "; the depth network, Figs. 4.6, 4.8, 4.12, 4.13, 4.15 not run (300-W-LP has no depth, "
+                   + ("; Fig. 4.6 on AFLW2000-3D" if ok["AFLW2000-3D"] else "; Fig. 4.6 not run (no AFLW2000-3D)")
+                   + "; the depth network, Figs. 4.8, 4.12, 4.13, 4.15 not run (300-W-LP has no depth, "
                      "LS3D-W no 2D annotations)")
     missing = [r.name for r in reports if "ch5" in _required(r.name) and not r.usable]
     plan["ch5"] = (f"cannot run: {', '.join(missing)} unusable" if missing else

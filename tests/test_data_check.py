@@ -120,8 +120,9 @@ def test_chapter_4_runs_on_a_fixture_data_root_through_the_real_readers(data_roo
                                                                       monkeypatch):
     """Chapter 4 with ``--data-root``: the FANs train on the real 300-W-LP, Table 4.1 reads the real 2D
     sets (300-W test, 300-VW category A, in the thesis's rows 300-W and 300-VW-A; Menpo is missing and named), Tables 4.2-4.4 the real LS3D-W
-    balanced with its |yaw| fitted to the landmarks; what 300-W-LP cannot train (the depth network) and
-    what LS3D-W cannot score (2D-FAN) is not run, with the reason, and nothing is written for it."""
+    balanced with its |yaw| fitted to the landmarks, Fig. 4.6 AFLW2000-3D converted by the tool guided by
+    2D-FAN; what 300-W-LP cannot train (the depth network) and what LS3D-W cannot score (2D-FAN) is not run,
+    with the reason, and nothing is written for it."""
     monkeypatch.setenv("FA_LIB_RUNS", str(tmp_path / "runs"))
     runs = reproduce("smoke", chapters=["ch4"], data_root=str(data_root), root=smoke_project, progress=False,
                      force=True, device="cpu", results_dir=tmp_path / "results", executed_dir=tmp_path / "executed")
@@ -137,8 +138,12 @@ def test_chapter_4_runs_on_a_fixture_data_root_through_the_real_readers(data_roo
     assert t42["dataset"].startswith("real ls3dw balanced") and "fitted" in t42["dataset"]
     assert t42["data"]["train"].startswith("real 300w_lp train")
     figures = tmp_path / "results" / "figures"
-    assert not (figures / "fig_4_12.json").exists() and not (figures / "fig_4_6.json").exists()
+    assert not (figures / "fig_4_12.json").exists() and not (figures / "fig_4_8.json").exists()
     assert (figures / "fig_4_9.json").exists() and (figures / "fig_4_10.json").exists()
+    fig6 = json.loads((tables / "table_4.fig6.json").read_text())  # the thesis's protocol on AFLW2000-3D
+    assert fig6["dataset"].startswith("real aflw2000_3d test") and (figures / "fig_4_6.json").exists()
+    curves = set(pd.read_csv(tables / "table_4.fig6.csv")["row"])
+    assert {"convert-ls3dw, 2D-FAN guide (no .pts)", "no conversion (2D-FAN's points as 3D)"} <= curves
     page = (tmp_path / "executed" / "ch4_fan.ipynb").read_text()
     assert "not used by this chapter" not in page
     assert "300-W-LP's files" in page and "Menpo: not found" in page

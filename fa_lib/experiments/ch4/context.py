@@ -16,9 +16,11 @@ import pandas as pd
 import torch
 
 from fa_lib.experiments.ch4 import findings, narrative, training
-from fa_lib.experiments.ch4.conversion import ToolConversion, conversion_errors, convert_with_tool
+from fa_lib.data.synthetic import yaw_bin_of
+from fa_lib.experiments.ch4.conversion import (CONVERSION_NOT_RUN, ToolConversion, conversion_errors,
+                                               convert_real_faces, convert_with_tool, real_conversion_errors)
 from fa_lib.experiments.ch4.data import TEST_2D_LABELS, Ch4Data, load_data
-from fa_lib.experiments.ch4.evaluation import Predictions, predict_all
+from fa_lib.experiments.ch4.evaluation import Predictions, evaluate_fan, predict_all
 from fa_lib.experiments.ch4.scale import MODEL_NAMES, Ch4Setup, ch4_setup, size_budget_setup
 from fa_lib.experiments.context import ChapterContext
 from fa_lib.experiments.registry import ThesisResult
@@ -174,14 +176,31 @@ class Chapter4(ChapterContext):
 
     @functools.cached_property
     def conversion(self) -> ToolConversion:
-        """Fig. 4.6's run of ``fa-lib convert-ls3dw`` (with ``.pts`` files, and guided by 2D-FAN)."""
+        """Fig. 4.6's run of ``fa-lib convert-ls3dw`` (with ``.pts`` files, and guided by 2D-FAN); on real
+        data, AFLW2000-3D's faces guided by 2D-FAN (the thesis's protocol; they have no 2D annotations)."""
+        if self.data.real:
+            if self.data.aflw2000 is None:
+                raise DataUnavailable(CONVERSION_NOT_RUN)
+            return convert_real_faces(self.network("2D-to-3D-FAN").model, self.network("2D-FAN").model, self.setup,
+                                      self.data.aflw2000, self.conversion_bins, seed=self.seed, device=self.device)
         return convert_with_tool(self.network("2D-to-3D-FAN").model, self.network("2D-FAN").model, self.setup,
                                  self.data, seed=self.seed, device=self.device)
 
+    @property
+    def conversion_bins(self) -> np.ndarray:
+        """|yaw| bins of the faces Fig. 4.6 converts: the test set's, or AFLW2000-3D's (its own poses)."""
+        if self.data.real:
+            return yaw_bin_of(np.asarray(self.data.aflw2000.array("pose")))
+        return self.data.test_bins
+
     @functools.cached_property
     def conversion_curves(self) -> dict[str, np.ndarray]:
-        """Fig. 4.6's per-face errors against the true 3D landmarks (the tool's two outputs, 3D-FAN
+        """Fig. 4.6's per-face errors against the true 3D landmarks (the tool's outputs, 3D-FAN
         alone, no conversion), computed once."""
+        if self.data.real:
+            fan3d = evaluate_fan(self.network("3D-FAN").model, self.data.aflw2000, self.setup, landmarks="3d",
+                                 seed=self.seed, device=self.device)
+            return real_conversion_errors(self.conversion, self.data.aflw2000, fan3d.nme)
         return conversion_errors(self.conversion, self.data, self.predictions.fan3d.nme)
 
     def budgets(self, *names: str) -> dict[str, Any]:

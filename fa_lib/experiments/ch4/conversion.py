@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch.nn as nn
 from PIL import Image
+from torch.utils.data import Dataset
 
 from fa_lib import geometry, metrics
 from fa_lib.api import FaceAligner
@@ -30,16 +31,17 @@ from fa_lib.models import save_model
 
 #: Fig. 4.6's summary column on profile faces (the verdicts are taken there)
 PROFILE_NME = "mean NME, |yaw| 60-90 (%)"
-#: why Fig. 4.6 and table 4.fig6 do not run on a data root
-CONVERSION_NOT_RUN = ("not run on a data root: the comparison converts test faces from their 2D annotations "
-                      "(.pts) and measures the result against their true 3D landmarks; LS3D-W's files hold only "
-                      "the 3D landmarks' projections, and the thesis's protocol on AFLW2000-3D (2D-FAN's points "
-                      "as the only guide) is not implemented for real data yet")
+#: why Fig. 4.6 and table 4.fig6 do not run on a data root without AFLW2000-3D
+CONVERSION_NOT_RUN = ("not run: on real data Fig. 4.6 follows the thesis's protocol on AFLW2000-3D (its faces "
+                      "converted by fa-lib convert-ls3dw guided by 2D-FAN, against its 3D annotations), and "
+                      "AFLW2000-3D was not found under the data root")
 #: the curves of Fig. 4.6
 PTS_CURVE = "convert-ls3dw, 2D annotations (.pts)"
 FAN2D_CURVE = "convert-ls3dw, 2D-FAN guide (no .pts)"
 ALONE_CURVE = "3D-FAN (no guide)"
 NONE_CURVE = "no conversion (2D labels as 3D)"
+#: on real faces (AFLW2000-3D has no 2D annotations): 2D-FAN's points taken as the 3D ones
+NONE_REAL_CURVE = "no conversion (2D-FAN's points as 3D)"
 #: the failure criterion of the summary, NME above 7% (the thesis set aside 19 failures without
 #: stating its criterion)
 FAILURE_NME = AUC_THRESHOLD
@@ -66,10 +68,10 @@ class ToolConversion:
     landmarks, crop of their tight box), the cross-check of the tool's output."""
 
     indices: np.ndarray
-    from_pts: np.ndarray
-    yaw_pts: np.ndarray
-    balanced_pts: list[int]
-    direct_pts: np.ndarray
+    from_pts: np.ndarray | None    # None on real faces without 2D annotations (AFLW2000-3D)
+    yaw_pts: np.ndarray | None
+    balanced_pts: list[int] | None
+    direct_pts: np.ndarray | None
     from_fan2d: np.ndarray | None = None
     yaw_fan2d: np.ndarray | None = None
     balanced_fan2d: list[int] | None = None
@@ -81,7 +83,10 @@ class ToolConversion:
 
     @property
     def max_direct_difference(self) -> float:
-        """Largest |tool - direct| over every landmark coordinate of the cross-checked faces (px)."""
+        """Largest |tool - direct| over every landmark coordinate of the cross-checked faces (px); NaN
+        when the tool had no annotations to convert."""
+        if self.from_pts is None or self.direct_pts is None:
+            return float("nan")
         return float(np.abs(self.from_pts[:len(self.direct_pts)] - self.direct_pts).max())
 
 
@@ -218,15 +223,16 @@ def conversion_summary(curves: dict[str, np.ndarray], profile: np.ndarray) -> pd
                           "images": len(v)} for k, v in curves.items()])
 
 
-def conversion_balance(tool: ToolConversion, data: Ch4Data) -> pd.DataFrame:
+def conversion_balance(tool: ToolConversion, data: Ch4Data, bins: np.ndarray | None = None) -> pd.DataFrame:
     """Faces per |yaw| bin: true yaw of the faces given to the tool, the tool's yaw estimate (from
     the converted 3D landmarks), and its balanced subset (``balanced.csv``); with the share of
-    faces whose estimated bin is the true one. Long frame (row, column, reproduced)."""
-    true_bins = data.test_bins[tool.indices]
+    faces whose estimated bin is the true one. Long frame (row, column, reproduced). ``bins``: the
+    |yaw| bins of the faces the tool converted (default: the test set's)."""
+    true_bins = (data.test_bins if bins is None else np.asarray(bins))[tool.indices]
     rows: dict[str, dict[str, float]] = {
         "faces given to the tool (true |yaw|)": {lab: float((true_bins == b).sum())
                                                  for b, lab in enumerate(YAW_BIN_LABELS)}}
-    runs = [(".pts", tool.yaw_pts, tool.balanced_pts)]
+    runs = [(".pts", tool.yaw_pts, tool.balanced_pts)] if tool.yaw_pts is not None else []
     if tool.yaw_fan2d is not None:
         runs.append(("2D-FAN guide", tool.yaw_fan2d, tool.balanced_fan2d))
     for what, yaws, balanced in runs:
@@ -236,3 +242,65 @@ def conversion_balance(tool: ToolConversion, data: Ch4Data) -> pd.DataFrame:
         rows[f"tool's |yaw| estimate, {what}"]["bin = true bin (%)"] = 100 * float(np.mean(estimated == true_bins))
         rows[f"balanced subset (balanced.csv), {what}"] = {lab: float(c) for lab, c in zip(YAW_BIN_LABELS, balanced)}
     return long_table(rows)
+
+
+def convert_real_faces(fan_2d_to_3d: nn.Module, fan_2d: nn.Module, setup: Ch4Setup, faces: Dataset,
+                       bins: np.ndarray, *, seed: int = 0, device: Any = "cpu", count: int | None = None
+                       ) -> ToolConversion:
+    """Fig. 4.6 on real faces without 2D annotations (AFLW2000-3D, the thesis's protocol): ``count``
+    faces (default ``setup.convert_images``, equal numbers per |yaw| bin of ``bins``) written as images and
+    converted by :func:`fa_lib.convert_ls3dw.convert_folder` (what ``fa-lib convert-ls3dw`` calls) with
+    2D-FAN as the tool's 2D aligner, given each face's box with 10% noise."""
+    started = time.perf_counter()
+    bins = np.asarray(bins)
+    wanted = setup.convert_images if count is None else count
+    if wanted is None or wanted >= len(bins):
+        indices = np.arange(len(bins))
+    else:
+        per_bin = max(1, int(wanted) // 3)
+        indices = np.sort(np.concatenate([np.flatnonzero(bins == b)[:per_bin] for b in range(3)]))
+    names = [f"face_{int(i):05d}" for i in indices]
+    dev = str(resolve_device(device))
+    with tempfile.TemporaryDirectory(prefix="fa_lib_convert_real_") as tmp:
+        root = Path(tmp)
+        images = root / "images"
+        images.mkdir()
+        samples = [faces[int(i)] for i in indices]
+        for name, sample in zip(names, samples):
+            Image.fromarray(np.asarray(sample["image"], np.uint8)).save(images / f"{name}.png")
+        gt_boxes = np.stack([np.asarray(sample["box"], np.float32) for sample in samples])
+        noisy = geometry.perturb_box(gt_boxes, EVAL_BOX_NOISE, np.random.default_rng(seed + EVAL_SEED))
+        weights = save_model(fan_2d_to_3d, root / "2d_to_3d_fan.pt",
+                             extra={"input_size": setup.input_size, "profile": setup.name})
+        outcome = convert_folder(images, root / "out_fan2d", load_2d_to_3d_network(weights),
+                                 fan_aligner(fan_2d, setup, device=dev), batch_size=max(setup.batch_size, 8),
+                                 copy_images=False, seed=seed, show_progress=False, device=dev,
+                                 input_size=setup.input_size,
+                                 boxes={f"{n}.png": box.tolist() for n, box in zip(names, noisy)},
+                                 decoder=setup.decoder)
+        if outcome.failed:
+            raise RuntimeError(f"convert-ls3dw failed on {len(outcome.failed)} images: {outcome.failed}")
+        from_fan2d, yaw_fan2d, balanced_fan2d, guides = _read_tool_output(root / "out_fan2d", names)
+    return ToolConversion(indices=indices, from_pts=None, yaw_pts=None, balanced_pts=None, direct_pts=None,
+                          from_fan2d=from_fan2d, yaw_fan2d=yaw_fan2d, balanced_fan2d=balanced_fan2d,
+                          fan2d_points=np.stack(guides), fan2d_boxes=noisy, seconds=time.perf_counter() - started)
+
+
+def real_conversion_errors(tool: ToolConversion, faces: Dataset, fan3d_nme: np.ndarray | None = None
+                           ) -> dict[str, np.ndarray]:
+    """Fig. 4.6's curves on real faces: NME (eq. 4.1, the box of the annotated 3D landmarks) of the
+    tool's output guided by 2D-FAN, of 3D-FAN alone (``fan3d_nme``: per face of ``faces``) and of
+    2D-FAN's points taken as the 3D ones, against the dataset's 3D annotations."""
+    idx = tool.indices
+    gt3, boxes = ground_truth(faces, "3d")
+    gt3, boxes = gt3[idx], boxes[idx]
+
+    def nme(points):
+        return np.asarray(metrics.nme_box(np.asarray(points)[..., :2], gt3[..., :2], boxes), np.float64)
+
+    curves = {FAN2D_CURVE: nme(tool.from_fan2d)}
+    if fan3d_nme is not None:
+        curves[ALONE_CURVE] = np.asarray(fan3d_nme, np.float64)[idx]
+    curves[NONE_REAL_CURVE] = nme(tool.fan2d_points)
+    return curves
+

