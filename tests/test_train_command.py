@@ -36,11 +36,19 @@ def test_train_refuses_unknown_chapters_jobs_and_knobs(tmp_path, capsys):
     assert capsys.readouterr().out.split() == ["seed:0"]
 
 
-def _torchrun(runs_root, *jobs, env_extra=None) -> subprocess.CompletedProcess:
+def _torchrun(runs_root, *jobs, env_extra=None, chapter="ch6", knobs=KNOBS) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", **(env_extra or {}))
-    return subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "fa_lib.cli", "train", "ch6",
+    return subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", "-m", "fa_lib.cli", "train", chapter,
                            *jobs, "--profile", "smoke", "--device", "cpu", "--runs-root", str(runs_root), "--set",
-                           *KNOBS], env=env, capture_output=True, text=True, timeout=300)
+                           *knobs], env=env, capture_output=True, text=True, timeout=300)
+
+
+@needs_torchrun
+def test_chapter_4_trains_under_torchrun_into_the_notebooks_cache(tmp_path):
+    done = _torchrun(tmp_path, "3D-FAN", chapter="ch4", knobs=["iterations=4"])
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    ctx = make_context("ch4", "smoke", knobs={"iterations": 4}, runs_root=tmp_path, log=None, device="cpu")
+    assert ctx.network("3D-FAN").cached and ctx.network("3D-FAN").budget["iterations"] == 4
 
 
 @needs_torchrun
