@@ -278,3 +278,25 @@ def test_block_program_rejects_bad_wiring_and_inputs():
         program.run(torch.randn(1, 40, 5, 4), out, out)
     got = program.run(x, out, torch.zeros_like(out))
     assert torch.equal(got, xnor.binary_conv(xnor.pack_activations(x, lo, hi, pad=1), w))
+
+
+@pytest.mark.parametrize("cin,cout,kwargs", [(64, 64, {}), (64, 128, {}), (128, 64, {"shortcut": "fold"}),
+                                             (96, 96, {"depth": 4, "cardinality": 2, "relu_after": True})])
+def test_row_interleaved_block_equals_layer_by_layer(cin, cout, kwargs):
+    """With one thread a block's convolutions run row by row, each behind its producer (fa_block_forward);
+    the outputs are those of running them layer by layer, bit for bit, on every ISA."""
+    block = randomize_bn(make_block("hierarchical", cin, cout, binary=True, **kwargs), seed=cin + 7)
+    x = torch.randn(2, cin, 9, 7, generator=torch.Generator().manual_seed(6))
+    for isa in ISAS:
+        p = packed.pack_model(block, isa=isa, threads=1)
+        try:
+            with torch.no_grad():
+                xnor.set_block_layer_by_layer(True)
+                layered = p(x)
+                xnor.set_block_layer_by_layer(False)
+                interleaved = p(x)
+        finally:
+            xnor.set_block_layer_by_layer(False)
+        assert torch.equal(interleaved, layered), isa
+        with torch.no_grad():
+            assert close(interleaved, block(x)), isa

@@ -430,8 +430,11 @@ FA_T256 static void row_avx2(const conv_plan *pl, int64_t n, int64_t cb, int64_t
 }
 #endif /* FA_X86 */
 
-int fa_binary_conv(int isa, const fa_conv_args *a, int threads) {
-    if (!fa_isa_supported(isa)) return FA_ERR_ISA;
+typedef void (*row_fn)(const conv_plan *, int64_t, int64_t, int64_t);
+
+/* Checks a convolution's arguments and prepares its plan and row kernel; *whole_amx is set when the AMX
+ * tile kernel takes the convolution as a whole (it has no row kernel). */
+static int prepare_conv(int isa, const fa_conv_args *a, conv_plan *pl, row_fn *row, int *whole_amx) {
     if (!a || !a->act || !a->weights || !a->tapsum || !a->out) return FA_ERR_ARG;
     if (a->n < 1 || a->h < 1 || a->w < 1 || a->cin < 1 || a->cout < 1 || a->cw != (a->cin + 63) / 64)
         return FA_ERR_ARG;
@@ -442,31 +445,44 @@ int fa_binary_conv(int isa, const fa_conv_args *a, int threads) {
                          a->next_channel_offset < 0 ||
                          a->next_cw < (a->next_channel_offset + a->cout + 63) / 64))
         return FA_ERR_ARG;
+    *whole_amx = 0;
     if (isa == FA_ISA_AMX) {
         /* below one 32-pixel block the tile set-up and drain cost more than the products (measured:
          * 4x4 maps run faster on the popcount kernel), so small maps take the AVX-512 path */
-        if (a->n * a->h * a->w >= fa_amx_min_pixels) return fa_amx_binary_conv(a, threads);
+        if (a->n * a->h * a->w >= fa_amx_min_pixels) {
+            *whole_amx = 1;
+            return FA_OK;
+        }
         isa = FA_ISA_AVX512;
     }
-    conv_plan pl;
-    pl.a = a;
-    pl.kk = a->k * a->k;
-    pl.kpad = (a->k - 1) / 2;
-    pl.wp = a->w + 2 * a->pad_in;
-    pl.cb = (a->cout + FA_BLOCK - 1) / FA_BLOCK;
-    pl.full_k = pl.kk * a->cin;
+    pl->a = a;
+    pl->kk = a->k * a->k;
+    pl->kpad = (a->k - 1) / 2;
+    pl->wp = a->w + 2 * a->pad_in;
+    pl->cb = (a->cout + FA_BLOCK - 1) / FA_BLOCK;
+    pl->full_k = pl->kk * a->cin;
     for (int64_t ky = 0; ky < a->k; ky++)
-        for (int64_t kx = 0; kx < a->k; kx++) pl.tap_offset[ky * a->k + kx] = (ky * pl.wp + kx) * a->cw;
-
-    void (*row)(const conv_plan *, int64_t, int64_t, int64_t) = row_scalar;
+        for (int64_t kx = 0; kx < a->k; kx++) pl->tap_offset[ky * a->k + kx] = (ky * pl->wp + kx) * a->cw;
+    *row = row_scalar;
 #ifdef FA_X86
     if (isa == FA_ISA_AVX512)
-        row = row_avx512;
+        *row = row_avx512;
     else if (isa == FA_ISA_AVX2)
-        row = row_avx2;
+        *row = row_avx2;
     else if (has_scalar_popcnt())
-        row = row_scalar_popcnt;
+        *row = row_scalar_popcnt;
 #endif
+    return FA_OK;
+}
+
+int fa_binary_conv(int isa, const fa_conv_args *a, int threads) {
+    if (!fa_isa_supported(isa)) return FA_ERR_ISA;
+    conv_plan pl;
+    row_fn row = row_scalar;
+    int whole_amx = 0;
+    const int code = prepare_conv(isa, a, &pl, &row, &whole_amx);
+    if (code != FA_OK) return code;
+    if (whole_amx) return fa_amx_binary_conv(a, threads);
     /* Work items: (image, 32-channel block, output row); rows innermost so that a thread's static chunk
      * reuses the same weight block from L1. */
     const int64_t items = a->n * pl.cb * a->h;
@@ -482,18 +498,67 @@ int fa_binary_conv(int isa, const fa_conv_args *a, int threads) {
     return FA_OK;
 }
 
+#define FA_MAX_BANDED_CONVS 16
+
+/* The block's convolutions one output row at a time, each lagging its producer by the rows its kernel
+ * reaches (conv i at row y - lag[i]), so that the rows a layer reads (its producer's packed rows, the
+ * shortcut and output rows it adds into) were just written and are still in L1/L2, instead of whole
+ * 4-8 MB maps written by one layer and read back from L3 by the next.  Returns 1 when it ran, 0 when the
+ * block must run layer by layer (AMX tile kernel, mixed sizes, too many layers), < 0 on bad arguments. */
+static int block_rows(int isa, const fa_conv_args *convs, int64_t nconvs) {
+    if (nconvs > FA_MAX_BANDED_CONVS) return 0;
+    conv_plan plans[FA_MAX_BANDED_CONVS];
+    row_fn rows[FA_MAX_BANDED_CONVS];
+    int64_t lag[FA_MAX_BANDED_CONVS];
+    for (int64_t i = 0; i < nconvs; i++) {
+        int whole_amx = 0;
+        rows[i] = row_scalar;
+        const int code = prepare_conv(isa, &convs[i], &plans[i], &rows[i], &whole_amx);
+        if (code != FA_OK) return code;
+        if (whole_amx || convs[i].n != convs[0].n || convs[i].h != convs[0].h || convs[i].w != convs[0].w) return 0;
+        /* after every earlier layer (it may add into what they wrote), and kpad rows after its producer */
+        lag[i] = i ? lag[i - 1] : 0;
+        for (int64_t j = 0; j < i; j++)
+            if (convs[j].next_bits && convs[j].next_bits == convs[i].act && lag[j] + plans[i].kpad > lag[i])
+                lag[i] = lag[j] + plans[i].kpad;
+    }
+    const int64_t h = convs[0].h, last = lag[nconvs - 1];
+    for (int64_t n = 0; n < convs[0].n; n++)
+        for (int64_t y = 0; y < h + last; y++)
+            for (int64_t i = 0; i < nconvs; i++) {
+                const int64_t yy = y - lag[i];
+                if (yy < 0 || yy >= h) continue;
+                for (int64_t cb = 0; cb < plans[i].cb; cb++) rows[i](&plans[i], n, cb, yy);
+            }
+    return 1;
+}
+
 int fa_block_forward(int isa, const float *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pixel_stride,
                      const fa_pack_target *packs, int64_t npacks, const fa_conv_args *convs, int64_t nconvs,
                      int threads) {
+    if (!fa_isa_supported(isa)) return FA_ERR_ISA;
     if (!packs || !convs || npacks < 1 || nconvs < 1) return FA_ERR_ARG;
     for (int64_t i = 0; i < npacks; i++) {
         const int code = fa_pack_activations(isa, x, n, h, w, c, pixel_stride, packs[i].lo, packs[i].hi,
                                              packs[i].pad, packs[i].bits, threads);
         if (code != FA_OK) return code;
     }
+    if (threads <= 1 && !fa_block_layer_by_layer) { /* row-interleaved: one thread (see block_rows) */
+        const int done = block_rows(isa, convs, nconvs);
+        if (done < 0) return done;
+        if (done) return FA_OK;
+    }
     for (int64_t i = 0; i < nconvs; i++) {
         const int code = fa_binary_conv(isa, &convs[i], threads);
         if (code != FA_OK) return code;
     }
     return FA_OK;
+}
+
+int fa_block_layer_by_layer = 0;
+
+int fa_set_block_layer_by_layer(int on) {
+    const int previous = fa_block_layer_by_layer;
+    fa_block_layer_by_layer = on != 0;
+    return previous;
 }

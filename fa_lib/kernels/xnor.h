@@ -83,6 +83,11 @@ typedef struct {
 int fa_block_forward(int isa, const float *x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t pixel_stride,
                      const fa_pack_target *packs, int64_t npacks, const fa_conv_args *convs, int64_t nconvs,
                      int threads);
+/* With one thread fa_block_forward interleaves its convolutions row by row (a layer a few rows behind its
+ * producer, so that the rows it reads are still in cache); 1 here runs them layer by layer instead (the
+ * multi-threaded and AMX way; for tests and timing).  Returns the previous setting. */
+extern int fa_block_layer_by_layer;
+int fa_set_block_layer_by_layer(int on);
 
 /* AMX path (xnor_amx.c).  fa_amx_weights_size: bytes of the expanded weights of a (cout, cin, k, k) conv;
  * fa_amx_pack_weights expands the blocked bits (layout above) into them. */

@@ -78,6 +78,8 @@ def _library() -> ctypes.CDLL:
         lib.fa_block_forward.argtypes = [ctypes.c_int, vp, i64, i64, i64, i64, i64, ctypes.POINTER(_PackTarget), i64,
                                          ctypes.POINTER(_ConvArgs), i64, ctypes.c_int]
         lib.fa_block_forward.restype = ctypes.c_int
+        lib.fa_set_block_layer_by_layer.argtypes = [ctypes.c_int]
+        lib.fa_set_block_layer_by_layer.restype = ctypes.c_int
         lib.fa_amx_weights_size.argtypes = [i64, i64, i64]
         lib.fa_amx_weights_size.restype = ctypes.c_int
         lib.fa_amx_pack_weights.argtypes = [vp, i64, i64, i64, vp]
@@ -109,6 +111,13 @@ def set_amx_min_pixels(pixels: int) -> int:
     ``isa="amx"``: below one 32-pixel tile block the tile unit's set-up and drain cost more than the
     products.  Returns the previous value; 0 forces the tile kernel everywhere (used by the tests)."""
     return int(_library().fa_amx_set_min_pixels(int(pixels)))
+
+
+def set_block_layer_by_layer(on: bool) -> bool:
+    """With one thread a :class:`BlockProgram` interleaves its convolutions row by row (each a few rows
+    behind its producer, so the rows it reads are still in cache); ``True`` runs them layer by layer
+    instead, as with several threads (same results, for tests and timing). Returns the previous setting."""
+    return bool(_library().fa_set_block_layer_by_layer(int(bool(on))))
 
 
 def amx_min_pixels() -> int:
