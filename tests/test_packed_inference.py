@@ -240,9 +240,9 @@ def test_packed_block_is_one_native_call_per_input_size_and_thread():
         first = p(xs[0])
         programs = packed._BLOCK_PROGRAMS[p]
         assert len(programs) == 1
-        (key, program), = programs.values()
+        (key, parts, program), = programs.values()
         p(xs[1])
-        assert next(iter(programs.values()))[1] is program  # same size and thread: reused
+        assert next(iter(programs.values()))[2] is program  # same size and thread: reused
         assert close(first, expected[0])
 
         def repeat(x):

@@ -180,11 +180,16 @@ class PackedHierarchicalBlock(nn.Module):
         convs = [conv for chain in self.chains for conv in chain]
         if isinstance(self.downsample, PackedBinaryConv):
             convs.append(self.downsample)
-        key = (n, h, w, xnor.resolve_isa(first.isa), tuple((id(c.weights), id(c.lo), id(c.hi)) for c in convs))
+        key = (n, h, w, xnor.resolve_isa(first.isa))
+        # the layers' current objects, compared by identity (the cache holds them, so an id is never reused)
+        parts = tuple(part for c in convs for part in (c.weights, c.lo, c.hi))
         programs = _BLOCK_PROGRAMS.setdefault(self, {})
         thread = threading.get_ident()
         cached = programs.get(thread)
-        program = cached[1] if cached is not None and cached[0] == key else None
+        program = None
+        if cached is not None and cached[0] == key and len(cached[1]) == len(parts) and \
+                all(a is b for a, b in zip(cached[1], parts)):
+            program = cached[2]
         if program is None:
             packs, steps = [], []
             if isinstance(self.downsample, PackedBinaryConv):  # written first, then accumulated into
@@ -201,7 +206,7 @@ class PackedHierarchicalBlock(nn.Module):
                                                lo=conv.lo if i else None, hi=conv.hi if i else None))
                     offset += conv.out_channels
             program = xnor.BlockProgram(n, h, w, self.in_channels, packs, steps, isa=first.isa)
-            programs[thread] = (key, program)  # one size per thread (the network's; a new size replaces it)
+            programs[thread] = (key, parts, program)  # one size per thread (the network's; a new one replaces it)
         return program
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ depth network of section 4.8 cannot be trained on it (:attr:`Ch4Data.has_depth`)
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ class AnnotatedSet(Dataset):
     def identity(self) -> dict[str, Any]:
         return dataset_identity(self.dataset)
 
-    @property
+    @functools.cached_property
     def has_depth(self) -> bool:
         """Whether the 3D landmarks carry depth (z), judged on the first sample."""
         first = self.dataset[0].get("landmarks_3d")
@@ -122,7 +123,7 @@ class Ch4Data:
         """Whether the training set's 3D landmarks carry depth (the depth network needs it)."""
         return bool(self.train.has_depth) if self.real else True
 
-    @property
+    @functools.cached_property
     def has_2d_test_labels(self) -> bool:
         """Whether the test set has 2D landmarks (LS3D-W has only the 3D landmarks' projections)."""
         return not self.real or self.test.dataset[0].get("landmarks_2d") is not None
