@@ -389,7 +389,35 @@ def test_real_pairs_frame_real_faces_as_the_synthetic_ones(tmp_path):
     assert np.array_equal(train[0]["image_lr"], sample["image_lr"])
     face = RealFaceDataset("ls3dw", tmp_path, "balanced")[0]
     assert not np.isfinite(face["pose"]).any() and np.isfinite(test[0]["pose"]).all()
-    assert dataset_identity(degraded)["real_pairs"] == "300w_lp" and dataset_identity(degraded)["degradation"]
+    assert [s["kind"] for s in dataset_identity(degraded)["real_pairs"]] == ["300w_lp"]  # LS3D-W's face: testing
+    assert dataset_identity(degraded)["degradation"] and test.name.startswith("real ls3dw balanced")
     assert dataset_identity(train) != dataset_identity(degraded) and test.array("pose").shape == (1, 3)
+    with pytest.raises(IndexError):
+        train.face(len(train))
     with pytest.raises(ValueError, match="face_fraction"):
         RealLowResPairs(RealFaceDataset("ls3dw", tmp_path, "balanced"), face_fraction=0.0)
+
+
+def test_ls3dw_is_split_as_chapter_6_of_the_thesis(tmp_path):
+    """LS3D-W balanced for chapter 6: per |yaw| bin (fitted to the landmarks) ``per_bin`` test faces, the
+    rest for training; with 300-W-LP the training pairs come from both sources, in order."""
+    import shutil
+    from pathlib import Path
+
+    from fa_lib.data.real import RealFaceDataset
+    from fa_lib.experiments.ch6.data import RealLowResPairs, ls3dw_test_split
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    folder = tmp_path / "LS3D-W" / "balanced" / "Menpo-3D"
+    folder.mkdir(parents=True)
+    for k in range(4):  # four copies of the fixture face: all in one |yaw| bin
+        for ext in (".t7", ".jpg"):
+            shutil.copy(fixtures / "LS3D-W" / "Menpo-3D" / f"face_1{ext}", folder / f"face_{k}{ext}")
+    ls3dw = RealFaceDataset("ls3dw", tmp_path, "balanced")
+    test, train = ls3dw_test_split(ls3dw, per_bin=1, seed=0)
+    assert len(test) == 1 and len(train) == 3 and set(test) | set(train) == set(range(4))
+    assert np.array_equal(ls3dw_test_split(ls3dw, per_bin=1, seed=0)[0], test)  # reproducible
+    shutil.copytree(fixtures / "300W_LP", tmp_path / "300W_LP")
+    pairs = RealLowResPairs([(RealFaceDataset("300w_lp", tmp_path, "train"), None), (ls3dw, train)])
+    assert len(pairs) == 4 and pairs.face(0)["source"].startswith("300w_lp")
+    assert pairs.face(1)["source"].startswith("ls3dw") and "ls3dw balanced (3 of 4)" in pairs.name

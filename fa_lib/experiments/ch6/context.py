@@ -164,7 +164,8 @@ class Chapter6(ChapterContext):
             self.degraded_pairs = lowres_pairs(self.profile, "train", degraded=True, seed=self.seed,
                                                progress=progress)
         else:  # real faces: 300-W-LP for training, LS3D-W balanced for testing (thesis 6.1, 6.4)
-            self.train_pairs, self.test_pairs, self.degraded_pairs = real_pairs(self.data_root, seed=self.seed)
+            self.train_pairs, self.test_pairs, self.degraded_pairs = real_pairs(
+                self.data_root, seed=self.seed, test_size=self.profile.data.lowres_test_size)
         self.data_seconds = time.perf_counter() - started
         self._trained: dict[str, TrainedRun] = {}
         self._test: dict[str, torch.Tensor] | None = None
