@@ -341,3 +341,23 @@ def test_network_rows_can_be_measured_in_several_processes():
         speedups = spread[f"{row['layer']} | {isa} | 1"]
         assert len(speedups) == 2 and round(row["speedup"], 2) == min(speedups)  # median of two: the lower
         assert row["torch_fast_ms"] > 0
+
+
+@pytest.mark.skipif("avx2" not in ISAS, reason="no AVX2 on this CPU")
+@settings(max_examples=15, deadline=None)
+@given(cin=st.integers(1, 200), cout=st.integers(1, 70), h=st.integers(1, 6), w=st.integers(1, 6),
+       seed=st.integers(0, 2**31 - 1))
+def test_avx2_kernels_with_and_without_scalar_popcount_are_exact(cin, cout, h, w, seed):
+    """The AVX2 path's two kernels (look-up only; 8 channels of 32 by scalar POPCNT, AMD's default) give the
+    scalar path's integers."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, cin, h, w, generator=gen)
+    weights = xnor.pack_weights(torch.randn(cout, cin, 3, 3, generator=gen))
+    act = xnor.pack_activations(x, None, None, pad=1, isa="scalar")
+    expected = xnor.binary_conv(act, weights, scale=False, isa="scalar")
+    try:
+        for mixed in (False, True):
+            xnor.set_avx2_mixed(mixed)
+            assert torch.equal(xnor.binary_conv(act, weights, scale=False, isa="avx2"), expected), mixed
+    finally:
+        xnor.set_avx2_mixed(None)

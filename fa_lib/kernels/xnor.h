@@ -87,6 +87,10 @@ int fa_block_forward(int isa, const float *x, int64_t n, int64_t h, int64_t w, i
  * producer, so that the rows it reads are still in cache); 1 here runs them layer by layer instead (the
  * multi-threaded and AMX way; for tests and timing).  Returns the previous setting. */
 extern int fa_block_layer_by_layer;
+/* The AVX2 kernel splits each 32-channel block between the vector look-up (24 channels) and scalar POPCNT
+ * (8) on AMD cores: -1 decides by the CPU (the default), 0 forces the look-up only, 1 the split.  Both give
+ * the same integers.  Returns the previous setting. */
+int fa_set_avx2_mixed(int setting);
 int fa_set_block_layer_by_layer(int on);
 
 /* AMX path (xnor_amx.c).  fa_amx_weights_size: bytes of the expanded weights of a (cout, cin, k, k) conv;

@@ -78,6 +78,8 @@ def _library() -> ctypes.CDLL:
         lib.fa_block_forward.argtypes = [ctypes.c_int, vp, i64, i64, i64, i64, i64, ctypes.POINTER(_PackTarget), i64,
                                          ctypes.POINTER(_ConvArgs), i64, ctypes.c_int]
         lib.fa_block_forward.restype = ctypes.c_int
+        lib.fa_set_avx2_mixed.argtypes = [ctypes.c_int]
+        lib.fa_set_avx2_mixed.restype = ctypes.c_int
         lib.fa_set_block_layer_by_layer.argtypes = [ctypes.c_int]
         lib.fa_set_block_layer_by_layer.restype = ctypes.c_int
         lib.fa_amx_weights_size.argtypes = [i64, i64, i64]
@@ -118,6 +120,14 @@ def set_block_layer_by_layer(on: bool) -> bool:
     behind its producer, so the rows it reads are still in cache); ``True`` runs them layer by layer
     instead, as with several threads (same results, for tests and timing). Returns the previous setting."""
     return bool(_library().fa_set_block_layer_by_layer(int(bool(on))))
+
+
+def set_avx2_mixed(setting: Optional[bool]) -> Optional[bool]:
+    """The AVX2 kernel counts 8 of each block's 32 output channels with scalar POPCNT beside the vector
+    look-up on AMD cores (their 4 integer ALUs all have POPCNT); None decides by the CPU (the default),
+    True / False force it. The integers are the same. Returns the previous setting."""
+    previous = _library().fa_set_avx2_mixed(-1 if setting is None else int(bool(setting)))
+    return None if previous < 0 else bool(previous)
 
 
 def amx_min_pixels() -> int:

@@ -231,11 +231,16 @@ int main(void) {
         }
         int failures = 0;
         if (isa == FA_ISA_AMX) fa_amx_set_min_pixels(0); /* the tile kernel itself, even on tiny maps */
-        for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
-            for (int threads = 1; threads <= 2; threads++)
-                for (int fused = 0; fused <= 1; fused++)
-                    failures += run_case(isa, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4],
-                                         shapes[s][5], (int64_t)(s % 3), threads, fused);
+        /* AVX2: both kernels (vector look-up only, and split with scalar POPCNT) */
+        for (int mixed = 0; mixed <= (isa == FA_ISA_AVX2); mixed++) {
+            if (isa == FA_ISA_AVX2) fa_set_avx2_mixed(mixed);
+            for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++)
+                for (int threads = 1; threads <= 2; threads++)
+                    for (int fused = 0; fused <= 1; fused++)
+                        failures += run_case(isa, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3],
+                                             shapes[s][4], shapes[s][5], (int64_t)(s % 3), threads, fused);
+        }
+        if (isa == FA_ISA_AVX2) fa_set_avx2_mixed(-1);
         for (int threads = 1; threads <= 2; threads++) {
             failures += run_block_case(isa, 1, 70, 40, 24, 5, 6, threads);
             failures += run_block_case(isa, 2, 256, 128, 64, 8, 8, threads);
