@@ -157,6 +157,13 @@ def describe_packed_inference(result: Any) -> str:
                  f"**{len(exact_nchw)} of {len(binary)}** packed networks give the training-time NCHW forward's "
                  f"heatmaps bit for bit ({sum(m['differing_landmarks_nchw_real_layers'] for m in binary)} "
                  "landmarks differ); the timings use the default channels-last real layers.")
+    fast = [m for m in binary if "differing_landmarks_fast_real_layers" in m]
+    if fast:
+        parts.append(f"With the real layers rewritten for speed (`pack_model(..., real_layers=\"fast\")`: batch norm "
+                     f"folded, each real convolution and its ReLU one oneDNN pass), the largest heatmap difference "
+                     f"from the exact packing is {max(m['relative_diff_fast_real_layers'] for m in fast):.1e} of the "
+                     f"largest value and {sum(m['differing_landmarks_fast_real_layers'] for m in fast)} of "
+                     f"{sum(m['landmarks'] for m in fast)} landmarks differ (float rounding of the real layers).")
     if not all(m["round_trip_exact"] for m in binary):
         parts.append("The packed file did NOT give the same outputs back for: "
                      + ", ".join(m["label"] for m in binary if not m["round_trip_exact"]) + ".")
@@ -167,6 +174,10 @@ def describe_packed_inference(result: Any) -> str:
                 if busy is not None and math.isfinite(busy) else "")
         parts.append(f"Speed-up over the float training forward with {thread_label(t)} (batch {result.batch}{busy}): "
                      f"{sp[0][0]:.1f}x ({sp[0][1]}) to {sp[-1][0]:.1f}x ({sp[-1][1]}).")
+        sf = sorted((m["timing"][t]["speedup_fast"], m["label"]) for m in binary
+                    if m["timing"][t].get("speedup_fast") is not None)
+        if sf:
+            parts.append(f"With fast real layers: {sf[0][0]:.1f}x ({sf[0][1]}) to {sf[-1][0]:.1f}x ({sf[-1][1]}).")
         real = []
         for net, m in result.measurements.items():
             twin = result.twin_speed(net, t) if m["binary"] else None

@@ -176,13 +176,35 @@ def _differing(a: np.ndarray, b: np.ndarray) -> int:
     return int(np.any(a != b, -1).sum())
 
 
+def _compare_fast(packed: nn.Module, fast: nn.Module, images: torch.Tensor, matrix: torch.Tensor,
+                  decoder: str) -> dict[str, Any]:
+    """The packed network with its real layers rewritten for speed (``real_layers="fast"``: BN folded, oneDNN
+    conv + ReLU) against the exact packing: largest |difference| of the last stack's heatmaps, their
+    landmarks (quarter-pixel rule, as :func:`_compare_outputs`) and the chapter decoder's."""
+    max_diff, heat_p, heat_fast = 0.0, [], []
+    with torch.no_grad():
+        for i in range(0, len(images), 64):
+            x = images[i:i + 64]
+            a, b = packed(x)[-1].contiguous(), fast(x)[-1]
+            max_diff = max(max_diff, float((a - b).abs().max()))
+            heat_p.append(a)
+            heat_fast.append(b)
+    heat_p, heat_fast = torch.cat(heat_p), torch.cat(heat_fast)
+    return {"max_diff": max_diff, "pred_p": outputs_to_landmarks(heat_p, matrix),
+            "pred_fast": outputs_to_landmarks(heat_fast, matrix),
+            "acc_fast": outputs_to_landmarks(heat_fast, matrix, decoder)}
+
+
 def _measure_binary(label: str, r: RunResult, packed: nn.Module, model: nn.Module, isa: str, images, matrix, gt,
-                    box, batch: torch.Tensor, input_size: int, file: Path, decoder: str = "quarter") -> dict[str, Any]:
-    """Everything measured about one packed binary network, except its speed."""
+                    box, batch: torch.Tensor, input_size: int, file: Path, decoder: str = "quarter",
+                    fast: nn.Module | None = None) -> dict[str, Any]:
+    """Everything measured about one packed binary network, except its speed (``fast``: the same packing
+    with fast real layers, compared with it)."""
     model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
     packed_nchw = packed_mod.pack_model(model, isa=isa, real_layers="nchw")
     out = _compare_outputs(model, model_cl, packed, packed_nchw, images, matrix, decoder)
     del model_cl, packed_nchw
+    fast_out = _compare_fast(packed, fast, images, matrix, decoder) if fast is not None else None
     pred_f, pred_p, pred_cl, pred_pn = out["pred_f"], out["pred_p"], out["pred_cl"], out["pred_pn"]
     peak = max(out["max_abs"], 1e-12)
     # -- size on disk, and the file gives the same network back
@@ -209,12 +231,16 @@ def _measure_binary(label: str, r: RunResult, packed: nn.Module, model: nn.Modul
         "nme_packed": 100.0 * float(np.mean(metrics.nme_box(out["acc_p"], gt, box))),
         "conv_macs": int(sum(macs.values())), "packed_macs": int(packed_macs),
         "binary_convs": len(binary), "binary_convs_left_float": len(left_float),
-        "compression": report, "round_trip_exact": bool(round_trip), "timing": {}}
+        "compression": report, "round_trip_exact": bool(round_trip), "timing": {},
+        **({} if fast_out is None else {
+            "relative_diff_fast_real_layers": fast_out["max_diff"] / peak,
+            "differing_landmarks_fast_real_layers": _differing(fast_out["pred_p"], fast_out["pred_fast"]),
+            "nme_packed_fast": 100.0 * float(np.mean(metrics.nme_box(fast_out["acc_fast"], gt, box)))})}
 
 
 def _time_side_by_side(floats: dict[str, nn.Module], packs: dict[str, nn.Module], batch: torch.Tensor,
                        measurements: dict[NetSpec, dict[str, Any]], threads: tuple[int, ...],
-                       repeats: int) -> dict[int, float]:
+                       repeats: int, fast_packs: dict[str, nn.Module] | None = None) -> dict[int, float]:
     """Float and packed forward of each network back to back, every network in every round, at each
     thread count; fills each measurement's ``timing``; returns the load average before each count."""
     by_label = {m["label"]: net for net, m in measurements.items()}
@@ -229,12 +255,16 @@ def _time_side_by_side(floats: dict[str, nn.Module], packs: dict[str, nn.Module]
                 candidates[(label, "float")] = lambda m=model: m(batch)
                 if label in packs:
                     candidates[(label, "packed")] = lambda m=packs[label]: m(batch)
+                if fast_packs and label in fast_packs:
+                    candidates[(label, "packed fast")] = lambda m=fast_packs[label]: m(batch)
             best = interleaved_min_seconds(candidates, repeats)
             for label in floats:
                 f_ms = 1e3 * best[(label, "float")] / len(batch)
                 p_ms = 1e3 * best[(label, "packed")] / len(batch) if label in packs else None
+                fast_ms = 1e3 * best[(label, "packed fast")] / len(batch) if (label, "packed fast") in best else None
                 measurements[by_label[label]]["timing"][int(t)] = {
-                    "float_ms": f_ms, "packed_ms": p_ms, "speedup": f_ms / p_ms if p_ms else None}
+                    "float_ms": f_ms, "packed_ms": p_ms, "speedup": f_ms / p_ms if p_ms else None,
+                    "packed_fast_ms": fast_ms, "speedup_fast": f_ms / fast_ms if fast_ms else None}
     finally:
         torch.set_num_threads(torch_threads)
     return load
@@ -264,6 +294,11 @@ def _cells(measurements: dict[NetSpec, dict[str, Any]], isa: str) -> list[dict[s
                 ("float32 state_dict (kB)", c["float32_state_dict_bytes"] / 1e3),
                 ("packed file (kB)", c["packed_file_bytes"] / 1e3), ("size ratio (x)", c["ratio_vs_float32"]),
                 ("file round trip exact", float(m["round_trip_exact"]))]
+            if "differing_landmarks_fast_real_layers" in m:
+                values += [("max |heatmap diff| / max |heatmap|, fast vs exact real layers",
+                            m["relative_diff_fast_real_layers"]),
+                           ("differing landmarks, fast vs exact real layers", m["differing_landmarks_fast_real_layers"]),
+                           ("NME packed, fast real layers (%)", m["nme_packed_fast"])]
             cells += [dict(row=row, column=column, reproduced=value) for column, value in values]
         for t, timing in m["timing"].items():
             tl = thread_label(t)
@@ -271,6 +306,11 @@ def _cells(measurements: dict[NetSpec, dict[str, Any]], isa: str) -> list[dict[s
             if timing["packed_ms"] is not None:
                 cells += [dict(row=row, column=f"packed ms per image ({isa}, {tl})", reproduced=timing["packed_ms"]),
                           dict(row=row, column=f"speed-up ({tl})", reproduced=timing["speedup"])]
+                if timing.get("packed_fast_ms") is not None:
+                    cells += [dict(row=row, column=f"packed ms per image, fast real layers ({isa}, {tl})",
+                                   reproduced=timing["packed_fast_ms"]),
+                              dict(row=row, column=f"speed-up, fast real layers ({tl})",
+                                   reproduced=timing["speedup_fast"])]
                 twin = real_of.get(net)
                 if twin is not None and t in measurements[twin]["timing"]:
                     cells.append(dict(row=row, column=f"speed-up vs real twin ({tl})",
@@ -319,17 +359,22 @@ def packed_inference_table(ctx: Chapter5, isa: str | None = None, include_real: 
     measurements: dict[NetSpec, dict[str, Any]] = {}
     floats: dict[str, nn.Module] = {}
     packs: dict[str, nn.Module] = {}
+    fast_packs: dict[str, nn.Module] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for k, (label, r) in enumerate(nets):
             model = copy.deepcopy(r.model).cpu().eval()  # the kernels are CPU code; the run may live on a GPU
             packed = packed_mod.pack_model(model, isa=isa)
             floats[label], packs[label] = model, packed
+            if isinstance(model, FAN):
+                fast_packs[label] = packed_mod.pack_model(model, isa=isa, real_layers="fast")
             measurements[r.net] = _measure_binary(label, r, packed, model, isa, images, matrix, gt, box, batch,
-                                                  s.input_size, Path(tmp) / f"net{k}.fabin", s.decoder)
+                                                  s.input_size, Path(tmp) / f"net{k}.fabin", s.decoder,
+                                                  fast=fast_packs.get(label))
         for label, r in reals:
             floats[label] = copy.deepcopy(r.model).cpu().eval()
             measurements[r.net] = {"label": label, "run": r.summary(), "binary": False, "timing": {}}
-        load = _time_side_by_side(floats, packs, batch, measurements, s.packed_threads, s.packed_repeats)
+        load = _time_side_by_side(floats, packs, batch, measurements, s.packed_threads, s.packed_repeats,
+                                  fast_packs)
 
     df = pd.DataFrame(_cells(measurements, isa))
     caption = (f"Packed inference of the trained binary networks: XNOR/popcount kernels ({isa}) against the "
