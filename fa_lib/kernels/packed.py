@@ -280,7 +280,8 @@ def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[in
       does for float FANs: the stem's and heads' batch norms folded into their convolutions, each real
       convolution and its ReLU one oneDNN pass, the hourglass's upsample-and-add one pass.  The real
       layers then agree with the float model to float rounding (not bit for bit), so a sign taken within
-      rounding of its threshold can flip; the binary layers are exact as in the other modes.
+      rounding of its threshold can flip and propagate (chapter 5's ``table 5.packed_inference`` counts the
+      landmarks that move on its trained networks); the binary layers are exact as in the other modes.
 
     The first two differ because PyTorch's float convolutions sum in another order in the two layouts: the
     last bit of an activation can change, and a sign taken exactly at a threshold then flips (the binary
