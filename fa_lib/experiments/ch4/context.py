@@ -182,7 +182,8 @@ class Chapter4(ChapterContext):
             if self.data.aflw2000 is None:
                 raise DataUnavailable(CONVERSION_NOT_RUN)
             return convert_real_faces(self.network("2D-to-3D-FAN").model, self.network("2D-FAN").model, self.setup,
-                                      self.data.aflw2000, self.conversion_bins, seed=self.seed, device=self.device)
+                                      self.data, self.data.aflw2000, self.conversion_bins, seed=self.seed,
+                                      device=self.device)
         return convert_with_tool(self.network("2D-to-3D-FAN").model, self.network("2D-FAN").model, self.setup,
                                  self.data, seed=self.seed, device=self.device)
 

@@ -47,10 +47,11 @@ NONE_REAL_CURVE = "no conversion (2D-FAN's points as 3D)"
 FAILURE_NME = AUC_THRESHOLD
 
 
-def conversion_subset(data: Ch4Data, count: int | None) -> np.ndarray:
+def conversion_subset(data: Ch4Data, count: int | None, bins: np.ndarray | None = None) -> np.ndarray:
     """Indices of the test faces given to the tool: the first ``count // 3`` of each |yaw| bin (the
-    test set is yaw-balanced, so the subset is too); all of them when ``count`` is None."""
-    bins = data.test_bins
+    test set is yaw-balanced, so the subset is too); all of them when ``count`` is None. ``bins``: the
+    |yaw| bins of the faces to choose from (default: the test set's)."""
+    bins = data.test_bins if bins is None else np.asarray(bins)
     if count is None or count >= len(bins):
         return np.arange(len(bins))
     per_bin = max(1, int(count) // 3)
@@ -164,26 +165,35 @@ def convert_with_tool(fan_2d_to_3d: nn.Module, fan_2d: nn.Module | None, setup: 
         result = ToolConversion(indices=indices, from_pts=from_pts, yaw_pts=yaw_pts, balanced_pts=balanced_pts,
                                 direct_pts=np.asarray(direct.predictions, np.float32), exit_code=code)
         if fan_2d is not None:
-            for name, sample in zip(names, samples):
-                Image.fromarray(np.asarray(sample["image"], np.uint8)).save(unannotated / f"{name}.png")
-            gt_boxes = np.stack([np.asarray(sample["box"], np.float32) for sample in samples])
-            noisy = geometry.perturb_box(gt_boxes, EVAL_BOX_NOISE, np.random.default_rng(seed + EVAL_SEED))
-            boxes = {f"{name}.png": box.tolist() for name, box in zip(names, noisy)}
-            outcome = convert_folder(unannotated, root / "out_fan2d", load_2d_to_3d_network(weights),
-                                     fan_aligner(fan_2d, setup, device=dev),
-                                     batch_size=max(setup.batch_size, 8), copy_images=False, seed=seed,
-                                     show_progress=False, device=dev, input_size=setup.input_size, boxes=boxes,
-                                     decoder=setup.decoder)
-            if outcome.failed:
-                raise RuntimeError(f"convert-ls3dw failed on {len(outcome.failed)} images: {outcome.failed}")
-            from_fan2d, yaw_fan2d, balanced_fan2d, guides = _read_tool_output(root / "out_fan2d", names)
-            result = replace(result, from_fan2d=from_fan2d, yaw_fan2d=yaw_fan2d, balanced_fan2d=balanced_fan2d,
-                             fan2d_points=np.stack(guides), fan2d_boxes=noisy)
+            result = replace(result, **_convert_guided_by_fan2d(samples, names, weights, fan_2d, setup, unannotated,
+                                                                root / "out_fan2d", seed=seed, device=dev))
     finally:
         if context is not None:
             context.cleanup()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _convert_guided_by_fan2d(samples: Sequence[dict], names: Sequence[str], weights: Path, fan_2d: nn.Module,
+                             setup: Ch4Setup, images: Path, out: Path, *, seed: int, device: str) -> dict[str, Any]:
+    """The faces written to ``images`` without annotations and converted by
+    :func:`fa_lib.convert_ls3dw.convert_folder` (what ``fa-lib convert-ls3dw`` calls) with ``fan_2d`` as the
+    tool's 2D aligner, given each face's box with 10% noise: the :class:`ToolConversion` fields of that run."""
+    images.mkdir(parents=True, exist_ok=True)
+    for name, sample in zip(names, samples):
+        Image.fromarray(np.asarray(sample["image"], np.uint8)).save(images / f"{name}.png")
+    gt_boxes = np.stack([np.asarray(sample["box"], np.float32) for sample in samples])
+    noisy = geometry.perturb_box(gt_boxes, EVAL_BOX_NOISE, np.random.default_rng(seed + EVAL_SEED))
+    outcome = convert_folder(images, out, load_2d_to_3d_network(weights), fan_aligner(fan_2d, setup, device=device),
+                             batch_size=max(setup.batch_size, 8), copy_images=False, seed=seed, show_progress=False,
+                             device=device, input_size=setup.input_size,
+                             boxes={f"{name}.png": box.tolist() for name, box in zip(names, noisy)},
+                             decoder=setup.decoder)
+    if outcome.failed:
+        raise RuntimeError(f"convert-ls3dw failed on {len(outcome.failed)} images: {outcome.failed}")
+    from_fan2d, yaw_fan2d, balanced_fan2d, guides = _read_tool_output(out, names)
+    return {"from_fan2d": from_fan2d, "yaw_fan2d": yaw_fan2d, "balanced_fan2d": balanced_fan2d,
+            "fan2d_points": np.stack(guides), "fan2d_boxes": noisy}
 
 
 def conversion_errors(tool: ToolConversion, data: Ch4Data, fan3d_nme: np.ndarray | None = None
@@ -244,46 +254,24 @@ def conversion_balance(tool: ToolConversion, data: Ch4Data, bins: np.ndarray | N
     return long_table(rows)
 
 
-def convert_real_faces(fan_2d_to_3d: nn.Module, fan_2d: nn.Module, setup: Ch4Setup, faces: Dataset,
-                       bins: np.ndarray, *, seed: int = 0, device: Any = "cpu", count: int | None = None
-                       ) -> ToolConversion:
+def convert_real_faces(fan_2d_to_3d: nn.Module, fan_2d: nn.Module, setup: Ch4Setup, data: Ch4Data,
+                       faces: Dataset, bins: np.ndarray, *, seed: int = 0, device: Any = "cpu",
+                       count: int | None = None) -> ToolConversion:
     """Fig. 4.6 on real faces without 2D annotations (AFLW2000-3D, the thesis's protocol): ``count``
-    faces (default ``setup.convert_images``, equal numbers per |yaw| bin of ``bins``) written as images and
-    converted by :func:`fa_lib.convert_ls3dw.convert_folder` (what ``fa-lib convert-ls3dw`` calls) with
-    2D-FAN as the tool's 2D aligner, given each face's box with 10% noise."""
+    faces of ``faces`` (default ``setup.convert_images``, equal numbers per |yaw| bin of ``bins``)
+    converted by the tool guided by 2D-FAN (:func:`_convert_guided_by_fan2d`)."""
     started = time.perf_counter()
-    bins = np.asarray(bins)
-    wanted = setup.convert_images if count is None else count
-    if wanted is None or wanted >= len(bins):
-        indices = np.arange(len(bins))
-    else:
-        per_bin = max(1, int(wanted) // 3)
-        indices = np.sort(np.concatenate([np.flatnonzero(bins == b)[:per_bin] for b in range(3)]))
+    indices = conversion_subset(data, setup.convert_images if count is None else count, bins)
     names = [f"face_{int(i):05d}" for i in indices]
     dev = str(resolve_device(device))
     with tempfile.TemporaryDirectory(prefix="fa_lib_convert_real_") as tmp:
         root = Path(tmp)
-        images = root / "images"
-        images.mkdir()
-        samples = [faces[int(i)] for i in indices]
-        for name, sample in zip(names, samples):
-            Image.fromarray(np.asarray(sample["image"], np.uint8)).save(images / f"{name}.png")
-        gt_boxes = np.stack([np.asarray(sample["box"], np.float32) for sample in samples])
-        noisy = geometry.perturb_box(gt_boxes, EVAL_BOX_NOISE, np.random.default_rng(seed + EVAL_SEED))
         weights = save_model(fan_2d_to_3d, root / "2d_to_3d_fan.pt",
                              extra={"input_size": setup.input_size, "profile": setup.name})
-        outcome = convert_folder(images, root / "out_fan2d", load_2d_to_3d_network(weights),
-                                 fan_aligner(fan_2d, setup, device=dev), batch_size=max(setup.batch_size, 8),
-                                 copy_images=False, seed=seed, show_progress=False, device=dev,
-                                 input_size=setup.input_size,
-                                 boxes={f"{n}.png": box.tolist() for n, box in zip(names, noisy)},
-                                 decoder=setup.decoder)
-        if outcome.failed:
-            raise RuntimeError(f"convert-ls3dw failed on {len(outcome.failed)} images: {outcome.failed}")
-        from_fan2d, yaw_fan2d, balanced_fan2d, guides = _read_tool_output(root / "out_fan2d", names)
+        guided = _convert_guided_by_fan2d([faces[int(i)] for i in indices], names, weights, fan_2d, setup,
+                                          root / "images", root / "out_fan2d", seed=seed, device=dev)
     return ToolConversion(indices=indices, from_pts=None, yaw_pts=None, balanced_pts=None, direct_pts=None,
-                          from_fan2d=from_fan2d, yaw_fan2d=yaw_fan2d, balanced_fan2d=balanced_fan2d,
-                          fan2d_points=np.stack(guides), fan2d_boxes=noisy, seconds=time.perf_counter() - started)
+                          seconds=time.perf_counter() - started, **guided)
 
 
 def real_conversion_errors(tool: ToolConversion, faces: Dataset, fan3d_nme: np.ndarray | None = None

@@ -182,10 +182,7 @@ def table_4_fig6(ctx) -> ThesisResult:
         return _table_4_fig6_real(ctx)
     tool, curves = ctx.conversion, ctx.conversion_curves
     summary = conversion_summary(curves, ctx.data.test_bins[tool.indices] == 2)
-    cells = {row["curve"]: {"mean NME (%)": row["mean NME (%)"], PROFILE_NME: row[PROFILE_NME],
-                            "AUC@7% (%)": row["AUC@7% (%)"],
-                            "failures, NME > 7% (%)": 100 * row["failures (NME > 7%)"] / row["images"]}
-             for _, row in summary.iterrows()}
+    cells = _fig6_cells(summary)
     cells["cross-check: convert-ls3dw (.pts) vs 2D-to-3D-FAN run directly"] = {
         "max |difference| (px)": tool.max_direct_difference}
     balance = conversion_balance(tool, ctx.data)
@@ -210,6 +207,14 @@ def table_4_fig6(ctx) -> ThesisResult:
                "faces": [int(i) for i in tool.indices]})
 
 
+def _fig6_cells(summary: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """Table "4.fig6"'s cells of each Fig. 4.6 curve (``summary``: :func:`conversion_summary`)."""
+    return {row["curve"]: {"mean NME (%)": row["mean NME (%)"], PROFILE_NME: row[PROFILE_NME],
+                           "AUC@7% (%)": row["AUC@7% (%)"],
+                           "failures, NME > 7% (%)": 100 * row["failures (NME > 7%)"] / row["images"]}
+            for _, row in summary.iterrows()}
+
+
 def _table_4_fig6_real(ctx) -> ThesisResult:
     """Table "4.fig6" on a data root: the thesis's protocol on AFLW2000-3D (no 2D annotations): its faces
     converted by the tool guided by 2D-FAN, against its 3D annotations, with 3D-FAN alone and 2D-FAN's
@@ -219,10 +224,7 @@ def _table_4_fig6_real(ctx) -> ThesisResult:
     tool, curves = ctx.conversion, ctx.conversion_curves
     bins = ctx.conversion_bins
     summary = conversion_summary(curves, bins[tool.indices] == 2)
-    cells = {row["curve"]: {"mean NME (%)": row["mean NME (%)"], PROFILE_NME: row[PROFILE_NME],
-                            "AUC@7% (%)": row["AUC@7% (%)"],
-                            "failures, NME > 7% (%)": 100 * row["failures (NME > 7%)"] / row["images"]}
-             for _, row in summary.iterrows()}
+    cells = _fig6_cells(summary)
     balance = conversion_balance(tool, ctx.data, bins)
     table = pd.concat([long_table(cells), balance], ignore_index=True)
     names = ("2D-FAN", "2D-to-3D-FAN", "3D-FAN")
