@@ -83,6 +83,11 @@ DATASETS: tuple[DatasetSpec, ...] = (
                 "chapter 3: Tables 3.3-3.5, Figs. 3.4-3.5; chapter 5: Tables 5.11, 5.12, Fig. 5.5a"),
     DatasetSpec("Oxford-IIIT-Pet with 22-point annotations (test)", lambda root: pet_landmark_dataset(root, "test"),
                 None, "the thesis's annotations are not public", "chapter 3: Table 3.6, Figs. 3.6, 3.7"),
+    DatasetSpec("AFLW", lambda root: RealFaceDataset("aflw", root, "all"), 25993, "thesis Table 2.1 and section 2.3",
+                "chapter 6: training pairs (framed from its 21 points), when present"),
+    DatasetSpec("CelebA (training split)", lambda root: RealFaceDataset("celeba", root, "train"), None,
+                "the thesis draws ~20k random faces (section 6.1)",
+                "chapter 6: 20,000 random training pairs (framed from its 5 points), when present"),
     DatasetSpec("WiderFace validation", lambda root: RealFaceDataset("widerface", root, "val"), None,
                 "the thesis used ~200 selected faces", "chapter 6: Fig. 6.9"),
 )
@@ -117,9 +122,16 @@ def _check_sample(sample: dict) -> None:
     image = np.asarray(sample["image"])
     if image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
         raise ValueError(f"image of shape {image.shape}")
+    visibility = sample.get("visibility")
     for key in ("landmarks_2d", "landmarks_3d"):
         points = sample.get(key)
-        if points is not None and not np.isfinite(np.asarray(points)[:, :2]).all():
+        if points is None:
+            continue
+        finite = np.isfinite(np.asarray(points)[:, :2]).all(1)
+        # a point may be missing only where the dataset says it is not visible (AFLW marks visible points only)
+        marked = np.ones(len(finite), bool) if visibility is None or len(visibility) != len(finite) else \
+            np.asarray(visibility, bool)
+        if not finite[marked].all():
             raise ValueError(f"{key} has non-finite x, y")
 
 
@@ -181,10 +193,22 @@ def chapter_plan(reports: Sequence[DatasetReport]) -> dict[str, str]:
     plan["ch5"] = (f"cannot run: {', '.join(missing)} unusable" if missing else
                    "the real 300-W-LP and LS3D-W balanced" + ("; Fig. 5.5b on AFLW2000-3D" if ok["AFLW2000-3D"] else ""))
     missing6 = [r.name for r in reports if "ch6" in _required(r.name) and not r.usable]
+    # the optional training sets are read when found: found but unreadable would stop the chapter later
+    missing6 += [name for name in CH6_OPTIONAL_SETS if by_name[name].found and not by_name[name].usable]
+    extra6 = [name for name in CH6_OPTIONAL_SETS if ok[name]]
     plan["ch6"] = (f"cannot run: {', '.join(missing6)} unusable" if missing6 else
-                   "16 -> 64 px pairs made from the real 300-W-LP (training) and LS3D-W balanced (test) faces"
+                   "16 -> 64 px pairs made from the real faces: 300-W-LP, "
+                   + "".join(f"{name.split(' ')[0]}, " for name in extra6)
+                   + "the LS3D-W balanced faces not held out for testing (thesis 6.1"
+                   + ("" if len(extra6) == len(CH6_OPTIONAL_SETS) else
+                      "; not found: " + ", ".join(n.split(" ")[0] for n in CH6_OPTIONAL_SETS if n not in extra6))
+                   + "), a yaw-balanced part of LS3D-W balanced for testing"
                    + ("; Fig. 6.9 from WiderFace" if ok["WiderFace validation"] else ""))
     return plan
+
+
+#: the training sets chapter 6 adds when the data root has them (:func:`fa_lib.experiments.ch6.data.real_pairs`)
+CH6_OPTIONAL_SETS = ("AFLW", "CelebA (training split)")
 
 
 def _required(name: str) -> tuple[str, ...]:

@@ -72,6 +72,16 @@ contour). Readers of real AFLW-PIFA files must check the order against the datas
                                            ear stand-ins 2 and 14 are points 12 and 16)
 
 A point built from several 68-point indices is visible only when all of them are visible.
+
+CelebA's 5 points (Liu et al. 2015; ``list_landmarks_celeba.txt``; its "left" is the image side, as in a
+frontal face its ``lefteye_x`` is the smaller) and how each relates to the 68-point markup
+(``CELEBA_5_FROM_68``)::
+
+    0 left eye     36-41   approximate: CelebA marks the eye's centre; the mean of the six contour points
+    1 right eye    42-47   approximate, as point 0
+    2 nose (tip)   30      exact
+    3 left mouth   48      exact
+    4 right mouth  54      exact
 """
 from __future__ import annotations
 
@@ -120,6 +130,10 @@ PIFA_34_FROM_68: tuple[tuple[int, ...], ...] = PIFA_21_FROM_68 + (
     (37, 38), (40, 41), (43, 44), (46, 47),
     (27,), (51,), (57,),
     (0,), (3,), (6,), (10,), (13,), (16,),
+)
+
+CELEBA_5_FROM_68: tuple[tuple[int, ...], ...] = (
+    (36, 37, 38, 39, 40, 41), (42, 43, 44, 45, 46, 47), (30,), (48,), (54,),
 )
 
 # Horizontal-flip permutations of the subsets, consistent with FLIP_PERMUTATION_68 (tested).

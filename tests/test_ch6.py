@@ -421,3 +421,89 @@ def test_ls3dw_is_split_as_chapter_6_of_the_thesis(tmp_path):
     pairs = RealLowResPairs([(RealFaceDataset("300w_lp", tmp_path, "train"), None), (ls3dw, train)])
     assert len(pairs) == 4 and pairs.face(0)["source"].startswith("300w_lp")
     assert pairs.face(1)["source"].startswith("ls3dw") and "ls3dw balanced (3 of 4)" in pairs.name
+
+
+def test_sparse_markups_imply_the_68_point_box():
+    """CelebA's 5 points and AFLW's 21 (some missing) of a face that IS the face model's mean shape seen
+    through a camera give back all 68 projected landmarks and the pose; too few points or a markup of
+    unknown size is refused."""
+    from fa_lib.convert_ls3dw import mean_landmarks_3d, project_orthographic
+    from fa_lib.data.render import rotation_matrix
+    from fa_lib.experiments.ch6.data import implied_68_points
+    from fa_lib.landmarks import CELEBA_5_FROM_68, PIFA_21_FROM_68
+
+    mean = mean_landmarks_3d()
+    truth = project_orthographic(mean, 0.4, rotation_matrix(-50.0, 5.0, -12.0), np.array([80.0, 60.0]))
+    for groups in (CELEBA_5_FROM_68, PIFA_21_FROM_68):
+        points = np.stack([truth[list(g)].mean(0) for g in groups])
+        if len(groups) == 21:
+            points[[0, 6, 7, 12, 17]] = np.nan  # AFLW marks visible points only
+        implied, pose = implied_68_points(points)
+        np.testing.assert_allclose(implied, truth, atol=1e-6)
+        assert pose == pytest.approx([-50.0, 5.0, -12.0], abs=1e-4)
+    with pytest.raises(ValueError, match="no sparse markup with 7 points"):
+        implied_68_points(truth[:7])
+    with pytest.raises(ValueError, match="at least 4 finite"):
+        implied_68_points(np.vstack([truth[[36, 45, 30]], [[np.nan, np.nan]] * 2]))
+
+
+def test_aflw_and_celeba_join_the_training_pairs_framed_by_their_points(tmp_path):
+    """Thesis 6.1's training mixture on a data root: 300-W-LP, AFLW (every face) and CelebA's training
+    split join the training pairs; their faces, framed by the 68-point box their points imply (or by the
+    dataset's box when too few points are marked), carry no landmarks, and only the 68-landmark faces
+    make the annotated pairs the FANs train on."""
+    import shutil
+    from pathlib import Path
+
+    from fa_lib.data.lowres import SuperResolutionInputs
+    from fa_lib.experiments.ch6.data import FACE_FRACTION, real_pairs
+    from fa_lib.experiments.runs import dataset_identity
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    for name in ("300W_LP", "aflw", "CelebA"):
+        shutil.copytree(fixtures / name, tmp_path / name)
+    shutil.copytree(fixtures / "LS3D-W" / "Menpo-3D", tmp_path / "LS3D-W" / "balanced" / "Menpo-3D")
+    train, test, degraded = real_pairs(tmp_path, seed=1)
+    assert [s["kind"] for s in dataset_identity(train)["real_pairs"]] == ["300w_lp", "aflw", "celeba"]
+    assert len(train) == 1 + 3 + 2 and "aflw all + celeba train" in train.name
+    assert [s["kind"] for s in dataset_identity(degraded)["real_pairs"]] == ["300w_lp", "aflw", "celeba"]
+    sources = [train[i]["source"] for i in range(len(train))]
+    assert sources[1:4] == ["aflw:39341", "aflw:39342", "aflw:39343"] and sources[4].startswith("celeba:")
+    for i in range(len(train)):
+        sample = train[i]
+        box = sample["box"]
+        assert max(box[2] - box[0], box[3] - box[1]) == pytest.approx(FACE_FRACTION * 64, abs=0.01)
+        assert sample["annotated"] == (i == 0)
+        assert np.isfinite(sample["landmarks_3d"][:, :2]).all() == (i == 0)
+        assert sample["image_lr"].shape == (16, 16, 3)
+    # face 39343 has 3 points: framed by its FaceRect (10 x 12 px), so the box's height fills the frame
+    box = train[3]["box"]
+    assert box[3] - box[1] > box[2] - box[0]
+    # faces 39341 and 39342 are the same face, one shifted and with five points unmarked: the same framing
+    assert np.allclose(train[1]["box"], train[2]["box"], atol=1.0)
+    assert np.isfinite(train[4]["pose"]).all()  # CelebA has no pose: fitted to its 5 points
+    annotated = train.annotated()
+    assert len(annotated) == 1 and annotated.face(0)["source"].startswith("300w_lp")
+    assert annotated.annotated() is annotated
+    tensors = SuperResolutionInputs(1.0)(train[4], np.random.default_rng(0))
+    assert tensors["image_hr"].shape == (3, 64, 64) and torch.isnan(tensors["landmarks_image"]).all()
+    # CelebA's sample size is a knob: none of it
+    fewer, _, _ = real_pairs(tmp_path, seed=1, celeba_faces=0)
+    assert [s["kind"] for s in dataset_identity(fewer)["real_pairs"]] == ["300w_lp", "aflw"]
+
+
+def test_the_sparse_framing_check_measures_the_implied_boxes(ch6):
+    """The chapter's framing check on the test faces (68 landmarks known): every face framed from both
+    markups, the implied boxes close to the true ones; the annotated pairs of synthetic data are all of them."""
+    from fa_lib.experiments.ch6 import narrative
+    from fa_lib.experiments.ch6.data import sparse_framing_check
+
+    table = sparse_framing_check(ch6.test_pairs)
+    assert set(table["markup"]) == {"CelebA 5 points", "AFLW 21 points (visible ones)"}
+    assert (table["framed"] == table["faces"]).all() and table["faces"].sum() == 2 * len(ch6.test_pairs)
+    assert table["side ratio median"].between(0.85, 1.15).all()
+    assert (table["centre offset median (of side)"] < 0.1).all()
+    assert "optimistic" in narrative.describe_sparse_framing(ch6, table)
+    assert ch6.annotated_pairs is ch6.train_pairs
+    with pytest.raises(ValueError, match="no annotated subset"):
+        ch6.items(degraded=True, annotated=True)

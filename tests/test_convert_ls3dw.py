@@ -15,10 +15,10 @@ SMALL = dict(num_modules=1, width=16, stem_channels=(8, 16))
 
 
 def _face_model_or_skip():
-    from fa_lib.convert_ls3dw import _mean_landmarks_3d
+    from fa_lib.convert_ls3dw import mean_landmarks_3d
 
     try:
-        return _mean_landmarks_3d()
+        return mean_landmarks_3d()
     except FileNotFoundError as err:
         pytest.skip(str(err))
 
@@ -247,3 +247,23 @@ def test_boxes_guide_the_2d_aligner_for_images_without_pts(tmp_path):
         read_boxes_json(spec)
     with pytest.raises(FileNotFoundError):
         read_boxes_json(tmp_path / "none.json")
+
+
+def test_the_orthographic_camera_is_recovered_from_a_few_points():
+    """A face model's landmarks seen through a known scaled-orthographic camera: fitting the camera to 5
+    of them recovers it, every landmark's projection and the pose."""
+    from fa_lib.convert_ls3dw import fit_orthographic_camera, pose_from_rotation, project_orthographic
+    from fa_lib.data.render import rotation_matrix
+
+    mean = _face_model_or_skip()
+    rotation = rotation_matrix(35.0, -10.0, 8.0)
+    truth = project_orthographic(mean, 0.7, rotation, np.array([120.0, 95.0]))
+    chosen = [36, 45, 30, 48, 54]
+    scale, fitted, shift = fit_orthographic_camera(truth[chosen], mean[chosen])
+    assert scale == pytest.approx(0.7, rel=1e-9) and np.allclose(fitted, rotation, atol=1e-9)
+    np.testing.assert_allclose(project_orthographic(mean, scale, fitted, shift), truth, atol=1e-9)
+    assert pose_from_rotation(fitted) == pytest.approx((35.0, -10.0, 8.0), abs=1e-6)
+    with pytest.raises(ValueError, match="at least 4 finite"):
+        fit_orthographic_camera(np.vstack([truth[chosen[:3]], [[np.nan, np.nan]] * 2]), mean[chosen])
+    with pytest.raises(ValueError, match="reference points"):
+        fit_orthographic_camera(truth[:5], mean[:4])

@@ -21,7 +21,7 @@ READER = {"points_key": "pts", "visibility_key": "vis"}
 def data_root(tmp_path):
     """Every dataset a chapter reads, a few faces each, in its official layout."""
     root = tmp_path / "data"
-    for name in ("300W_LP", "AFLW2000", "widerface"):
+    for name in ("300W_LP", "AFLW2000", "widerface", "aflw", "CelebA"):
         shutil.copytree(FIX / name, root / name)
     shutil.copytree(FIX / "LS3D-W" / "Menpo-3D", root / "LS3D-W" / "balanced" / "Menpo-3D")
     for split in ("train", "test"):
@@ -40,7 +40,7 @@ def test_a_complete_root_is_found_and_parsed(data_root):
     reports = {r.name: r for r in check_data(data_root, sample=0)}
     assert set(reports) == {spec.name for spec in DATASETS}
     for name in ("300-W-LP", "LS3D-W balanced", "AFLW2000-3D", "AFLW-PIFA train", "AFLW-PIFA test",
-                 "WiderFace validation"):
+                 "WiderFace validation", "AFLW", "CelebA (training split)"):
         assert reports[name].usable, (name, reports[name].problem, reports[name].errors)
         assert reports[name].count >= 1 and reports[name].checked == reports[name].count
     assert reports["AFLW-PIFA test"].thesis_count == 1299 and reports["AFLW-PIFA test"].count == 2
@@ -49,6 +49,17 @@ def test_a_complete_root_is_found_and_parsed(data_root):
     assert plan["ch3"].startswith("CALE on the real AFLW-PIFA") and "real 300-W-LP" in plan["ch5"]
     assert "Table 4.1 on 300-W test, 300-VW" in plan["ch4"] and "depth network" in plan["ch4"]
     assert "WiderFace" in plan["ch6"] and unusable_chapters(list(reports.values())) == {}
+    assert "300-W-LP, AFLW, CelebA, the LS3D-W balanced faces" in plan["ch6"] and "not found" not in plan["ch6"]
+    assert reports["AFLW"].thesis_count == 25993 and reports["AFLW"].count == 3  # one face has 5 points unmarked
+
+
+def test_chapter_6_names_the_optional_sets_it_lacks_and_stops_on_a_broken_one(data_root):
+    shutil.rmtree(data_root / "CelebA")
+    reports = check_data(data_root, sample=0)
+    assert "not found: CelebA" in chapter_plan(reports)["ch6"] and unusable_chapters(reports) == {}
+    (data_root / "aflw" / "data" / "aflw.sqlite").write_text("not a database")
+    blocked = unusable_chapters(check_data(data_root, sample=0))
+    assert set(blocked) == {"ch6"} and "AFLW unusable" in blocked["ch6"]
 
 
 def test_an_empty_root_says_what_is_missing_and_which_chapter_cannot_run(tmp_path, capsys):
@@ -94,7 +105,7 @@ def test_chapters_3_5_and_6_run_on_a_fixture_data_root_through_the_real_readers(
                                                                               monkeypatch):
     """The real-data path end to end: the chapter-3, -5 and -6 notebooks at the smoke scale with
     ``--data-root`` on the fixture root; which results came from which fixture dataset (chapter 6: pairs
-    made from the real 300-W-LP and LS3D-W faces)."""
+    made from the real 300-W-LP, AFLW, CelebA and LS3D-W faces, the FANs trained on the 300-W-LP ones)."""
     monkeypatch.setenv("FA_LIB_RUNS", str(tmp_path / "runs"))
     runs = reproduce("smoke", chapters=["ch3", "ch5", "ch6"], data_root=str(data_root), root=smoke_project,
                      progress=False, force=True, device="cpu", results_dir=tmp_path / "results",
@@ -112,7 +123,9 @@ def test_chapters_3_5_and_6_run_on_a_fixture_data_root_through_the_real_readers(
     sizes = json.loads((tmp_path / "results" / "figures" / "fig_6_9.json").read_text())
     assert sizes["sizes_source"].startswith("WiderFace validation boxes")
     superfan = json.loads((tmp_path / "results" / "tables" / "table_6.2.json").read_text())
-    assert superfan["dataset"].startswith("real 300w_lp train under") and "-> real ls3dw balanced" in superfan["dataset"]
+    assert superfan["dataset"].startswith("real 300w_lp train + aflw all + celeba train under")
+    assert "-> real ls3dw balanced" in superfan["dataset"]
+    assert superfan["data"]["train_landmark_targets"].startswith("real 300w_lp train under")  # the FANs' pairs
 
 
 @pytest.mark.notebook

@@ -299,10 +299,60 @@ def test_dataset_300vw_frames_and_video(tmp_path):
     assert abs(int(video[0]["image"].mean()) - 50) < 8 and abs(int(video[1]["image"].mean()) - 200) < 8
 
 
+# ------------------------------------------------------------------------------------ AFLW
+def test_read_aflw_sqlite():
+    """AFLW's database: faces in face_id order with their image, FaceRect as a box, the 21 points in
+    feature_id order (NaN where not annotated) and FacePose in degrees (NaN where absent)."""
+    from fa_lib.data.formats import AFLW_POINT_NAMES, read_aflw_sqlite
+
+    AFLW_FRONTAL_21 = make_fixtures.AFLW_FRONTAL_21
+    faces = read_aflw_sqlite(FIX / "aflw" / "data" / "aflw.sqlite")
+    assert [f.face_id for f in faces] == [39341, 39342, 39343] and len(AFLW_POINT_NAMES) == 21
+    assert [f.file for f in faces] == ["0/image00002.jpg", "2/image00013.jpg", "2/image00013.jpg"]
+    assert faces[0].box.tolist() == [7, 9, 33, 36]
+    np.testing.assert_allclose(faces[0].points, AFLW_FRONTAL_21)
+    missing = ~np.isfinite(faces[1].points).all(1)
+    assert np.flatnonzero(missing).tolist() == [0, 6, 7, 12, 17]
+    np.testing.assert_allclose(faces[1].points[~missing], AFLW_FRONTAL_21[~missing] + [4, 2])
+    assert np.isfinite(faces[2].points).all(1).sum() == 3
+    np.testing.assert_allclose(faces[0].pose, np.degrees([0.2, -0.1, 0.05]), rtol=1e-6)  # yaw, pitch, roll
+    assert np.isnan(faces[2].pose).all()
+    dataset = RealFaceDataset("aflw", FIX, "all")
+    sample = dataset[1]
+    assert sample["source"] == "aflw:39342" and sample["image"].shape == (48, 40, 3)
+    assert sample["visibility"].tolist() == (~missing).tolist() and sample["landmarks_2d"].shape == (21, 2)
+    assert len(RealFaceDataset("aflw", FIX / "aflw")) == 3  # the archive's folder itself
+    with pytest.raises(ValueError, match="aflw split must be 'all'"):
+        RealFaceDataset("aflw", FIX, "train")
+
+
+def test_aflw_errors_name_the_file(tmp_path):
+    from fa_lib.data.formats import read_aflw_sqlite
+
+    with pytest.raises(FileNotFoundError, match="aflw.sqlite not found"):
+        RealFaceDataset("aflw", tmp_path, "all")
+    bad = tmp_path / "aflw" / "data" / "aflw.sqlite"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("not a database")
+    with pytest.raises(ValueError, match="aflw.sqlite"):
+        read_aflw_sqlite(bad)
+    bad.unlink()
+    import sqlite3
+
+    connection = sqlite3.connect(bad)
+    connection.execute("CREATE TABLE Faces (face_id INTEGER, file_id TEXT)")
+    connection.commit()
+    connection.close()
+    with pytest.raises(ValueError, match="not AFLW's database layout"):
+        RealFaceDataset("aflw", tmp_path, "all")
+
+
 def test_dataset_celeba_widerface_pets():
     celeba = RealFaceDataset("celeba", FIX / "CelebA", "train")
     assert len(celeba) == 2 and celeba[1]["identity"] == 2937
     assert celeba[0]["box"].tolist() == [95, 71, 321, 384]
+    # the 5 points of list_landmarks_celeba.txt (pixel indices -> centres)
+    assert celeba[0]["landmarks_2d"].tolist()[:2] == [[165.5, 184.5], [244.5, 176.5]]
     assert len(RealFaceDataset("celeba", FIX, "test")) == 1
     wider = RealFaceDataset("widerface", FIX / "widerface", "val")
     assert len(wider) == 2                                   # one invalid face, one empty image

@@ -15,6 +15,8 @@ format                 stored convention                                    conv
 300-W-LP / AFLW2000    MATLAB (3DDFA), 1-based                               x - 0.5, y - 0.5
 LS3D-W ``.t7``         Torch7 (Lua, 1-based) output of the 2D-to-3D FAN     x - 0.5, y - 0.5
 CelebA                 integer pixel indices (base undocumented; 0 taken)   + 0.5 for points
+AFLW ``aflw.sqlite``   float pixel coordinates (base undocumented; 0 taken)  none; FaceRect x, y, w, h
+                                                                            -> [x, y, x + w, y + h]
 WiderFace              x, y, w, h of the box's top-left pixel (0-based)     [x, y, x + w, y + h]
 Oxford-IIIT Pet xml    PASCAL VOC: 1-based inclusive pixel indices           [xmin - 1, ymin - 1,
                                                                             xmax, ymax]
@@ -515,6 +517,76 @@ def read_celeba_partition(path: PathLike) -> dict[str, int]:
     if frame.shape[1] != 2 or not values.isin([0, 1, 2]).all():
         raise ValueError(f"{path}: expected '<image_id> <0|1|2>' rows")
     return dict(zip(frame["image_id"], values))
+
+
+# ----------------------------------------------------------------------------------------- AFLW
+#: AFLW's 21 points in the order of its ``FeatureCoords.feature_id`` 1-21 (Koestinger et al. 2011;
+#: the order of :data:`fa_lib.landmarks.PIFA_21_FROM_68`)
+AFLW_POINT_NAMES = (
+    "LeftBrowLeftCorner", "LeftBrowCenter", "LeftBrowRightCorner", "RightBrowLeftCorner", "RightBrowCenter",
+    "RightBrowRightCorner", "LeftEyeLeftCorner", "LeftEyeCenter", "LeftEyeRightCorner", "RightEyeLeftCorner",
+    "RightEyeCenter", "RightEyeRightCorner", "LeftEar", "NoseLeft", "NoseCenter", "NoseRight", "RightEar",
+    "MouthLeftCorner", "MouthCenter", "MouthRightCorner", "ChinCenter")
+
+
+@dataclasses.dataclass
+class AFLWFace:
+    """One face of AFLW's ``aflw.sqlite``."""
+
+    face_id: int
+    file: str               # FaceImages.filepath, relative to ``aflw/data/flickr/``
+    box: np.ndarray         # (4,) float32 [x1, y1, x2, y2] from FaceRect
+    points: np.ndarray      # (21, 2) float32, NaN where the point is not annotated (AFLW marks visible points only)
+    pose: np.ndarray        # (3,) float32 (yaw, pitch, roll) in degrees from FacePose (stored in radians), NaN if absent
+
+
+def read_aflw_sqlite(path: PathLike) -> list[AFLWFace]:
+    """AFLW's annotation database (``aflw/data/aflw.sqlite``) -> its faces, in ``face_id`` order.
+
+    Tables read: ``Faces`` (face_id, file_id), ``FaceImages`` (file_id, filepath), ``FaceRect`` (face_id,
+    x, y, w, h), ``FeatureCoords`` (face_id, feature_id 1-21, x, y) and ``FacePose`` (face_id, roll, pitch,
+    yaw in radians; optional). Faces without a rectangle or an image row are skipped: AFLW's database
+    has a handful. Raises ``FileNotFoundError`` / ``ValueError`` naming the file when it is missing, is
+    not an SQLite database or lacks a table or column.
+    """
+    import sqlite3
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"AFLW database not found: {path}")
+    try:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as error:
+        raise ValueError(f"{path}: cannot open as an SQLite database ({error})") from error
+    try:
+        cursor = connection.cursor()
+        try:
+            faces = cursor.execute(
+                "SELECT Faces.face_id, FaceImages.filepath, FaceRect.x, FaceRect.y, FaceRect.w, FaceRect.h "
+                "FROM Faces JOIN FaceImages ON Faces.file_id = FaceImages.file_id "
+                "JOIN FaceRect ON FaceRect.face_id = Faces.face_id ORDER BY Faces.face_id").fetchall()
+            coords = cursor.execute("SELECT face_id, feature_id, x, y FROM FeatureCoords").fetchall()
+            tables = {row[0] for row in cursor.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            poses = (cursor.execute("SELECT face_id, yaw, pitch, roll FROM FacePose").fetchall()
+                     if "FacePose" in tables else [])
+        except sqlite3.DatabaseError as error:
+            raise ValueError(f"{path}: not AFLW's database layout ({error})") from error
+    finally:
+        connection.close()
+    points: dict[int, np.ndarray] = {}
+    for face_id, feature_id, x, y in coords:
+        if not 1 <= int(feature_id) <= len(AFLW_POINT_NAMES):
+            raise ValueError(f"{path}: face {face_id} has feature_id {feature_id}; AFLW's are 1-21")
+        row = points.setdefault(int(face_id), np.full((len(AFLW_POINT_NAMES), 2), np.nan, np.float32))
+        row[int(feature_id) - 1] = (x, y)
+    pose_of = {int(f): np.degrees(np.array([yaw, pitch, roll], np.float64)).astype(np.float32)
+               for f, yaw, pitch, roll in poses if None not in (yaw, pitch, roll)}
+    out = []
+    for face_id, file, x, y, w, h in faces:
+        out.append(AFLWFace(int(face_id), str(file), np.array([x, y, x + w, y + h], np.float32),
+                            points.get(int(face_id), np.full((len(AFLW_POINT_NAMES), 2), np.nan, np.float32)),
+                            pose_of.get(int(face_id), np.full(3, np.nan, np.float32))))
+    return out
 
 
 # ------------------------------------------------------------------------------------ WiderFace

@@ -33,7 +33,13 @@ aflw_pifa     images with same-stem ``.mat`` files; needs options ``points_key``
               ``visibility_key`` (see formats.read_aflw_pifa_mat); grey images; 34 points.
 celeba        ``Img/img_celeba/`` (or ``img_align_celeba`` with option ``aligned=True``),
               ``Anno/list_bbox_celeba.txt``, ``Anno/identity_CelebA.txt``,
-              ``Eval/list_eval_partition.txt``; split train/val/test/all. Box and identity only.
+              ``Eval/list_eval_partition.txt``; split train/val/test/all. Box, identity and, when
+              ``Anno/list_landmarks[_align]_celeba.txt`` is there, the 5 points as landmarks_2d
+              (eyes, nose, mouth corners; :data:`fa_lib.landmarks.CELEBA_5_FROM_68`).
+aflw          ``aflw/data/aflw.sqlite`` and ``aflw/data/flickr/<filepath>`` (the folder ``aflw`` or
+              ``aflw/data`` may be given too); split 'all' (AFLW has no official split). One
+              sample per face: landmarks_2d = the 21 AFLW points (NaN where not annotated),
+              visibility = annotated, box = FaceRect, pose from FacePose (degrees).
 widerface     ``wider_face_split/wider_face_{train,val}_bbx_gt.txt`` and
               ``WIDER_{train,val}/images/``; split train/val; one sample per valid face (option
               ``max_face_size`` keeps small faces, thesis 6.5 used very low-resolution ones).
@@ -55,7 +61,7 @@ from ..profiles import get_profile
 from . import formats, synthetic
 
 REAL_KINDS = ("pts_folder", "300w_lp", "aflw2000_3d", "ls3dw", "300vw", "aflw_pifa", "celeba",
-              "widerface", "oxford_pets")
+              "aflw", "widerface", "oxford_pets")
 
 # make_dataset names -> (synthetic builder in fa_lib.data.synthetic or None, real kind or None,
 # default split)
@@ -70,6 +76,7 @@ DATASETS: dict[str, tuple[str | None, str | None, str]] = {
     "menpo": (None, "pts_folder", ""),
     "300vw": (None, "300vw", "all"),
     "celeba": (None, "celeba", "train"),
+    "aflw": (None, "aflw", "all"),
     "widerface": (None, "widerface", "val"),
     "oxford_pets": (None, "oxford_pets", "trainval"),
 }
@@ -261,6 +268,8 @@ def _index_celeba(root: Path, split: str, options: dict):
         table = formats.read_celeba_bboxes(root / "Anno" / "list_bbox_celeba.txt")
         boxes = dict(zip(table["image_id"], table[["x1", "y1", "x2", "y2"]].to_numpy()))
     images = root / "Img" / ("img_align_celeba" if aligned else "img_celeba")
+    landmark_file = root / "Anno" / f"list_landmarks{'_align' if aligned else ''}_celeba.txt"
+    points = dict(zip(*formats.read_celeba_landmarks(landmark_file))) if landmark_file.is_file() else {}
     records = [{"image_id": k} for k, v in partition.items()
                if split == "all" or v == split_codes[split]]
 
@@ -268,8 +277,27 @@ def _index_celeba(root: Path, split: str, options: dict):
         image_id = rec["image_id"]
         image = formats.load_image(images / image_id)
         box = boxes[image_id] if boxes is not None else [0, 0, image.shape[1], image.shape[0]]
-        return face_sample(image, box=box, identity=identities.get(image_id, -1),
-                           source=f"celeba:{image_id}")
+        return face_sample(image, landmarks_2d=points.get(image_id), box=box,
+                           identity=identities.get(image_id, -1), source=f"celeba:{image_id}")
+    return records, load
+
+
+def _index_aflw(root: Path, split: str, options: dict):
+    if split not in ("all", ""):
+        raise ValueError(f"aflw split must be 'all' (AFLW has no official split), got {split!r}")
+    for data in (root / "aflw" / "data", root / "data", root):
+        if (data / "aflw.sqlite").is_file():
+            break
+    else:
+        raise FileNotFoundError(f"AFLW's aflw/data/aflw.sqlite not found under {root}")
+    records = [{"face": face} for face in formats.read_aflw_sqlite(data / "aflw.sqlite")]
+    images = data / "flickr"
+
+    def load(rec):
+        face = rec["face"]
+        return face_sample(formats.load_image(images / face.file), landmarks_2d=face.points,
+                           visibility=np.isfinite(face.points).all(1), box=face.box, pose=face.pose,
+                           source=f"aflw:{face.face_id}")
     return records, load
 
 
@@ -314,7 +342,7 @@ def _index_oxford_pets(root: Path, split: str, options: dict):
 _INDEXERS: dict[str, Callable[[Path, str, dict], tuple[list, Callable]]] = {
     "pts_folder": _index_pts_folder, "300w_lp": _index_300w_lp,
     "aflw2000_3d": _index_aflw2000_3d, "ls3dw": _index_ls3dw, "300vw": _index_300vw,
-    "aflw_pifa": _index_aflw_pifa, "celeba": _index_celeba, "widerface": _index_widerface,
+    "aflw_pifa": _index_aflw_pifa, "celeba": _index_celeba, "aflw": _index_aflw, "widerface": _index_widerface,
     "oxford_pets": _index_oxford_pets,
 }
 

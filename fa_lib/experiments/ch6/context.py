@@ -163,9 +163,14 @@ class Chapter6(ChapterContext):
             self.test_pairs = lowres_pairs(self.profile, "test", seed=self.seed, progress=progress)
             self.degraded_pairs = lowres_pairs(self.profile, "train", degraded=True, seed=self.seed,
                                                progress=progress)
-        else:  # real faces: 300-W-LP for training, LS3D-W balanced for testing (thesis 6.1, 6.4)
+        else:  # real faces: 300-W-LP, AFLW, CelebA and part of LS3D-W balanced for training, the rest of
+            # LS3D-W balanced for testing (thesis 6.1, 6.4)
             self.train_pairs, self.test_pairs, self.degraded_pairs = real_pairs(
                 self.data_root, seed=self.seed, test_size=self.profile.data.lowres_test_size)
+        # the networks trained on landmark targets see only faces with 68 landmarks (AFLW's and CelebA's
+        # have none; the super-resolution networks need none)
+        self.annotated_pairs = (self.train_pairs.annotated() if isinstance(self.train_pairs, RealLowResPairs)
+                                else self.train_pairs)
         self.data_seconds = time.perf_counter() - started
         self._trained: dict[str, TrainedRun] = {}
         self._test: dict[str, torch.Tensor] | None = None
@@ -174,8 +179,13 @@ class Chapter6(ChapterContext):
 
     # -- data --------------------------------------------------------------------------------------
 
-    def items(self, *, fan_input: str = "hr", degraded: bool = False, augment: bool = True) -> Dataset:
-        pairs = self.degraded_pairs if degraded else self.train_pairs
+    def items(self, *, fan_input: str = "hr", degraded: bool = False, augment: bool = True,
+              annotated: bool = False) -> Dataset:
+        """The training pairs as tensors: the degraded ones, or (``annotated``) only those with 68
+        landmarks, for the networks trained on landmark targets."""
+        if degraded and annotated:
+            raise ValueError("the degraded pairs train super-resolution only: no annotated subset")
+        pairs = self.degraded_pairs if degraded else self.annotated_pairs if annotated else self.train_pairs
         return TransformedDataset(pairs, SuperResolutionInputs(self.setup.sigma, flip=augment, fan_input=fan_input),
                                   seed=self.seed)
 
@@ -237,7 +247,7 @@ class Chapter6(ChapterContext):
     def fan_record(self, kind: str) -> dict[str, Any]:
         return dict(self._base_record(f"fan-{kind}"), model=jsonable(self.fan_kwargs()),
                     inputs=SuperResolutionInputs(self.setup.sigma, flip=True, fan_input=kind).record(),
-                    budget=jsonable(self.budget("fan")), train_set=dataset_identity(self.train_pairs))
+                    budget=jsonable(self.budget("fan")), train_set=dataset_identity(self.annotated_pairs))
 
     def features_record(self, kind: str) -> dict[str, Any]:
         s = self.setup
@@ -246,7 +256,7 @@ class Chapter6(ChapterContext):
             return dict(self._base_record(f"features-{kind}"), imagenet=sha256(weights))
         return dict(self._base_record(f"features-{kind}-standin"), budget=jsonable(self.budget("standin")),
                     vgg_width_divisor=s.vgg_width_divisor if kind == "vgg19" else None,
-                    train_set=dataset_identity(self.train_pairs))
+                    train_set=dataset_identity(self.annotated_pairs))
 
     def generator_kwargs(self, generator: str) -> dict[str, Any]:
         s = self.setup
@@ -316,7 +326,7 @@ class Chapter6(ChapterContext):
             b = self.budget("fan")
 
             def train(folder):
-                trainer = Trainer(model, self.items(fan_input=kind), loss="l2", optimizer="rmsprop", lr=b["lr"],
+                trainer = Trainer(model, self.items(fan_input=kind, annotated=True), loss="l2", optimizer="rmsprop", lr=b["lr"],
                                   batch_size=b["batch_size"], iterations=b["steps"], milestones=b["milestones"],
                                   gamma=b["gamma"], cpu_bf16=self.setup.cpu_bf16, device=self.device, seed=self.seed,
                                   progress=self.progress, checkpoint_dir=None if folder is None else folder / "train",
@@ -350,7 +360,7 @@ class Chapter6(ChapterContext):
         b = self.budget("standin")
 
         def train(folder):
-            trainer = Trainer(wrapper, self.items(), loss=_landmark_regression_loss, optimizer="adam", lr=b["lr"],
+            trainer = Trainer(wrapper, self.items(annotated=True), loss=_landmark_regression_loss, optimizer="adam", lr=b["lr"],
                               batch_size=b["batch_size"], iterations=b["steps"], milestones=b["milestones"],
                               gamma=b["gamma"], cpu_bf16=s.cpu_bf16, device=self.device, seed=self.seed,
                               progress=self.progress, checkpoint_dir=None if folder is None else folder / "train",
@@ -598,6 +608,9 @@ class Chapter6(ChapterContext):
         extra.update(evaluation=EVALUATION, data={"train": f"{self.train_pairs.name} ({len(self.train_pairs)} faces)",
                                                   "test": f"{self.test_pairs.name} ({len(self.test_pairs)} faces, "
                                                           "yaw-balanced)"})
+        if self.annotated_pairs is not self.train_pairs:
+            extra["data"]["train_landmark_targets"] = (f"{self.annotated_pairs.name} ({len(self.annotated_pairs)} "
+                                                       "faces: the FANs and feature stand-ins)")
         sources = {k: getattr(v.modules, "source", None) for k, v in self._trained.items() if k.startswith("features")}
         if sources:
             extra["feature_networks"] = sources

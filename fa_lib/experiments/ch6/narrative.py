@@ -19,6 +19,10 @@ def describe_setup(ctx: Chapter6) -> str:
         data = (f"{len(ctx.train_pairs)} training pairs from real faces ({ctx.train_pairs.name}) and "
                 f"{len(ctx.test_pairs)} test pairs ({ctx.test_pairs.name}; |yaw| bins from the pose fitted to "
                 f"the landmarks where the files carry none)")
+        if ctx.annotated_pairs is not ctx.train_pairs:
+            data += (f"; the FANs and feature stand-ins train on the {len(ctx.annotated_pairs)} of them with 68 "
+                     "landmarks, the other faces (framed by the 68-point box their AFLW or CelebA points imply) "
+                     "train the super-resolution networks only, whose heatmap loss needs no landmarks (eq. 6.4)")
     return (f"Profile **{ctx.name}**: {data}; 16 -> 64 px. "
             f"Generators {s.generator_width} channels wide (12-3-2: {tuple(s.generator_blocks)}; SR-ResNet "
             f"{s.sr_resnet_blocks}-1-1), output {s.generator_output}; critic width {s.critic_width}; FANs with "
@@ -29,6 +33,21 @@ def describe_setup(ctx: Chapter6) -> str:
             f"{b['joint']['steps']}, degraded fine-tuning {b['degraded']['steps']} (lr {s.finetune_lr:g}); eq. 6.5's "
             f"zeta {s.adversarial_weight:g}; batch "
             f"{s.batch_size}; seed {ctx.seed}; device {ctx.device}. Data ready in {ctx.data_seconds:.0f} s.")
+
+
+def describe_sparse_framing(ctx: Chapter6, table: pd.DataFrame) -> str:
+    """Markdown: what :func:`fa_lib.experiments.ch6.data.sparse_framing_check` measured on the test faces."""
+    parts = []
+    for markup, rows in table.groupby("markup", sort=False):
+        parts.append(f"{markup}: longer side {rows['side ratio p10'].min():.2f}-{rows['side ratio p90'].max():.2f} "
+                     f"times the true one (10th-90th percentiles over the |yaw| bins), centre off by a median of "
+                     f"{rows['centre offset median (of side)'].max():.1%} of the side at most, "
+                     f"{int(rows['framed'].sum())} of {int(rows['faces'].sum())} faces framed")
+    where = ("the synthetic test faces, made from the same face model as the mean landmarks the fit uses "
+             "(an optimistic check)" if ctx.data_root is None else f"the real test faces ({ctx.test_pairs.name})")
+    return (f"Measured on {where}, whose 68 landmarks are known: " + "; ".join(parts) + ". This is how the AFLW "
+            "and CelebA faces of a data root are framed; a face with fewer points is framed by its dataset's "
+            "box instead.")
 
 
 def network_table(ctx: Chapter6) -> pd.DataFrame:
