@@ -51,6 +51,7 @@ from .atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from .data.face_model import load_face_model
 from .data.formats import load_image, read_pts
 from .device import resolve_device
+from .geometry import fit_orthographic_camera, pose_from_rotation
 from .heatmaps import DECODERS, gaussian_heatmaps, heatmaps_to_image_points
 from .inference import optimize_for_inference
 from .models import FAN, fan_2d_to_3d
@@ -94,43 +95,10 @@ def mean_landmarks_3d() -> np.ndarray:
     return np.asarray(model.mean[model.landmark_vertices], np.float64)
 
 
-def fit_orthographic_camera(points, reference) -> tuple[float, np.ndarray, np.ndarray]:
-    """The scaled-orthographic camera ``p = s R[:2] X + t`` that best maps the 3D ``reference`` points
-    (K, 3; model axes: x to the subject's left, y up, z to the camera) onto the image ``points`` (K, 2|3
-    px; z ignored; rows with a NaN are left out; at least 4 finite): ``(s, R, t)`` with R (3, 3) a
-    rotation and t (2,) in image px, y down. The 2x3 map is fitted by linear least squares; its
-    nearest matrix with orthonormal rows (SVD) gives the first two rows of R, the third is their cross
-    product, s is the mean of its two singular values. Apply it with :func:`project_orthographic`."""
-    xy = np.asarray(points, np.float64)[:, :2]
-    model = np.asarray(reference, np.float64)
-    if xy.shape[0] != model.shape[0] or model.shape[1:] != (3,):
-        raise ValueError(f"fit_orthographic_camera needs (K, 2|3) points and (K, 3) reference points, got "
-                         f"{np.shape(points)} and {np.shape(reference)}")
-    finite = np.isfinite(xy).all(1) & np.isfinite(model).all(1)
-    if finite.sum() < 4:
-        raise ValueError(f"fit_orthographic_camera needs at least 4 finite points, got {int(finite.sum())}")
-    image = xy[finite] * np.array([1.0, -1.0])  # y up, as the model
-    world = model[finite]
-    image_mean, world_mean = image.mean(0), world.mean(0)
-    linear, *_ = np.linalg.lstsq(world - world_mean, image - image_mean, rcond=None)  # (3, 2)
-    u, singular, vt = np.linalg.svd(linear.T, full_matrices=False)                    # (2, 3) = u s vt
-    rows = u @ vt                                                                       # nearest orthonormal rows
-    rotation = np.vstack([rows, np.cross(rows[0], rows[1])])
-    scale = float(singular.mean())
-    translation = (image_mean - scale * rows @ world_mean) * np.array([1.0, -1.0])
-    return scale, rotation, translation
-
-
-def project_orthographic(reference, scale: float, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
-    """(K, 3) model points -> (K, 2) image px (y down) through a camera of :func:`fit_orthographic_camera`."""
-    projected = scale * np.asarray(reference, np.float64) @ np.asarray(rotation)[:2].T
-    return projected * np.array([1.0, -1.0]) + np.asarray(translation)
-
-
 def estimate_pose(points, reference: np.ndarray | None = None) -> tuple[float, float, float]:
     """(yaw, pitch, roll) in degrees of a face from its 68 "3D" landmarks (x, y image px; z
     ignored), by orthographic Procrustes against the face model's mean landmarks
-    (:func:`fit_orthographic_camera`).
+    (:func:`fa_lib.geometry.fit_orthographic_camera`).
 
     With the renderer's convention ``R = Rz(roll) Rx(pitch) Ry(yaw)``
     (:func:`fa_lib.data.render.rotation_matrix`; yaw > 0 turns the nose to the image right), row 3 of R
@@ -144,17 +112,6 @@ def estimate_pose(points, reference: np.ndarray | None = None) -> tuple[float, f
     if np.isfinite(xy).all(1).sum() < 6:
         raise ValueError("estimate_pose needs at least 6 finite points")
     return pose_from_rotation(fit_orthographic_camera(xy, model)[1])
-
-
-def pose_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
-    """(yaw, pitch, roll) in degrees of ``R = Rz(roll) Rx(pitch) Ry(yaw)`` (see :func:`estimate_pose`)."""
-    rotation = np.asarray(rotation, np.float64)
-    third = rotation[2]
-    yaw = np.degrees(np.arctan2(-third[0], third[2]))
-    pitch = np.degrees(np.arcsin(np.clip(third[1], -1.0, 1.0)))
-    # column 2 of R is (-sin r cos p, cos r cos p, sin p)
-    roll = np.degrees(np.arctan2(-rotation[0, 1], rotation[1, 1]))
-    return float(yaw), float(pitch), float(roll)
 
 
 def yaw_bin(yaw: float) -> int:

@@ -303,3 +303,50 @@ def perturb_box(box, fraction: float, rng=None) -> np.ndarray:
     size = np.stack([width, height, width, height], -1)
     noise = generator.uniform(-fraction, fraction, size=values.shape)
     return (values + noise * size).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------
+# the scaled-orthographic camera of a 3D face model (thesis 4.1: how 3D landmarks project)
+
+def fit_orthographic_camera(points, reference) -> tuple[float, np.ndarray, np.ndarray]:
+    """The scaled-orthographic camera ``p = s R[:2] X + t`` that best maps the 3D ``reference`` points
+    (K, 3; the face model's axes: x to the subject's left, y up, z to the camera) onto the image
+    ``points`` (K, 2|3 px; z ignored; rows with a NaN are left out; at least 4 finite): ``(s, R, t)``
+    with R (3, 3) a rotation and t (2,) in image px, y down. The 2x3 map is fitted by linear least squares; its
+    nearest matrix with orthonormal rows (SVD) gives the first two rows of R, the third is their cross
+    product, s is the mean of its two singular values. Apply it with :func:`project_orthographic`."""
+    xy = np.asarray(points, np.float64)[:, :2]
+    model = np.asarray(reference, np.float64)
+    if xy.shape[0] != model.shape[0] or model.shape[1:] != (3,):
+        raise ValueError(f"fit_orthographic_camera needs (K, 2|3) points and (K, 3) reference points, got "
+                         f"{np.shape(points)} and {np.shape(reference)}")
+    finite = np.isfinite(xy).all(1) & np.isfinite(model).all(1)
+    if finite.sum() < 4:
+        raise ValueError(f"fit_orthographic_camera needs at least 4 finite points, got {int(finite.sum())}")
+    image = xy[finite] * np.array([1.0, -1.0])  # y up, as the model
+    world = model[finite]
+    image_mean, world_mean = image.mean(0), world.mean(0)
+    linear, *_ = np.linalg.lstsq(world - world_mean, image - image_mean, rcond=None)  # (3, 2)
+    u, singular, vt = np.linalg.svd(linear.T, full_matrices=False)                    # (2, 3) = u s vt
+    rows = u @ vt                                                                       # nearest orthonormal rows
+    rotation = np.vstack([rows, np.cross(rows[0], rows[1])])
+    scale = float(singular.mean())
+    translation = (image_mean - scale * rows @ world_mean) * np.array([1.0, -1.0])
+    return scale, rotation, translation
+
+
+def project_orthographic(reference, scale: float, rotation: np.ndarray, translation: np.ndarray) -> np.ndarray:
+    """(K, 3) model points -> (K, 2) image px (y down) through a camera of :func:`fit_orthographic_camera`."""
+    projected = scale * np.asarray(reference, np.float64) @ np.asarray(rotation)[:2].T
+    return projected * np.array([1.0, -1.0]) + np.asarray(translation)
+
+
+def pose_from_rotation(rotation: np.ndarray) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees of ``R = Rz(roll) Rx(pitch) Ry(yaw)`` (the renderer's convention, :func:`fa_lib.data.render.rotation_matrix`)."""
+    rotation = np.asarray(rotation, np.float64)
+    third = rotation[2]
+    yaw = np.degrees(np.arctan2(-third[0], third[2]))
+    pitch = np.degrees(np.arcsin(np.clip(third[1], -1.0, 1.0)))
+    # column 2 of R is (-sin r cos p, cos r cos p, sin p)
+    roll = np.degrees(np.arctan2(-rotation[0, 1], rotation[1, 1]))
+    return float(yaw), float(pitch), float(roll)

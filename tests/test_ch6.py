@@ -427,7 +427,8 @@ def test_sparse_markups_imply_the_68_point_box():
     """CelebA's 5 points and AFLW's 21 (some missing) of a face that IS the face model's mean shape seen
     through a camera give back all 68 projected landmarks and the pose; too few points or a markup of
     unknown size is refused."""
-    from fa_lib.convert_ls3dw import mean_landmarks_3d, project_orthographic
+    from fa_lib.convert_ls3dw import mean_landmarks_3d
+    from fa_lib.geometry import project_orthographic
     from fa_lib.data.render import rotation_matrix
     from fa_lib.experiments.ch6.data import implied_68_points
     from fa_lib.landmarks import CELEBA_5_FROM_68, PIFA_21_FROM_68

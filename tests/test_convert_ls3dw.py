@@ -252,7 +252,7 @@ def test_boxes_guide_the_2d_aligner_for_images_without_pts(tmp_path):
 def test_the_orthographic_camera_is_recovered_from_a_few_points():
     """A face model's landmarks seen through a known scaled-orthographic camera: fitting the camera to 5
     of them recovers it, every landmark's projection and the pose."""
-    from fa_lib.convert_ls3dw import fit_orthographic_camera, pose_from_rotation, project_orthographic
+    from fa_lib.geometry import fit_orthographic_camera, pose_from_rotation, project_orthographic
     from fa_lib.data.render import rotation_matrix
 
     mean = _face_model_or_skip()

@@ -157,6 +157,24 @@ class FaceModel:
             verts += np.einsum("ij,j->i", self.expression_basis.reshape(-1, b.shape[0]), b).reshape(-1, 3)
         return verts
 
+    def landmarks_from_3ddfa(self, shape_para, exp_para) -> np.ndarray:
+        """(68, 3) mm: the 3D landmarks of a face fitted by 3DDFA, from the ``Shape_Para`` (199) and
+        ``Exp_Para`` (29) of its 300-W-LP / AFLW2000-3D file. This model keeps the first 40 identity and
+        10 expression components of those bases (3DDFA's own truncation, ordered by variance), so the
+        rest of the coefficients are dropped: an approximation whose size is measured where it is used
+        (:func:`fa_lib.data.real.depth_from_3ddfa`)."""
+        n_shape, n_expr = self.shape_basis.shape[2], self.expression_basis.shape[2]
+        a = np.asarray(shape_para, np.float64).reshape(-1)
+        b = np.asarray(exp_para, np.float64).reshape(-1)
+        if a.size < n_shape or b.size < n_expr:
+            raise ValueError(f"need at least {n_shape} shape and {n_expr} expression coefficients, got {a.size} "
+                             f"and {b.size}")
+        index = self.landmark_vertices
+        points = self.mean[index].astype(np.float64)
+        points += np.einsum("vcj,j->vc", self.shape_basis[index].astype(np.float64), a[:n_shape])
+        points += np.einsum("vcj,j->vc", self.expression_basis[index].astype(np.float64), b[:n_expr])
+        return points
+
     def vertex_normals(self, vertices: np.ndarray) -> np.ndarray:
         """(V, 3) unit outward normals: area-weighted sum of the adjacent triangle normals."""
         tri = self.triangles

@@ -20,7 +20,9 @@ pts_folder    any tree of images with same-stem iBUG ``.pts`` files (300-W, 300-
               profiles: 39) are skipped. 2D landmarks.
 300w_lp       ``300W_LP/{AFW,HELEN,IBUG,LFPW}[_Flip]/<stem>.jpg|.mat`` and
               ``300W_LP/landmarks/<subset>/<stem>_pts.mat``; split 'train'. landmarks_2d =
-              ``pt2d``; landmarks_3d x, y = ``pts_3d`` (depth not stored: z = NaN); pose.
+              ``pt2d``; landmarks_3d x, y = ``pts_3d`` (depth not stored: z = NaN, or with option
+              ``depth="3ddfa"`` the depth of the 3DDFA fit, :func:`depth_from_3ddfa`, and
+              ``depth_fit_error`` its median residual in px); pose.
 aflw2000_3d   ``AFLW2000/image*.jpg|.mat``; split 'test'. landmarks_3d = ``pt3d_68`` with depth.
 ls3dw         ``LS3D-W/<subset>/**/<stem>.jpg|.t7``; split = subset folder (300W-Testset-3D,
               Menpo-3D, 300VW-3D, AFLW2000-3D-Reannotated, ...). landmarks_3d x, y (z = NaN).
@@ -56,9 +58,10 @@ from typing import Any, Callable
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..geometry import box_from_landmarks
+from ..geometry import box_from_landmarks, fit_orthographic_camera, project_orthographic
 from ..profiles import get_profile
 from . import formats, synthetic
+from .face_model import load_face_model
 
 REAL_KINDS = ("pts_folder", "300w_lp", "aflw2000_3d", "ls3dw", "300vw", "aflw_pifa", "celeba",
               "aflw", "widerface", "oxford_pets")
@@ -143,29 +146,57 @@ def _index_pts_folder(root: Path, split: str, options: dict):
     return records, load
 
 
+def depth_from_3ddfa(points_xy, shape_para, exp_para, model=None) -> tuple[np.ndarray, np.ndarray]:
+    """The depth of a face's 68 "3D" landmarks from its 3DDFA fit (thesis 4.8: the depth network's
+    targets come from the fitted 3D face model; 300-W-LP stores only their projections): the landmarks of
+    ``Shape_Para`` / ``Exp_Para`` in the face model (:meth:`FaceModel.landmarks_from_3ddfa`), the
+    scaled-orthographic camera that best maps them onto ``points_xy`` (the stored projections, image px)
+    and their depth through it, centred on the mean and larger nearer the camera, as
+    :func:`fa_lib.data.formats.depth_to_project_convention`. Returns ``(z, residual)``, both (68,) px: the
+    residual is each point's distance between the fitted projection and the stored one, what the model's
+    truncation (and any mismatch of conventions) costs."""
+    model = load_face_model() if model is None else model
+    reference = model.landmarks_from_3ddfa(shape_para, exp_para)
+    xy = np.asarray(points_xy, np.float64)[:, :2]
+    scale, rotation, translation = fit_orthographic_camera(xy, reference)
+    residual = np.linalg.norm(project_orthographic(reference, scale, rotation, translation) - xy, axis=1)
+    z = scale * reference @ rotation[2]
+    return (z - z.mean()).astype(np.float32), residual.astype(np.float32)
+
+
 def _index_300w_lp(root: Path, split: str, options: dict):
     root = _resolve(root, "300W_LP")
     include_flipped = options.get("include_flipped", True)
+    depth = options.get("depth")
+    if depth not in (None, "3ddfa"):
+        raise ValueError(f"300w_lp option depth must be None or '3ddfa', got {depth!r}")
     records = []
     for mat in _files_with_images(root, "*.mat"):
         if mat.parent.parent.name == "landmarks" or "landmarks" in mat.relative_to(root).parts:
             continue
         if not include_flipped and mat.parent.name.endswith("_Flip"):
             continue
-        records.append({"annotation": mat})
+        records.append({"annotation": mat, "landmarks": root / "landmarks" / mat.parent.name / f"{mat.stem}_pts.mat"})
 
     def load(rec):
         mat = rec["annotation"]
         ann = formats.read_3ddfa_mat(mat)
         subset = mat.parent.name
-        lm_file = root / "landmarks" / subset / f"{mat.stem}_pts.mat"
+        lm_file = rec["landmarks"]
         landmarks_3d = None
+        fit_error = None
         if lm_file.is_file():
             _, pts_3d = formats.read_300w_lp_landmarks_mat(lm_file)
             landmarks_3d = _xy_with_unknown_depth(pts_3d)
-        return face_sample(formats.load_image(formats.find_image(mat)),
-                           landmarks_2d=ann.landmarks_2d, landmarks_3d=landmarks_3d,
-                           pose=ann.pose, source=f"300w_lp:{subset}/{mat.stem}")
+            if depth == "3ddfa":
+                landmarks_3d[:, 2], residual = depth_from_3ddfa(pts_3d, ann.shape_para, ann.exp_para)
+                fit_error = float(np.median(residual))
+        sample = face_sample(formats.load_image(formats.find_image(mat)),
+                             landmarks_2d=ann.landmarks_2d, landmarks_3d=landmarks_3d,
+                             pose=ann.pose, source=f"300w_lp:{subset}/{mat.stem}")
+        if fit_error is not None:
+            sample["depth_fit_error"] = fit_error
+        return sample
     return records, load
 
 
@@ -367,6 +398,7 @@ class RealFaceDataset(Dataset):
         if not root.exists():
             raise FileNotFoundError(f"data_root does not exist: {root}")
         self.kind, self.root, self.split, self.transform = kind, root, split, transform
+        self.options = dict(options)
         self.records, self._load = _INDEXERS[kind](root, split, options)
         if not self.records:
             raise FileNotFoundError(f"no {kind} annotations found under {root} (split "

@@ -20,7 +20,7 @@ from fa_lib.data.synthetic import yaw_bin_of
 from fa_lib.experiments.ch4.conversion import (CONVERSION_NOT_RUN, ToolConversion, conversion_errors,
                                                convert_real_faces, convert_with_tool, real_conversion_errors)
 from fa_lib.experiments.ch4.data import TEST_2D_LABELS, Ch4Data, load_data
-from fa_lib.experiments.ch4.evaluation import Predictions, evaluate_fan, predict_all
+from fa_lib.experiments.ch4.evaluation import DepthEvaluation, Predictions, evaluate_fan, predict_all, predict_depth
 from fa_lib.experiments.ch4.scale import MODEL_NAMES, Ch4Setup, ch4_setup, size_budget_setup
 from fa_lib.experiments.context import ChapterContext
 from fa_lib.experiments.registry import ThesisResult
@@ -82,8 +82,11 @@ class Chapter4(ChapterContext):
         set with 2D landmarks."""
         if DEPTH_NETWORK in names and not self.data.has_depth:
             return (f"not run: the depth network of section 4.8 trains on the depth (z) of the 3D landmarks, which "
-                    f"300-W-LP's files under {self.data_root} do not store (the thesis took it from the fitted 3D "
-                    f"face model)")
+                    f"300-W-LP's files under {self.data_root} store only as each face's 3DDFA fit, and rebuilt from "
+                    f"those fits it cannot be trusted here: {(self.data.depth_check or {}).get('why', '')}")
+        if DEPTH_NETWORK in names and self.data.real and self.data.aflw2000 is None:
+            return (f"not run: the depth network is tested on AFLW2000-3D (the real test set that stores the "
+                    f"landmarks' depth), not found under {self.data_root}")
         if TEST_2D_LABELS in names and not self.data.has_2d_test_labels:
             return (f"not run: {self.data.test.name} holds only the projections of 3D landmarks, no 2D "
                     f"annotations; 2D-FAN's accuracy on real 2D annotations is Table 4.1's")
@@ -169,6 +172,25 @@ class Chapter4(ChapterContext):
         return predict_all({name: run.model for name, run in self.models.items()}, self.data, self.setup,
                            seed=self.seed, device=self.device)
 
+    @property
+    def depth_dataset(self) -> str | None:
+        """The test set of the depth figures in provenance (None: the chapter's test set)."""
+        return f"{self.data.aflw2000.name} ({len(self.data.aflw2000)} faces)" if self.data.real else None
+
+    @functools.cached_property
+    def depth_evaluation(self) -> DepthEvaluation:
+        """3D-FAN-full on the test set that has depth: the chapter's test set, or on real data AFLW2000-3D
+        (LS3D-W stores only projections), computed once."""
+        if not self.data.real:
+            p = self.predictions
+            return DepthEvaluation(self.data.test, p.fan3d, p.depth_z, p.bins)
+        samples = self.data.aflw2000
+        fan3d = evaluate_fan(self.network("3D-FAN").model, samples, self.setup, landmarks="3d", seed=self.seed,
+                             device=self.device)
+        depth_z = predict_depth(self.network(DEPTH_NETWORK).model, samples, fan3d.predictions, self.setup,
+                                seed=self.seed, device=self.device)
+        return DepthEvaluation(samples, fan3d, depth_z, yaw_bin_of(np.asarray(samples.array("pose"))))
+
     def not_run(self, result_id: str, kind: str, why: str) -> ThesisResult:
         """The result of a builder that cannot run on this data: nothing written, the reason noted."""
         self.log(f"{kind} {result_id}: {why}")
@@ -238,9 +260,10 @@ class Chapter4(ChapterContext):
                                 caption=caption, budget=budget, wall_time_s=wall_time_s, extra=extra,
                                 verdicts=verdicts)
 
-    def write_test_figure(self, fig, fig_id: str, *, caption: str, budget: Any = None):
-        """:meth:`write_figure` on the chapter's (synthetic) test set."""
-        dataset = self.test_dataset if self.data.real else f"{self.data.test.name} (synthetic)"
+    def write_test_figure(self, fig, fig_id: str, *, caption: str, budget: Any = None, dataset: str | None = None):
+        """:meth:`write_figure` on the chapter's (synthetic) test set, or on ``dataset`` when named."""
+        if dataset is None:
+            dataset = self.test_dataset if self.data.real else f"{self.data.test.name} (synthetic)"
         return self.write_figure(fig, fig_id, dataset=dataset, caption=caption, budget=budget)
 
     # -- the training section ----------------------------------------------------------------------

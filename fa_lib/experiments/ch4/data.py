@@ -13,8 +13,12 @@ With ``data_root`` (:func:`load_data`) the networks train on the real 300-W-LP a
 the real LS3D-W balanced, whose files carry no head pose: its |yaw| bins come from the pose fitted to each
 face's landmarks (:func:`fa_lib.convert_ls3dw.estimate_pose`, the conversion tool's estimate). Table 4.1's
 2D test sets (300-W test, Menpo, 300-VW) and AFLW2000-3D are read when they are under the root
-(:data:`REAL_2D_SETS`; AFLW2000-3D in the layout of :mod:`fa_lib.data.real`). 300-W-LP stores no depth of its 3D landmarks, so the
-depth network of section 4.8 cannot be trained on it (:attr:`Ch4Data.has_depth`).
+(:data:`REAL_2D_SETS`; AFLW2000-3D in the layout of :mod:`fa_lib.data.real`). 300-W-LP stores only the
+projections of its 3D landmarks; the depth network of section 4.8 trains on their depth rebuilt from each
+face's 3DDFA fit (:func:`fa_lib.data.real.depth_from_3ddfa`, the face model keeping 3DDFA's first 40
+identity and 10 expression components) when :func:`depth_fit_check` finds the rebuilt landmarks close
+enough to the stored ones (and, on AFLW2000-3D, to its stored depth), and tests on AFLW2000-3D
+(:attr:`Ch4Data.has_depth`, :attr:`Ch4Data.depth_check`).
 """
 from __future__ import annotations
 
@@ -34,7 +38,9 @@ from fa_lib import geometry, metrics
 from fa_lib.convert_ls3dw import estimate_pose
 from fa_lib.data.augment import Augmentation
 from fa_lib.data.pipeline import FanInputs
-from fa_lib.data.real import RealFaceDataset
+from fa_lib.data import formats
+from fa_lib.data.face_model import load_face_model
+from fa_lib.data.real import RealFaceDataset, depth_from_3ddfa
 from fa_lib.data.synthetic import test_yaw_balanced, train_300wlp_standin, yaw_bin_of
 from fa_lib.experiments.ch4.scale import EVAL_BOX_NOISE, EVAL_SEED, Ch4Setup
 from fa_lib.experiments.runs import dataset_identity, run_key
@@ -54,6 +60,12 @@ VW_CATEGORIES_FILE = "categories.json"
 TEST_2D_LABELS = "2D test labels"
 #: faces of a large real training set read for the mean-shape baseline (evenly spaced)
 MEAN_SHAPE_FACES = 2000
+#: faces of 300-W-LP (and of AFLW2000-3D) whose rebuilt 3D landmarks :func:`depth_fit_check` measures
+DEPTH_CHECK_FACES = 200
+#: the largest median error of the rebuilt landmarks (fraction of the face size sqrt(w h)) with which their
+#: depth is used as the depth network's target: beyond it the targets would be about as wrong as the
+#: networks the chapter compares
+DEPTH_FIT_TOLERANCE = 0.03
 
 
 class AnnotatedSet(Dataset):
@@ -100,6 +112,61 @@ class AnnotatedSet(Dataset):
         return self._arrays[key]
 
 
+def _face_size(points_xy: np.ndarray) -> float:
+    box = geometry.box_from_landmarks(np.asarray(points_xy, np.float64)[:, :2])
+    return float(metrics.face_size(box[None])[0])
+
+
+def depth_fit_check(lp: RealFaceDataset, aflw2000: RealFaceDataset | None = None,
+                    faces: int = DEPTH_CHECK_FACES) -> dict[str, Any]:
+    """Whether 300-W-LP's landmark depth can be rebuilt from its 3DDFA fits (read from the annotation files
+    alone, ``faces`` evenly spaced faces of each set): the median over faces of the median distance between
+    the rebuilt landmarks' fitted projection and the stored ``pts_3d`` (fraction of the face size), and on
+    AFLW2000-3D, which stores the depth, the median over faces of the mean |z error| (and of the projection
+    error) likewise. ``usable`` when each is within :data:`DEPTH_FIT_TOLERANCE`; ``why`` says otherwise."""
+    try:
+        model = load_face_model()
+    except FileNotFoundError as error:
+        return {"usable": False, "why": f"the face model the depth is rebuilt with is not installed ({error})"}
+    picks = np.unique(np.linspace(0, len(lp.records) - 1, min(faces, len(lp.records))).round().astype(int))
+    fit = []
+    for i in picks:
+        record = lp.records[int(i)]
+        if not record["landmarks"].is_file():
+            continue
+        annotation = formats.read_3ddfa_mat(record["annotation"])
+        _, points = formats.read_300w_lp_landmarks_mat(record["landmarks"])
+        _, residual = depth_from_3ddfa(points, annotation.shape_para, annotation.exp_para, model)
+        fit.append(float(np.median(residual)) / _face_size(points))
+    if not fit:
+        return {"usable": False, "why": f"no 300-W-LP face under {lp.root} has its landmarks/<subset>/*_pts.mat"}
+    out: dict[str, Any] = {"faces": len(fit), "fit_error": float(np.median(fit)), "tolerance": DEPTH_FIT_TOLERANCE,
+                           "source": "each face's 3DDFA fit in the face model (3DDFA's first 40 identity and 10 "
+                                     "expression components), seen through the camera fitted to its stored projections"}
+    problems = []
+    if out["fit_error"] > DEPTH_FIT_TOLERANCE:
+        problems.append(f"the rebuilt landmarks of {len(fit)} 300-W-LP faces miss the stored projections by a median "
+                        f"{out['fit_error']:.1%} of the face size")
+    if aflw2000 is not None:
+        depth, projection = [], []
+        for i in np.unique(np.linspace(0, len(aflw2000.records) - 1,
+                                       min(faces, len(aflw2000.records))).round().astype(int)):
+            annotation = formats.read_3ddfa_mat(aflw2000.records[int(i)]["annotation"])
+            truth = annotation.landmarks_3d
+            z, residual = depth_from_3ddfa(truth[:, :2], annotation.shape_para, annotation.exp_para, model)
+            size = _face_size(truth)
+            depth.append(float(np.mean(np.abs(z - truth[:, 2]))) / size)
+            projection.append(float(np.median(residual)) / size)
+        out.update(aflw2000_faces=len(depth), aflw2000_depth_error=float(np.median(depth)),
+                   aflw2000_fit_error=float(np.median(projection)))
+        if out["aflw2000_depth_error"] > DEPTH_FIT_TOLERANCE:
+            problems.append(f"on AFLW2000-3D the rebuilt depth misses the stored one by a median "
+                            f"{out['aflw2000_depth_error']:.1%} of the face size")
+    out["usable"] = not problems
+    out["why"] = "; ".join(problems) + (f" (tolerance {DEPTH_FIT_TOLERANCE:.0%})" if problems else "")
+    return out
+
+
 @dataclass
 class Ch4Data:
     """The training and test sets of the chapter (synthetic stand-ins, or real ones with a data root;
@@ -113,6 +180,7 @@ class Ch4Data:
     tests_2d: dict[str, Any] | None = None
     aflw2000: Any = None
     missing: dict[str, str] | None = None
+    depth_check: dict[str, Any] | None = None
 
     @property
     def test_bins(self) -> np.ndarray:
@@ -120,8 +188,11 @@ class Ch4Data:
 
     @property
     def has_depth(self) -> bool:
-        """Whether the training set's 3D landmarks carry depth (the depth network needs it)."""
-        return bool(self.train.has_depth) if self.real else True
+        """Whether the training set's 3D landmarks carry depth the depth network can learn (on real data:
+        rebuilt from 300-W-LP's 3DDFA fits and passed by :func:`depth_fit_check`)."""
+        if not self.real:
+            return True
+        return bool(self.depth_check and self.depth_check["usable"]) and bool(self.train.has_depth)
 
     @functools.cached_property
     def has_2d_test_labels(self) -> bool:
@@ -143,6 +214,7 @@ class Ch4Data:
             out["tests_2d"] = {name: f"{ds.name} ({len(ds)} faces)" for name, ds in (self.tests_2d or {}).items()}
             out["aflw2000"] = None if self.aflw2000 is None else f"{self.aflw2000.name} ({len(self.aflw2000)} faces)"
             out["missing"] = dict(self.missing or {})
+            out["depth_check"] = dict(self.depth_check or {})
         return out
 
 
@@ -187,7 +259,11 @@ def load_data(setup: Ch4Setup, seed: int = 0, progress: bool = False, data_root=
         aflw = _real_set("aflw2000_3d", root, "test")
     except FileNotFoundError as err:
         missing["AFLW2000-3D"] = str(err)
-    return Ch4Data(train=train, test=test, seed=seed, real=True, tests_2d=tests_2d, aflw2000=aflw, missing=missing)
+    depth_check = depth_fit_check(train.dataset, None if aflw is None else aflw.dataset)
+    if depth_check["usable"]:  # the landmarks' depth rebuilt from the 3DDFA fits (section 4.8's targets)
+        train = _real_set("300w_lp", root, "train", depth="3ddfa")
+    return Ch4Data(train=train, test=test, seed=seed, real=True, tests_2d=tests_2d, aflw2000=aflw, missing=missing,
+                   depth_check=depth_check)
 
 
 class ListSamples(Dataset):

@@ -100,16 +100,26 @@ def predict_all(models: Mapping[str, nn.Module], data: Ch4Data, setup: Ch4Setup,
         bins=data.test_bins, seconds=time.perf_counter() - started, guides_2d=fan2d.predictions)
 
 
-def depth_errors(preds: Predictions, data: Ch4Data) -> dict[str, np.ndarray]:
+@dataclass
+class DepthEvaluation:
+    """3D-FAN-full (3D-FAN's points, the depth network's z) on a test set whose landmarks have depth."""
+
+    samples: Dataset           # the test faces (the chapter's test set, or AFLW2000-3D on real data)
+    fan3d: Any                 # 3D-FAN's Evaluation on them
+    depth_z: np.ndarray        # (N, 68) z (image px, centred) at 3D-FAN's points
+    bins: np.ndarray           # |yaw| bin of each face
+
+
+def depth_errors(evaluation: DepthEvaluation) -> dict[str, np.ndarray]:
     """Fig. 4.12's errors of 3D-FAN-full, all normalised by sqrt(w*h) of the 2D box (eq. 4.1):
     z alone, (x, y) alone (3D-FAN), (x, y, z), and the flat-face guess z = 0."""
-    gt3, boxes = ground_truth(data.test, "3d")
+    gt3, boxes = ground_truth(evaluation.samples, "3d")
     d = metrics.face_size(boxes)
-    dz = np.abs(preds.depth_z - gt3[..., 2]).mean(axis=1) / d
-    pred3 = np.concatenate([preds.fan3d.predictions, preds.depth_z[..., None]], axis=-1)
+    dz = np.abs(evaluation.depth_z - gt3[..., 2]).mean(axis=1) / d
+    pred3 = np.concatenate([evaluation.fan3d.predictions, evaluation.depth_z[..., None]], axis=-1)
     xyz = np.linalg.norm(pred3 - gt3, axis=-1).mean(axis=1) / d
     zero = np.abs(gt3[..., 2]).mean(axis=1) / d  # predicting z = 0 (a flat face)
-    return {"z (depth)": dz, "x, y (3D-FAN)": preds.fan3d.nme, "x, y, z": xyz, "z = 0 baseline": zero}
+    return {"z (depth)": dz, "x, y (3D-FAN)": evaluation.fan3d.nme, "x, y, z": xyz, "z = 0 baseline": zero}
 
 
 def error_summary(curves: Mapping[str, np.ndarray], label: str = "curve") -> pd.DataFrame:

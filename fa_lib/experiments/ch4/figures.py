@@ -27,9 +27,9 @@ from fa_lib.experiments.registry import ThesisResult, thesis_figure
 
 
 def _figure_result(ctx, fig_id: str, fig: Figure, *, caption: str, names=(), budget=None, verdicts=(), notes=(),
-                   data: dict | None = None) -> ThesisResult:
+                   data: dict | None = None, dataset: str | None = None) -> ThesisResult:
     budget = ctx.budgets(*names) if budget is None and names else budget
-    path = ctx.write_test_figure(fig, fig_id.replace(".", "_"), caption=caption, budget=budget)
+    path = ctx.write_test_figure(fig, fig_id.replace(".", "_"), caption=caption, budget=budget, dataset=dataset)
     return ThesisResult(fig_id, "figure", figure=fig, verdicts=list(verdicts), path=path, runs=ctx.runs_of(*names),
                         notes=list(notes), data=data or {})
 
@@ -133,13 +133,15 @@ def fig_4_12(ctx) -> ThesisResult:
     why = ctx.unavailable(DEPTH_NETWORK)
     if why:
         return ctx.not_run("4.12", "figure", why)
-    curves = depth_errors(ctx.predictions, ctx.data)
+    evaluation = ctx.depth_evaluation
+    curves = depth_errors(evaluation)
     fig = _single_axes("3D-FAN-full: depth and full 3D error (cf. Fig. 4.12)", curves)
     summary = error_summary(curves, "error of")
     mean_nme = dict(zip(summary["error of"], summary["mean NME (%)"]))
     return _figure_result(ctx, "4.12", fig, names=("3D-FAN", "3D-FAN-full depth"), data={"summary": summary},
                           verdicts=findings.fig_4_12_verdicts(mean_nme), notes=[narrative.fig_4_12(mean_nme)],
-                          caption="NME of the depth (z), of (x, y) and of (x, y, z) predicted by 3D-FAN-full")
+                          caption="NME of the depth (z), of (x, y) and of (x, y, z) predicted by 3D-FAN-full",
+                          dataset=ctx.depth_dataset)
 
 
 def _yaw(ctx, index: int) -> float:
@@ -178,15 +180,16 @@ def fig_4_15(ctx, per_bin: int = 3) -> ThesisResult:
     why = ctx.unavailable(DEPTH_NETWORK)
     if why:
         return ctx.not_run("4.15", "figure", why)
-    p = ctx.predictions
+    p = ctx.depth_evaluation
     idx = example_indices(p.bins, per_bin)
-    gt3, _ = ground_truth(ctx.data.test, "3d")
+    gt3, _ = ground_truth(p.samples, "3d")
+    poses = np.asarray(p.samples.array("pose"))
     show = idx[::max(1, per_bin)][:3] if per_bin > 1 else idx[:3]
     fig = Figure(figsize=(7.5, 2.6 * len(show)))
     for r, i in enumerate(show):
         pred3 = np.concatenate([p.fan3d.predictions[i], p.depth_z[i][:, None]], axis=1)
-        draw_landmarks(fig.add_subplot(len(show), 2, 2 * r + 1), ctx.data.test[i]["image"], pred3,
-                       title=f"3D-FAN-full (x, y), |yaw| {_yaw(ctx, i):.0f}")
+        draw_landmarks(fig.add_subplot(len(show), 2, 2 * r + 1), p.samples[i]["image"], pred3,
+                       title=f"3D-FAN-full (x, y), |yaw| {abs(float(poses[i][0])):.0f}")
         ax = fig.add_subplot(len(show), 2, 2 * r + 2)
         ax.plot(gt3[i][:, 2], gt3[i][:, 1], ".", color=GROUND_TRUTH, ms=3, label="true (z, y)")
         ax.plot(pred3[:, 2], pred3[:, 1], ".", color=PREDICTION, ms=3, label="3D-FAN-full (z, y)")
@@ -198,7 +201,8 @@ def fig_4_15(ctx, per_bin: int = 3) -> ThesisResult:
     fig.suptitle("Full 3D fittings: image plane and side view (cf. Fig. 4.15)", fontsize=9)
     fig.tight_layout()
     return _figure_result(ctx, "4.15", fig, names=("3D-FAN", "3D-FAN-full depth"), data={"indices": show},
-                          caption="3D-FAN-full fittings: (x, y) on the image and the side view (z, y)")
+                          caption="3D-FAN-full fittings: (x, y) on the image and the side view (z, y)",
+                          dataset=ctx.depth_dataset)
 
 
 @thesis_figure("4.learning_curves", trains=(TRAINS_2D, TRAINS_3D, TRAINS_2D_TO_3D, TRAINS_SIZES))

@@ -174,6 +174,26 @@ def real_faces(df: pd.DataFrame, real_training: bool = False) -> str:
             "anecdote: they show the synthetic-to-real gap, not a ranking.")
 
 
+def describe_depth_check(check) -> str:
+    """Markdown: whether 300-W-LP's landmark depth could be rebuilt from its 3DDFA fits (the depth
+    network's targets on real data), with the measurements of :func:`fa_lib.experiments.ch4.data.depth_fit_check`."""
+    if "fit_error" not in check:
+        return (f"300-W-LP stores only the projections of its 3D landmarks and their depth could not be rebuilt: "
+                f"{check.get('why', 'not checked')}; the depth network (section 4.8) and the results that need it do "
+                "not run.")
+    measured = (f"the landmarks of {check['faces']} 300-W-LP faces rebuilt from {check['source']} miss the stored "
+                f"projections by a median {check['fit_error']:.2%} of the face size")
+    if "aflw2000_depth_error" in check:
+        measured += (f", and on {check['aflw2000_faces']} AFLW2000-3D faces the rebuilt depth misses the stored "
+                     f"depth by a median {check['aflw2000_depth_error']:.2%}")
+    if check["usable"]:
+        return (f"300-W-LP stores only the projections of its 3D landmarks: {measured} (tolerance "
+                f"{check['tolerance']:.0%}), so the depth network (section 4.8) trains on the rebuilt depth and is "
+                "tested on AFLW2000-3D.")
+    return (f"300-W-LP stores only the projections of its 3D landmarks: {measured}, beyond the tolerance of "
+            f"{check['tolerance']:.0%}, so the depth network (section 4.8) and the results that need it do not run.")
+
+
 def data_source(data) -> str:
     """Markdown: which data this run of the chapter used (synthetic stand-ins or the real sets under a
     data root, and what was not found there)."""
@@ -183,8 +203,7 @@ def data_source(data) -> str:
     described = data.describe()
     lines = [f"Real data: training on {described['train']}; 3D tests on {described['test']}.",
              "LS3D-W's files carry no head pose: each face's |yaw| bin is that of the pose fitted to its landmarks "
-             "(the conversion tool's estimate). 300-W-LP stores no depth of its 3D landmarks, so the depth network "
-             "(section 4.8) and the results that need it do not run."]
+             "(the conversion tool's estimate).", describe_depth_check(data.depth_check or {})]
     if described.get("tests_2d"):
         lines.append("Table 4.1's real 2D test sets: " + "; ".join(f"{k}: {v}" for k, v in described["tests_2d"].items())
                      + ".")

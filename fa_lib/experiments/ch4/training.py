@@ -132,7 +132,9 @@ def train_depth(setup: Ch4Setup, data: Ch4Data, runs: RunCache, *, seed: int = 0
               "input_size": setup.input_size, "heatmap_size": setup.heatmap_size,
               "batch_size": setup.batch_size, "lr": setup.lr, "iterations": setup.depth_iterations,
               "epochs": setup.epochs, "milestones": setup.lr_milestones, "gamma": setup.lr_gamma,
-              "train_set": data.train_set_key(), "seed": seed, **setup.speed_record()}
+              "train_set": data.train_set_key(), "seed": seed, **setup.speed_record(),
+              # real data: the targets are rebuilt from the 3DDFA fits (a new method is a new run)
+              **({"depth_targets": (data.depth_check or {}).get("source")} if data.real else {})}
     return _train(DEPTH_NAME, model, record, train_items, val_items, runs=runs, setup=setup, config=config,
                   seed=seed, device=device, progress=progress, loss=depth_loss, input_key="depth_input")
 

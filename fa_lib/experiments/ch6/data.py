@@ -31,8 +31,8 @@ import pandas as pd
 from torch.utils.data import Dataset
 
 from fa_lib import geometry
-from fa_lib.convert_ls3dw import (estimate_pose, fit_orthographic_camera, mean_landmarks_3d, pose_from_rotation,
-                                  project_orthographic)
+from fa_lib.geometry import fit_orthographic_camera, pose_from_rotation, project_orthographic
+from fa_lib.convert_ls3dw import estimate_pose, mean_landmarks_3d
 from fa_lib.data.formats import read_ls3dw_landmarks
 from fa_lib.data.lowres import HIGH_RES, Degradation, degrade_low_resolution
 from fa_lib.data.real import RealFaceDataset
