@@ -508,3 +508,20 @@ def test_the_sparse_framing_check_measures_the_implied_boxes(ch6):
     assert ch6.annotated_pairs is ch6.train_pairs
     with pytest.raises(ValueError, match="no annotated subset"):
         ch6.items(degraded=True, annotated=True)
+
+
+def test_widerface_tiny_faces_are_framed_as_the_16_px_inputs(tmp_path):
+    """Figs. 6.1, 6.5, 6.7 with a data root: WiderFace's valid validation faces of the chosen sizes, as
+    16 px colour inputs; none of those sizes, or no WiderFace, says why."""
+    from fa_lib.experiments.ch6.figures import widerface_tiny_faces
+
+    fixtures = Path(__file__).resolve().parent / "fixtures"
+    faces, source = widerface_tiny_faces(fixtures, 12)
+    assert faces.shape == (1, 16, 16, 3) and faces.dtype == np.uint8  # one valid face is 10-30 px
+    assert source.startswith("WiderFace validation, 1 of its 1 valid faces of 10-30 px")
+    both, _ = widerface_tiny_faces(fixtures, 12, sizes=(2.0, 40.0))
+    assert len(both) == 2
+    none, why = widerface_tiny_faces(fixtures, 12, sizes=(100.0, 200.0))
+    assert none is None and "no WiderFace validation face of 100-200 px" in why
+    missing, why = widerface_tiny_faces(tmp_path, 12)
+    assert missing is None and why.startswith("no WiderFace validation set")

@@ -120,6 +120,8 @@ def test_chapters_3_5_and_6_run_on_a_fixture_data_root_through_the_real_readers(
     assert "(2 faces)" in table["data"]["test"]
     pets = json.loads((tmp_path / "results" / "tables" / "table_3.6.json").read_text())
     assert pets["verdicts"][0]["outcome"] == "not measurable"  # the fixture tree has no 22-point annotations
+    tiny = json.loads((tmp_path / "results" / "figures" / "fig_6_real.json").read_text())
+    assert tiny["real_faces"].startswith("WiderFace validation")  # Figs. 6.1, 6.5, 6.7 on WiderFace's tiny faces
     sizes = json.loads((tmp_path / "results" / "figures" / "fig_6_9.json").read_text())
     assert sizes["sizes_source"].startswith("WiderFace validation boxes")
     superfan = json.loads((tmp_path / "results" / "tables" / "table_6.2.json").read_text())

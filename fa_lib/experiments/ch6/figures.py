@@ -1,20 +1,24 @@
 """The figures of chapter 6: Fig. 6.4 (the methods side by side), Fig. 6.6 (Super-FAN's landmarks on
-the 16 px inputs), the real tiny faces (the analogue of Figs. 6.1, 6.5 and 6.7 on scikit-image's LFW
-crops), Fig. 6.9 (face sizes), and the resolution explorer's frames and sweep (what each method does as
+the 16 px inputs), the real tiny faces (Figs. 6.1, 6.5 and 6.7 on WiderFace's tiny faces with a data root,
+else their analogue on scikit-image's LFW crops), Fig. 6.9 (face sizes), and the resolution explorer's frames and sweep (what each method does as
 the face shrinks from 64 to 8 px)."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Sequence
 
+import cv2
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
+from fa_lib import geometry
 from fa_lib.data import formats
+from fa_lib.data.real import RealFaceDataset
 from fa_lib.data.lowres import HIGH_RES, LOW_RES, downsample_bilinear
 from fa_lib.experiments.ch6.context import Chapter6
+from fa_lib.experiments.ch6.data import FACE_FRACTION
 from fa_lib.experiments.ch6.tables import EVERY_NETWORK
 from fa_lib.experiments.registry import ThesisResult, thesis_figure
 
@@ -118,13 +122,50 @@ def real_tiny_faces(count: int = 12) -> tuple[np.ndarray | None, str]:
     return np.stack(out), "scikit-image lfw_subset (LFW, grey 25 px crops)"
 
 
+#: the WiderFace faces Figs. 6.1, 6.5 and 6.7 are drawn from: max(w, h) of the box in px (the thesis's
+#: "very low resolution" faces, Fig. 6.9; below the lower end a box holds too little of a face to frame)
+WIDERFACE_TINY_SIZES = (10.0, 30.0)
+
+
+def widerface_tiny_faces(data_root, count: int = 12, sizes: tuple[float, float] = WIDERFACE_TINY_SIZES
+                         ) -> tuple[np.ndarray | None, str]:
+    """``count`` real tiny faces of WiderFace's validation set (valid boxes with max(w, h) in ``sizes``,
+    evenly spaced over the set) as the generator's 16 px input: each box taken as the 68-point box and
+    framed as the training faces are (:data:`fa_lib.experiments.ch6.data.FACE_FRACTION` of the side),
+    area-resampled to 16 px. (None, why) when the data root has no WiderFace or no face of those sizes."""
+    try:
+        faces = RealFaceDataset("widerface", data_root, "val", max_face_size=sizes[1])
+    except FileNotFoundError as error:
+        return None, f"no WiderFace validation set ({error})"
+    chosen = [i for i, record in enumerate(faces.records)
+              if max(record["box"][2] - record["box"][0], record["box"][3] - record["box"][1]) >= sizes[0]]
+    if not chosen:
+        return None, f"no WiderFace validation face of {sizes[0]:.0f}-{sizes[1]:.0f} px under {data_root}"
+    picks = [chosen[int(k)] for k in np.unique(np.linspace(0, len(chosen) - 1, min(count, len(chosen))).round())]
+    out = []
+    for i in picks:
+        sample = faces[i]
+        box = np.asarray(sample["box"], np.float64)
+        side = max(box[2] - box[0], box[3] - box[1]) / FACE_FRACTION
+        middle = max(LOW_RES, int(round(side)))
+        crop = geometry.crop_image(sample["image"], (box[:2] + box[2:]) / 2, side / geometry.CROP_SIDE_PER_SCALE, middle)
+        out.append(cv2.resize(crop, (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA) if middle > LOW_RES else crop)
+    return (np.stack(out), f"WiderFace validation, {len(out)} of its {len(chosen)} valid faces of "
+                           f"{sizes[0]:.0f}-{sizes[1]:.0f} px under {faces.root}")
+
+
 @thesis_figure("6.real", trains=(EVERY_NETWORK,))
 def fig_6_real(ctx: Chapter6) -> ThesisResult:
     """Figs. 6.1, 6.5 and 6.7 on real tiny faces: SR-GAN and Super-FAN, both fine-tuned on degraded
-    inputs (blur, JPEG, colour; section 6.3.3), on real grey 16 px faces from LFW, with Super-FAN's
-    landmarks. No ground truth: a qualitative figure."""
+    inputs (blur, JPEG, colour; section 6.3.3), on real 16 px faces, with Super-FAN's landmarks: WiderFace's
+    tiny faces as in the thesis when the data root has it (:func:`widerface_tiny_faces`), else grey crops
+    of LFW (:func:`real_tiny_faces`). No ground truth: a qualitative figure."""
     ctx.train_all()
-    faces, source = real_tiny_faces(2 * ctx.setup.fig_faces)
+    faces, source = (None, "no data_root") if ctx.data_root is None else \
+        widerface_tiny_faces(ctx.data_root, 2 * ctx.setup.fig_faces)
+    widerface = faces is not None
+    if not widerface:
+        faces, source = real_tiny_faces(2 * ctx.setup.fig_faces)
     if faces is None:
         return ThesisResult("6.real", "figure", notes=[f"not reproduced: {source}"])
     low = torch.from_numpy(faces).permute(0, 3, 1, 2).float() / 255.0
@@ -148,9 +189,12 @@ def fig_6_real(ctx: Chapter6) -> ThesisResult:
     path = _write(ctx, fig, "6_real", f"Real tiny faces ({source}): the 16 px input, SR-GAN and Super-FAN with its "
                                       "landmarks, both fine-tuned on degraded synthetic inputs (thesis Figs. 6.1, "
                                       "6.5, 6.7 analogue)", real_faces=source)
-    return ThesisResult("6.real", "figure", figure=fig, path=path, data={"source": source},
-                        notes=["Real faces, but grey and cropped tighter than the synthetic training faces: "
-                               "a qualitative look, with no ground truth to score."])
+    note = ("WiderFace's tiny faces, framed from their boxes (a box is not the 68-point box: the framing is "
+            "approximate): a qualitative look, with no ground truth to score." if widerface else
+            "Real faces, but grey and cropped tighter than the synthetic training faces: "
+            "a qualitative look, with no ground truth to score.")
+    return ThesisResult("6.real", "figure", figure=fig, path=path, data={"source": source, "widerface": widerface},
+                        notes=[note])
 
 
 # --------------------------------------------------------------------------------------------------
