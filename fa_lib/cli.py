@@ -234,6 +234,10 @@ def bench_xnor(args: argparse.Namespace) -> int:
     print(f"where the packed network's time goes ({xnor.resolve_isa(None)}, 1 thread):")
     print(profile[["real_layers", "part", "ms", "share"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     atomic_write_text(out.with_name("bench_xnor_profile.csv"), profile.to_csv(index=False, float_format="%.4f"))
+    cross = bench.bench_cross_block(calls=40 if args.quick else 200, network_calls=10 if args.quick else 40)
+    print("packing the next block's input in the epilogues (cross_block_packing), on vs off, 1 thread:")
+    print(cross[["case", "isa", "off_ms", "on_ms", "off_over_on"]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    atomic_write_text(out.with_name("bench_xnor_cross_block.csv"), cross.to_csv(index=False, float_format="%.4f"))
     size = bench.network_model_size()
     print(f"model size of the {size['network']}: float32 state_dict {size['float32_state_dict_bytes'] / 1e6:.2f} MB, "
           f"packed file {size['packed_file_bytes'] / 1e6:.2f} MB ({size['ratio_vs_float32']:.1f}x smaller; "

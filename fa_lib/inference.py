@@ -307,6 +307,12 @@ class FastFAN(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
+    def direct_block_edges(self) -> list[tuple[str, str]]:
+        """The (producer, consumer) module names whose output :meth:`forward` hands to the other unchanged,
+        besides the hourglasses' own: the stem's ``conv3`` -> ``conv4`` -> the first hourglass's first module."""
+        first = getattr(self, "m0")
+        return [("conv3", "conv4")] + ([("conv4", f"m0.b1_{first.depth}")] if isinstance(first, HourGlass) else [])
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"FAN expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")

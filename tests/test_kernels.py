@@ -361,3 +361,24 @@ def test_avx2_kernels_with_and_without_scalar_popcount_are_exact(cin, cout, h, w
             assert torch.equal(xnor.binary_conv(act, weights, scale=False, isa="avx2"), expected), mixed
     finally:
         xnor.set_avx2_mixed(None)
+
+
+def test_cross_block_packing_is_measured_side_by_side_and_described(tmp_path):
+    """The benchmark's on-vs-off rows for cross_block_packing (a block chain and the whole network), and the
+    chapter-5 page's table and sentence from them, whichever way the measurement goes."""
+    from fa_lib.experiments.ch5 import kernels as ch5_kernels, narrative
+    from fa_lib.kernels import bench
+
+    df = bench.bench_cross_block(isa="scalar", calls=2, network_calls=1)
+    assert list(df["case"]) == ["4 hierarchical blocks 256->256 @64x64", bench.NETWORK_LAYER]
+    assert (df["off_ms"] > 0).all() and (df["on_ms"] > 0).all()
+    assert df["off_over_on"].tolist() == pytest.approx((df["off_ms"] / df["on_ms"]).tolist())
+    for ratios, verdict in (([1.2, 1.1], "**pays**"), ([0.8, 0.9], "**does not pay**"), ([1.2, 0.9], "some cases only")):
+        df["off_over_on"] = ratios
+        path = tmp_path / "cross.csv"
+        df.to_csv(path, index=False)
+        table = ch5_kernels.cross_block_table(path)
+        assert table.shape == (2, 3) and "scalar" in table.attrs["machine"]
+        assert verdict in narrative.describe_cross_block(table)
+    assert ch5_kernels.cross_block_table(tmp_path / "missing.csv") is None
+    assert "has not been measured" in narrative.describe_cross_block(None)

@@ -300,3 +300,98 @@ def test_row_interleaved_block_equals_layer_by_layer(cin, cout, kwargs):
         assert torch.equal(interleaved, layered), isa
         with torch.no_grad():
             assert close(interleaved, block(x)), isa
+
+
+def _count_prepacked(monkeypatch) -> list:
+    calls = []
+    run = xnor.BlockProgram.run
+
+    def spy(self, *args, prepacked=(), **kwargs):
+        calls.append(tuple(prepacked))
+        return run(self, *args, prepacked=prepacked, **kwargs)
+    monkeypatch.setattr(xnor.BlockProgram, "run", spy)
+    return calls
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_block_program_packs_its_output_for_the_next_block(isa):
+    """BlockProgram(final=...): the epilogues storing the block output also pack it under another threshold
+    set, bit for bit what packing the output afterwards gives; steps not on 32-channel boundaries refuse."""
+    block = randomize_bn(make_block("hierarchical", 128, 128, binary=True), seed=21)
+    p = packed.pack_model(block, isa=isa, threads=1)
+    x = torch.randn(2, 128, 7, 9, generator=torch.Generator().manual_seed(4)).contiguous(memory_format=torch.channels_last)
+    plain = p._program(2, 7, 9)
+    lo, hi = torch.randn(128).sort(descending=False)[0], torch.full((128,), 0.5)
+    lo = torch.minimum(lo, hi)
+    target = xnor.empty_packed(2, 128, 7, 9, pad=1)
+    first = p.chains[0][0]
+    program = xnor.BlockProgram(2, 7, 9, 128, [(first.lo, first.hi, 1)], plain.steps, isa=isa, final=(lo, hi, target))
+    out = torch.empty_like(x)
+    with torch.no_grad():
+        program.run(x, out, x, threads=1)
+        assert torch.equal(out, p(x))
+    assert torch.equal(target.words, xnor.pack_activations(out, lo, hi, pad=1).words)
+    narrow = randomize_bn(make_block("hierarchical", 64, 64, binary=True), seed=2)  # 32 + 16 + 16 channels
+    q = packed.pack_model(narrow, isa=isa, threads=1)
+    steps = q._program(1, 4, 4).steps
+    assert not xnor.BlockProgram.final_capable(steps, isa)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        xnor.BlockProgram(1, 4, 4, 64, [(q.chains[0][0].lo, q.chains[0][0].hi, 1)], steps, isa=isa,
+                          final=(torch.zeros(64), torch.ones(64), xnor.empty_packed(1, 64, 4, 4)))
+
+
+@pytest.mark.parametrize("real_layers", ["channels_last", "fast"])
+def test_cross_block_packing_gives_the_same_outputs_on_every_isa(real_layers, monkeypatch):
+    """With cross_block_packing a block feeding another packs its output for it: learned on the first call
+    (channels_last, whose tensors have version counters) or along the hourglass's declared edges (fast, run
+    under inference_mode); the outputs are those of the plain packing, bit for bit, and blocks do skip their
+    packing pass from the calls after."""
+    net = randomize_bn(binary_hourglass_net(stacks=2, width=128, hg_depth=2, num_outputs=5), seed=3)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    calls = _count_prepacked(monkeypatch)
+    for isa in ISAS:
+        plain = packed.pack_model(net, isa=isa, real_layers=real_layers)
+        fused = packed.pack_model(net, isa=isa, real_layers=real_layers, cross_block_packing=True)
+        assert not any(m.cross_block for m in plain.modules() if isinstance(m, packed.PackedHierarchicalBlock))
+        with torch.no_grad():
+            expected = plain(x)
+            for _ in range(3):
+                calls.clear()
+                got = fused(x)
+                assert all(torch.equal(a, b) for a, b in zip(got, expected)), isa
+        # conv3 -> conv4 -> m0.b1_2, and per stack b2_2 -> b1_1, b2_1 -> b2_plus_1 -> b3_1 (hourglass depth 2)
+        assert sum(bool(c) for c in calls) == 8, (isa, calls)
+        copied = copy.deepcopy(fused)
+        with torch.no_grad():
+            assert all(torch.equal(a, b) for a, b in zip(copied(x), expected))
+
+
+def test_cross_block_packing_is_not_used_when_the_tensor_changed_in_between(monkeypatch):
+    """A module between two blocks that changes the first block's output in place: the second block packs
+    it itself (the version counter tells), with or without inference_mode (inference tensors have no
+    counter: only declared edges are trusted, and this one is not)."""
+    class AddOne(torch.nn.Module):
+        def forward(self, x):
+            return x.add_(1.0)
+
+    first = randomize_bn(make_block("hierarchical", 128, 128, binary=True), seed=5)
+    second = randomize_bn(make_block("hierarchical", 128, 128, binary=True), seed=6)
+    model = torch.nn.Sequential(first, AddOne(), second).eval()
+    x = torch.randn(1, 128, 8, 8, generator=torch.Generator().manual_seed(2))
+    calls = _count_prepacked(monkeypatch)
+    plain = packed.pack_model(model)
+    fused = packed.pack_model(model, cross_block_packing=True)
+    for mode in (torch.no_grad, torch.inference_mode):
+        with mode():
+            expected = plain(x)
+            calls.clear()
+            for _ in range(3):
+                assert torch.equal(fused(x), expected)
+        assert not any(calls), mode
+    direct = packed.pack_model(torch.nn.Sequential(first, second).eval(), cross_block_packing=True)
+    with torch.no_grad():
+        calls.clear()
+        for _ in range(3):
+            direct(x)
+    assert sum(bool(c) for c in calls) == 2  # learned on the first call, used on the next two
+    assert packed.link_blocks(fused[0], fused[2]) and not packed.link_blocks(fused[0], fused[1])

@@ -281,6 +281,46 @@ def network_model_size() -> dict:
     return {"network": "binary HG (1 stack, 256 ch)", **report}
 
 
+def _interleaved_medians(on: torch.nn.Module, off: torch.nn.Module, x: torch.Tensor, calls: int) -> tuple[float, float]:
+    """Median ms of ``on`` and ``off`` over ``calls`` calls each, alternating (which goes first alternates too)."""
+    times: dict[int, list[float]] = {id(on): [], id(off): []}
+    with torch.no_grad():
+        for _ in range(10):  # programs built, successors learned, caches warm
+            on(x), off(x)
+        for i in range(calls):
+            for model in ((on, off) if i % 2 else (off, on)):
+                start = time.perf_counter()
+                model(x)
+                times[id(model)].append(time.perf_counter() - start)
+    return (1e3 * float(pd.Series(times[id(on)]).median()), 1e3 * float(pd.Series(times[id(off)]).median()))
+
+
+def bench_cross_block(isa: Optional[str] = None, calls: int = 200, network_calls: int = 40) -> pd.DataFrame:
+    """``pack_model(cross_block_packing=True)`` against the default, side by side in one process on one thread
+    (interleaved calls, medians): a chain of four 256-channel hierarchical blocks at 64x64 (three block-to-block
+    edges) and the benchmark's whole network with fast real layers. ``off_over_on`` > 1: packing the next
+    block's input in the epilogues pays."""
+    isa = xnor.resolve_isa(isa)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        chain = torch.nn.Sequential(*[_randomize_bn(make_block("hierarchical", 256, 256, binary=True), seed=i)
+                                      for i in range(4)]).eval()
+        cases = [("4 hierarchical blocks 256->256 @64x64", chain, "channels_last",
+                  torch.randn(1, 256, 64, 64).contiguous(memory_format=torch.channels_last), calls),
+                 (NETWORK_LAYER, _network_models()[0], "fast", torch.randn(1, 3, 256, 256), network_calls)]
+        rows = []
+        for name, model, real_layers, x, n in cases:
+            on, off = (packed_mod.pack_model(model, isa=isa, threads=1, real_layers=real_layers, cross_block_packing=flag)
+                       for flag in (True, False))
+            on_ms, off_ms = _interleaved_medians(on, off, x, n)
+            rows.append({"case": name, "isa": isa, "threads": 1, "off_ms": off_ms, "on_ms": on_ms,
+                         "off_over_on": off_ms / on_ms, "cpu": cpu_model(), "machine_kind": machine_kind()})
+    finally:
+        torch.set_num_threads(previous)
+    return pd.DataFrame(rows)
+
+
 def run_bench(out_csv: Optional[str | os.PathLike] = "results/tables/bench_xnor.csv",
               threads: Iterable[int] = (1, 2), isas: Optional[Iterable[str]] = None, repeats: int = 10,
               resolutions: Sequence[int] = RESOLUTIONS, include_block: bool = True,

@@ -12,6 +12,10 @@ layer (stem, heads, pooling, upsampling, residual adds) stays in PyTorch:
 * the hierarchical, parallel & multi-scale block (thesis Fig. 5.1b) becomes a :class:`PackedHierarchicalBlock`
   whose three convolutions write straight into channel slices of one output tensor (the concatenation
   costs nothing); each convolution's epilogue also packs the next layer's input and adds the shortcut.
+  Optionally (``pack_model(..., cross_block_packing=True)``), when the block's output goes straight into
+  another packed block (learned on a first call, where the second block receives the very tensor the first
+  returned, unchanged; or declared by the code that wires them, :func:`link_blocks`), the epilogues storing
+  the block's output also pack it under the second block's thresholds, and that block skips its packing pass.
 
 Activations between layers are float32 NCHW tensors in ``torch.channels_last`` storage.  The integer
 popcounts equal the training-time forward bit for bit, and so do the outputs when the real layers see the
@@ -159,6 +163,9 @@ class PackedHierarchicalBlock(nn.Module):
         self.downsample = downsample
         if sum(conv.out_channels for chain in chains for conv in chain) != out_channels:
             raise ValueError("the hierarchical layers' widths do not add up to the block's output channels")
+        self._successor: Optional[weakref.ref] = None  # the packed block that reads this one's output directly
+        self._declared = False  # whether that edge was declared by the wiring code (link_blocks)
+        self.cross_block = False  # pack the output for that block (set_cross_block_packing)
 
     @classmethod
     def from_block(cls, block: nn.Module, **kwargs) -> "PackedHierarchicalBlock":
@@ -173,16 +180,40 @@ class PackedHierarchicalBlock(nn.Module):
             downsample = _pack_projection(block.downsample, **kwargs)
         return cls(chains, block.out_channels, block.shortcut, downsample)
 
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state["_successor"], state["_declared"] = None, False  # a copy learns its own (a weak reference cannot be pickled)
+        return state
+
+    @property
+    def chain_pack(self) -> int:
+        """Index of the first path's threshold set among the program's packs (the projection's comes first)."""
+        return 1 if isinstance(self.downsample, PackedBinaryConv) else 0
+
+    def _existing_program(self, n: int, h: int, w: int) -> Optional[xnor.BlockProgram]:
+        cached = _BLOCK_PROGRAMS.get(self, {}).get(threading.get_ident())
+        return cached[2] if cached is not None and cached[0][:3] == (n, h, w) else None
+
+    def _successor_program(self, n: int, h: int, w: int) -> Optional[xnor.BlockProgram]:
+        """The program of the block this one feeds (learned at run time), when it can be packed for."""
+        successor = self._successor() if self._successor is not None and self.cross_block else None
+        if successor is None:
+            return None
+        program = successor._existing_program(n, h, w)
+        return program if program is not None and program.isa == xnor.resolve_isa(self.chains[0][0].isa) else None
+
     def _program(self, n: int, h: int, w: int) -> xnor.BlockProgram:
         """The block's native program for this input size and the calling thread (built once: it owns the
-        packed intermediate buffers), rebuilt if a layer's weights or thresholds were replaced."""
+        packed intermediate buffers), rebuilt if a layer's weights or thresholds were replaced or the block it
+        packs its output for changed."""
         first = self.chains[0][0]
         convs = [conv for chain in self.chains for conv in chain]
         if isinstance(self.downsample, PackedBinaryConv):
             convs.append(self.downsample)
         key = (n, h, w, xnor.resolve_isa(first.isa))
+        successor = self._successor_program(n, h, w)
         # the layers' current objects, compared by identity (the cache holds them, so an id is never reused)
-        parts = tuple(part for c in convs for part in (c.weights, c.lo, c.hi))
+        parts = tuple(part for c in convs for part in (c.weights, c.lo, c.hi)) + (successor,)
         programs = _BLOCK_PROGRAMS.setdefault(self, {})
         thread = threading.get_ident()
         cached = programs.get(thread)
@@ -205,9 +236,50 @@ class PackedHierarchicalBlock(nn.Module):
                     steps.append(xnor.ConvStep(conv.weights, source, offset, relu=conv.relu_after, residual=residual,
                                                lo=conv.lo if i else None, hi=conv.hi if i else None))
                     offset += conv.out_channels
-            program = xnor.BlockProgram(n, h, w, self.in_channels, packs, steps, isa=first.isa)
+            final = None
+            if successor is not None and xnor.BlockProgram.final_capable(steps, first.isa):
+                reader = self._successor().chains[0][0]
+                final = (reader.lo, reader.hi, successor.pack_buffers[self._successor().chain_pack])
+            program = xnor.BlockProgram(n, h, w, self.in_channels, packs, steps, isa=first.isa, final=final)
             programs[thread] = (key, parts, program)  # one size per thread (the network's; a new one replaces it)
         return program
+
+    def _prepacked(self, x: torch.Tensor, program: xnor.BlockProgram) -> tuple[int, ...]:
+        """Which of the program's threshold sets the block that produced ``x`` packed already. ``x`` must be
+        that block's latest output, and unchanged: checked by its version counter, or, for inference
+        tensors (which have none), only along an edge declared by the code that wires the two blocks
+        (:func:`link_blocks`). A block receiving another's output unchanged for the first time (version
+        checked) becomes its successor: from its next call on, the producer packs its output for it."""
+        outputs, emitted = _thread_state()
+        entry = outputs.get(id(x))
+        if not self.cross_block or entry is None or entry[0]() is not x:
+            return ()
+        producer, version = entry[1](), _version(x)
+        if producer is None:
+            return ()
+        linked = producer._successor is not None and producer._successor() is self
+        if version is None:
+            if not (linked and producer._declared):
+                return ()
+        elif version != entry[2]:
+            return ()  # changed in place since the producer wrote it
+        elif not linked and not producer._declared and producer.out_channels == self.in_channels:
+            producer._successor = weakref.ref(self)
+        done = emitted.pop(id(program), None)
+        if done is not None and done[0]() is program and done[1]() is x and done[2] == version:
+            return (self.chain_pack,)
+        return ()
+
+    def _remember_output(self, out: torch.Tensor, program: xnor.BlockProgram) -> None:
+        outputs, emitted = _thread_state()
+        if len(outputs) > 64:  # only the latest outputs can still be a block's input
+            for key in [k for k, v in outputs.items() if v[0]() is None]:
+                del outputs[key]
+        outputs[id(out)] = (weakref.ref(out), weakref.ref(self), _version(out))
+        if program.final is not None:
+            successor = self._successor_program(*program.shape[:1], *program.shape[2:])
+            if successor is not None:
+                emitted[id(successor)] = (weakref.ref(successor), weakref.ref(out), _version(out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -225,12 +297,63 @@ class PackedHierarchicalBlock(nn.Module):
             shortcut = xnor.to_channels_last(x[:, :half] + x[:, half:])
         elif self.shortcut != "project":
             shortcut = x
-        return self._program(n, h, w).run(x, out, shortcut, threads=self.chains[0][0].threads)
+        program = self._program(n, h, w)
+        program.run(x, out, shortcut, threads=self.chains[0][0].threads, prepacked=self._prepacked(x, program))
+        self._remember_output(out, program)
+        return out
 
 
 #: per block, its native programs (one per calling thread and input size); weakly keyed so that a
 #: copied or deleted module never shares or keeps another's buffers
 _BLOCK_PROGRAMS: "weakref.WeakKeyDictionary[PackedHierarchicalBlock, dict]" = weakref.WeakKeyDictionary()
+_THREAD = threading.local()
+
+
+def _thread_state() -> tuple[dict, dict]:
+    """This thread's latest block outputs (id -> (tensor ref, block ref, version)) and the packings done
+    for a block's next input (id of its program -> (program ref, tensor ref, version))."""
+    state = getattr(_THREAD, "state", None)
+    if state is None:
+        state = _THREAD.state = ({}, {})
+    return state
+
+
+def _version(tensor: torch.Tensor) -> Optional[int]:
+    """The tensor's in-place version counter (None for inference tensors, which have none)."""
+    return None if tensor.is_inference() else tensor._version
+
+
+def link_blocks(producer: nn.Module, consumer: nn.Module) -> bool:
+    """Declares that ``consumer`` reads ``producer``'s output as it is (nothing changes it in between), so that
+    the producer packs its output for the consumer even under ``torch.inference_mode`` (whose tensors have no
+    version counter to check that by). True when both are packed hierarchical blocks that fit."""
+    if not (isinstance(producer, PackedHierarchicalBlock) and isinstance(consumer, PackedHierarchicalBlock)) or \
+            producer.out_channels != consumer.in_channels:
+        return False
+    producer._successor, producer._declared = weakref.ref(consumer), True
+    return True
+
+
+def link_declared_blocks(model: nn.Module) -> int:
+    """:func:`link_blocks` along the ``direct_block_edges()`` that modules of ``model`` declare about their own
+    forward (:meth:`fa_lib.models.hourglass.HourGlass.direct_block_edges`,
+    :meth:`fa_lib.inference.FastFAN.direct_block_edges`); returns how many edges were linked."""
+    linked = 0
+    for module in model.modules():
+        if callable(getattr(module, "direct_block_edges", None)):
+            linked += sum(link_blocks(module.get_submodule(a), module.get_submodule(b))
+                          for a, b in module.direct_block_edges())
+    return linked
+
+
+def set_cross_block_packing(model: nn.Module, on: bool) -> int:
+    """Whether the packed blocks of ``model`` pack their output for the block they feed, in the epilogues of
+    the convolutions that store it, so that block skips its packing pass (the outputs are the same either
+    way; off by default, see :func:`pack_model`). Returns how many blocks were set."""
+    blocks = [m for m in model.modules() if isinstance(m, PackedHierarchicalBlock)]
+    for block in blocks:
+        block.cross_block = bool(on)
+    return len(blocks)
 
 
 def _is_binary_hierarchical(module: nn.Module) -> bool:
@@ -263,7 +386,7 @@ REAL_LAYER_LAYOUTS = ("channels_last", "nchw", "fast")
 
 
 def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[int] = None,
-               real_layers: str = "channels_last") -> nn.Module:
+               real_layers: str = "channels_last", cross_block_packing: bool = False) -> nn.Module:
     """A packed-inference copy of ``model`` (which is left untouched); needs ``model.eval()`` first.
 
     Every binary layer is replaced; real layers are kept.  ``real_layers`` is the memory layout in which
@@ -285,7 +408,10 @@ def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[in
 
     The first two differ because PyTorch's float convolutions sum in another order in the two layouts: the
     last bit of an activation can change, and a sign taken exactly at a threshold then flips (the binary
-    layers themselves are exact in both).  Raises ValueError if a binary convolution cannot be packed
+    layers themselves are exact in both).  ``cross_block_packing``: a block whose output goes straight into
+    another block packs it for that block in its convolutions' epilogues (:func:`set_cross_block_packing`;
+    the same outputs; off by default: on the machines measured it costs the producer more than the
+    consumer's packing pass it saves, see ``fa-lib bench xnor``).  Raises ValueError if a binary convolution cannot be packed
     (stride != 1, ...), for an unknown ``real_layers``, or for ``"fast"`` on a model that is not a FAN."""
     if model.training:
         raise ValueError("pack_model needs a model in eval mode (BatchNorm running statistics); call model.eval()")
@@ -297,6 +423,7 @@ def pack_model(model: nn.Module, isa: Optional[str] = None, threads: Optional[in
     wrapper = nn.Sequential(copy.deepcopy(model))  # so that the model itself can be replaced too
     _pack_children(wrapper, isa=isa, threads=threads)
     packed = wrapper[0].eval()
+    set_cross_block_packing(packed, cross_block_packing)
     if real_layers == "fast":
         return _fast_real_layers(packed)
     if real_layers == "channels_last":
@@ -316,6 +443,7 @@ def _fast_real_layers(packed: FAN) -> nn.Module:
     :func:`pack_model`, ``real_layers="fast"``)."""
     fast = FastFAN(packed)
     fast.real_layers = "fast"
+    link_declared_blocks(fast)  # it runs under inference_mode: only declared edges pack across blocks
     return fast
 
 
@@ -378,11 +506,12 @@ def _build_from_config(config: Optional[dict]) -> nn.Module:
 
 
 def load_packed(path, model: Optional[nn.Module] = None, isa: Optional[str] = None,
-                threads: Optional[int] = None, real_layers: str = "channels_last") -> nn.Module:
+                threads: Optional[int] = None, real_layers: str = "channels_last",
+                cross_block_packing: bool = False) -> nn.Module:
     """Rebuilds a packed network from a file written by :func:`save_packed`.
 
     ``model`` is an (untrained) float skeleton of the same architecture; without it the file's
-    ``config.builder`` is called.  ``real_layers``: see :func:`pack_model`."""
+    ``config.builder`` is called.  ``real_layers``, ``cross_block_packing``: see :func:`pack_model`."""
     config, entries = fileformat.load(path)
     skeleton = model if model is not None else _build_from_config(config)
     if real_layers not in REAL_LAYER_LAYOUTS:
@@ -391,7 +520,8 @@ def load_packed(path, model: Optional[nn.Module] = None, isa: Optional[str] = No
         raise ValueError(f"real_layers='fast' needs a FAN skeleton, got {type(skeleton).__name__}")
     # the file holds the exact packing's state (BN unfolded); the fast rewrite is applied after loading
     layout = "channels_last" if real_layers == "fast" else real_layers
-    packed = pack_model(skeleton.eval(), isa=isa, threads=threads, real_layers=layout)
+    packed = pack_model(skeleton.eval(), isa=isa, threads=threads, real_layers=layout,
+                        cross_block_packing=cross_block_packing)
     used = set()
     for name, module in packed.named_modules():
         if isinstance(module, PackedBinaryConv):

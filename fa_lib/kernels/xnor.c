@@ -238,15 +238,18 @@ FA_INLINE void store_scalar(const conv_plan *pl, int64_t cb, int64_t n, int64_t 
     float *o = a->out + pixel * a->out_pixel_stride;
     const float *res = a->residual ? a->residual + pixel * a->residual_pixel_stride : NULL;
     const int64_t c0 = cb * FA_BLOCK;
-    uint32_t negative = 0;
+    uint32_t negative = 0, final = 0;
     for (int r = 0; r < FA_BLOCK && c0 + r < a->cout; r++) {
         const float dot = (float)(pl->full_k - 2 * cnt[r] - corr[r]);
         float v = a->alpha ? a->alpha[c0 + r] * dot : dot;
         if (a->relu && !(v >= 0.0f)) v = 0.0f;
         if (a->next_bits) negative |= (uint32_t)!(v >= a->next_lo[c0 + r] && v <= a->next_hi[c0 + r]) << r;
-        o[c0 + r] = res ? v + res[c0 + r] : v;
+        const float stored = res ? v + res[c0 + r] : v;
+        o[c0 + r] = stored;
+        if (a->final_bits) final |= (uint32_t)!(stored >= a->final_lo[c0 + r] && stored <= a->final_hi[c0 + r]) << r;
     }
     if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
+    if (a->final_bits) *final_bits_slot(a, cb, n, y, x) = final;
 }
 
 /* --- portable scalar path ------------------------------------------------------------------------ */
@@ -286,12 +289,14 @@ FA_T512 FA_INLINE void store_avx512(const conv_plan *pl, int64_t cb, int64_t n, 
     const fa_conv_args *a = pl->a;
     const int64_t c0 = cb * FA_BLOCK;
     const __m512i full_k = _mm512_set1_epi64(pl->full_k);
+    epilogue_consts k[2];
+    for (int h = 0; h < 2 && a->cout - c0 - 16 * h > 0; h++) k[h] = epilogue_load(a, c0 + 16 * h, lanes16(a->cout - c0 - 16 * h));
     for (int p = 0; p < P; p++) {
         const int64_t x = x0 + p, pixel = (n * a->h + y) * a->w + x;
         int64_t corr[FA_BLOCK];
         const int border = is_border(pl, y, x);
         if (border) border_correction(pl, y, x, a->tapsum + cb * pl->kk * FA_BLOCK, corr);
-        uint32_t negative = 0;
+        uint32_t negative = 0, final = 0;
         for (int h = 0; h < 2; h++) {
             const int64_t left = a->cout - c0 - 16 * h;
             if (left <= 0) break;
@@ -302,9 +307,13 @@ FA_T512 FA_INLINE void store_avx512(const conv_plan *pl, int64_t cb, int64_t n, 
                 dots[q] = _mm512_cvtepi64_epi32(v);
             }
             const __m512i dot = _mm512_inserti64x4(_mm512_castsi256_si512(dots[0]), dots[1], 1);
-            negative |= epilogue16(a, c0 + 16 * h, pixel, dot, lanes16(left)) << (16 * h);
+            uint32_t half = 0;
+            negative |= epilogue16_with(a, c0 + 16 * h, pixel, dot, lanes16(left), &k[h], a->final_bits ? &half : NULL)
+                        << (16 * h);
+            final |= half << (16 * h);
         }
         if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
+        if (a->final_bits) *final_bits_slot(a, cb, n, y, x) = final;
     }
 }
 
@@ -366,7 +375,7 @@ FA_T256 FA_INLINE void store_avx2(const conv_plan *pl, int64_t cb, int64_t n, in
     float *o = a->out + pixel * a->out_pixel_stride + c0;
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     const __m256i full_k = _mm256_set1_epi32((int)pl->full_k);
-    uint32_t negative = 0;
+    uint32_t negative = 0, final = 0;
     for (int r = 0; r < 4; r++) {
         const int64_t left = a->cout - c0 - 8 * r;
         if (left <= 0) break;
@@ -387,8 +396,15 @@ FA_T256 FA_INLINE void store_avx2(const conv_plan *pl, int64_t cb, int64_t n, in
         if (a->residual)
             f = _mm256_add_ps(f, _mm256_maskload_ps(a->residual + pixel * a->residual_pixel_stride + c0 + 8 * r, m));
         _mm256_maskstore_ps(o + 8 * r, m, f);
+        if (a->final_bits) {
+            const __m256 pos = _mm256_and_ps(_mm256_cmp_ps(f, _mm256_maskload_ps(a->final_lo + c0 + 8 * r, m), _CMP_GE_OQ),
+                                             _mm256_cmp_ps(f, _mm256_maskload_ps(a->final_hi + c0 + 8 * r, m), _CMP_LE_OQ));
+            const uint32_t valid = left >= 8 ? 0xFFu : (1u << left) - 1u;
+            final |= (~(uint32_t)_mm256_movemask_ps(pos) & valid) << (8 * r);
+        }
     }
     if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
+    if (a->final_bits) *final_bits_slot(a, cb, n, y, x) = final;
 }
 
 /* One output row, one pixel at a time, the 32 channels of a block counted by the nibble look-up table
@@ -484,6 +500,10 @@ static int prepare_conv(int isa, const fa_conv_args *a, conv_plan *pl, row_fn *r
                          a->next_channel_offset < 0 ||
                          a->next_cw < (a->next_channel_offset + a->cout + 63) / 64))
         return FA_ERR_ARG;
+    if (a->final_bits && (isa == FA_ISA_AMX || !a->final_lo || !a->final_hi || a->final_pad < 0 ||
+                          a->final_channel_offset % FA_BLOCK != 0 || a->final_channel_offset < 0 ||
+                          a->final_cw < (a->final_channel_offset + a->cout + 63) / 64))
+        return FA_ERR_ARG;
     *whole_amx = 0;
     if (isa == FA_ISA_AMX) {
         /* below one 32-pixel block the tile set-up and drain cost more than the products (measured:
@@ -578,6 +598,10 @@ int fa_block_forward(int isa, const float *x, int64_t n, int64_t h, int64_t w, i
     if (!fa_isa_supported(isa)) return FA_ERR_ISA;
     if (!packs || !convs || npacks < 1 || nconvs < 1) return FA_ERR_ARG;
     for (int64_t i = 0; i < npacks; i++) {
+        if (!packs[i].lo) { /* packed already (a previous block's final_bits) */
+            if (packs[i].hi || !packs[i].bits) return FA_ERR_ARG;
+            continue;
+        }
         const int code = fa_pack_activations(isa, x, n, h, w, c, pixel_stride, packs[i].lo, packs[i].hi,
                                              packs[i].pad, packs[i].bits, threads);
         if (code != FA_OK) return code;

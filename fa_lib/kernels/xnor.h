@@ -57,6 +57,13 @@ typedef struct {
     /* FA_ISA_AMX only (optional): the weights already expanded by fa_amx_pack_weights; when NULL they are
      * expanded from `weights` on every call. */
     const int8_t *weights_i8;
+    /* Optional (0/NULL; not with FA_ISA_AMX): the sign bit of the value stored in out (after the residual)
+     * under another threshold set, +1 iff final_lo <= out <= final_hi, written into final_bits laid out as
+     * next_bits (final_cw, final_pad, final_channel_offset a multiple of 32), so that the block this block
+     * feeds finds its input already packed. */
+    uint64_t *final_bits;
+    int64_t final_cw, final_pad, final_channel_offset;
+    const float *final_lo, *final_hi; /* indexed by the conv's output channel c */
 } fa_conv_args;
 
 int fa_isa_supported(int isa);
@@ -75,7 +82,7 @@ int fa_binary_conv(int isa, const fa_conv_args *args, int threads);
  * channel slice, its residual the shortcut (or the slice the projection wrote: accumulate).  A pack's
  * bits buffer has its padding ring zeroed by the caller (once: only the interior is written). */
 typedef struct {
-    const float *lo, *hi; /* [c] */
+    const float *lo, *hi; /* [c]; lo NULL: bits already hold the packed input (a previous block's final_bits) */
     uint64_t *bits;       /* [N][H+2*pad][W+2*pad][ceil(c/64)] */
     int64_t pad;
 } fa_pack_target;

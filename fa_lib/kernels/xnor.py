@@ -49,6 +49,8 @@ class _ConvArgs(ctypes.Structure):
         ("next_bits", ctypes.c_void_p), ("next_cw", ctypes.c_int64), ("next_pad", ctypes.c_int64),
         ("next_channel_offset", ctypes.c_int64), ("next_lo", ctypes.c_void_p), ("next_hi", ctypes.c_void_p),
         ("weights_i8", ctypes.c_void_p),
+        ("final_bits", ctypes.c_void_p), ("final_cw", ctypes.c_int64), ("final_pad", ctypes.c_int64),
+        ("final_channel_offset", ctypes.c_int64), ("final_lo", ctypes.c_void_p), ("final_hi", ctypes.c_void_p),
     ]
 
 
@@ -504,12 +506,17 @@ class BlockProgram:
     thread).  ``packs``: ``(lo, hi, pad)`` threshold sets of the block input."""
 
     def __init__(self, n: int, h: int, w: int, in_channels: int, packs: list, steps: list[ConvStep],
-                 isa: Optional[str] = None):
+                 isa: Optional[str] = None, final: Optional[tuple] = None):
+        """``final``: ``(lo, hi, bits)``, the block output's sign bits under the thresholds ``lo``/``hi`` (one
+        per output channel) written into the :class:`PackedActivations` ``bits`` by the epilogues of the steps
+        that store each channel's last value: the next block's input, packed by this one (see
+        :meth:`final_capable`; not on AMX)."""
         self.isa = resolve_isa(isa)
         self.shape = (n, in_channels, h, w)
         self.steps = steps
         self._keep = []  # tensors whose addresses the argument structs hold
         self._packs = (_PackTarget * len(packs))()
+        self._pack_los = []
         pack_buffers = []
         for i, (lo, hi, pad) in enumerate(packs):
             lo, hi = lo.detach().float().contiguous(), hi.detach().float().contiguous()
@@ -518,8 +525,10 @@ class BlockProgram:
             bits = PackedActivations(torch.zeros((n, h + 2 * pad, w + 2 * pad, (in_channels + 63) // 64),
                                                  dtype=torch.int64), in_channels, pad)
             self._packs[i] = _PackTarget(lo.data_ptr(), hi.data_ptr(), bits.words.data_ptr(), pad)
+            self._pack_los.append((lo.data_ptr(), hi.data_ptr()))
             pack_buffers.append(bits)
             self._keep += [lo, hi]
+        self.pack_buffers = pack_buffers
         self._convs = (_ConvArgs * len(steps))()
         produced: dict[int, PackedActivations] = {}
         for i, step in enumerate(steps):  # which steps' epilogues pack for a later step
@@ -550,11 +559,43 @@ class BlockProgram:
             self._convs[i] = args
             self._keep += [weights.blocked, weights.tapsum, weights.alpha]
         self._keep += [b.words for b in pack_buffers] + [b.words for b in produced.values()]
+        self.final = final
+        if final is not None:
+            if not self.final_capable(steps, self.isa):
+                raise ValueError("this block cannot pack its output for the next block: every step storing a final "
+                                 "value must start at a multiple of 32 channels, and the ISA must not be AMX")
+            lo, hi, bits = final
+            lo, hi = lo.detach().float().contiguous(), hi.detach().float().contiguous()
+            channels = max(st.out_offset + st.weights.out_channels for st in steps)
+            if lo.shape != (channels,) or hi.shape != (channels,) or bits.channels != channels or \
+                    tuple(bits.words.shape[:3]) != (n, h + 2 * bits.pad, w + 2 * bits.pad):
+                raise ValueError(f"final: thresholds and bits must be of the block output ({channels} channels, {h}x{w})")
+            for i in self._final_steps(steps):
+                args, step = self._convs[i], steps[i]
+                args.final_bits, args.final_cw, args.final_pad = bits.words.data_ptr(), bits.words.shape[3], bits.pad
+                args.final_channel_offset = step.out_offset
+                args.final_lo, args.final_hi = lo.data_ptr() + 4 * step.out_offset, hi.data_ptr() + 4 * step.out_offset
+            self._keep += [lo, hi, bits.words]
+
+    @staticmethod
+    def _final_steps(steps: list[ConvStep]) -> list[int]:
+        """The steps whose stored values are final: no later step accumulates into their channels."""
+        def overlaps(a: ConvStep, b: ConvStep) -> bool:
+            return a.out_offset < b.out_offset + b.weights.out_channels and b.out_offset < a.out_offset + a.weights.out_channels
+        return [i for i, step in enumerate(steps)
+                if not any(later.residual == "out" and overlaps(step, later) for later in steps[i + 1:])]
+
+    @classmethod
+    def final_capable(cls, steps: list[ConvStep], isa: Optional[str] = None) -> bool:
+        """Whether a program of these steps can pack its output for the next block (``final``)."""
+        return resolve_isa(isa) != "amx" and all(steps[i].out_offset % BLOCK == 0 for i in cls._final_steps(steps))
 
     def run(self, x: torch.Tensor, out: torch.Tensor, shortcut: Optional[torch.Tensor] = None,
-            threads: Optional[int] = None) -> torch.Tensor:
+            threads: Optional[int] = None, prepacked: tuple[int, ...] = ()) -> torch.Tensor:
         """Runs the block on ``x`` (channels-last float32 of the program's shape) into ``out``
-        (channels-last float32); ``shortcut`` is what steps with ``residual="shortcut"`` add."""
+        (channels-last float32); ``shortcut`` is what steps with ``residual="shortcut"`` add. ``prepacked``:
+        the threshold sets whose buffers (:attr:`pack_buffers`) already hold ``x`` packed, by the block that
+        produced it: they are not packed again."""
         if tuple(x.shape) != self.shape or x.dtype != torch.float32:
             raise ValueError(f"this program runs inputs of shape {self.shape}, got {tuple(x.shape)} {x.dtype}")
         x_stride, out_stride = _pixel_stride(x), _pixel_stride(out)
@@ -582,7 +623,13 @@ class BlockProgram:
             else:
                 args.residual = None
         n, c, h, w = self.shape
-        _check(_library().fa_block_forward(ISA_CODES[self.isa], x.data_ptr(), n, h, w, c, x_stride, self._packs,
-                                           len(self._packs), self._convs, len(self.steps), _threads(threads)),
-               "block_forward")
+        for i in prepacked:
+            self._packs[i].lo = self._packs[i].hi = None
+        try:
+            _check(_library().fa_block_forward(ISA_CODES[self.isa], x.data_ptr(), n, h, w, c, x_stride, self._packs,
+                                               len(self._packs), self._convs, len(self.steps), _threads(threads)),
+                   "block_forward")
+        finally:
+            for i in prepacked:
+                self._packs[i].lo, self._packs[i].hi = self._pack_los[i]
         return out

@@ -229,7 +229,7 @@ FA_TAMX static void store_block(const amx_plan *pl, int64_t n, int64_t cb, int64
             const int64_t left = a->cout - c0 - 16 * r;
             if (left <= 0) break;
             const __m512i dot = _mm512_loadu_si512((const void *)(dots + 16 * r));
-            negative |= epilogue16(a, c0 + 16 * r, pixel, dot, lanes16(left)) << (16 * r);
+            negative |= epilogue16(a, c0 + 16 * r, pixel, dot, lanes16(left), NULL) << (16 * r); /* no final_bits on AMX */
         }
         if (a->next_bits) *next_bits_slot(a, cb, n, y, x) = negative;
     }

@@ -153,10 +153,14 @@ static int run_case(int isa, int64_t n, int64_t cin, int64_t cout, int64_t h, in
 }
 
 /* fa_block_forward (a pack and two chained convolutions writing two channel slices of one output, the
- * second reading the first's epilogue packing, both adding a shortcut) against the same steps called
- * one by one: identical floats, and every buffer exactly sized for the memory checkers. */
-static int run_block_case(int isa, int64_t n, int64_t cin, int64_t c1, int64_t c2, int64_t h, int64_t w, int threads) {
+ * second reading the first's epilogue packing, both adding a shortcut; with `final` both also pack the stored
+ * output for a next block) against the same steps called one by one and the output packed afterwards, and
+ * against a call whose input is packed already (pack target lo NULL): identical floats and bits, and every
+ * buffer exactly sized for the memory checkers. */
+static int run_block_case(int isa, int64_t n, int64_t cin, int64_t c1, int64_t c2, int64_t h, int64_t w, int threads,
+                          int final) {
     const int64_t cout = c1 + c2, cw = (cin + 63) / 64, cw1 = (c1 + 63) / 64, hp = h + 2, wp = w + 2;
+    const int64_t cwo = (cout + 63) / 64;
     const int64_t cb1 = (c1 + FA_BLOCK - 1) / FA_BLOCK, cb2 = (c2 + FA_BLOCK - 1) / FA_BLOCK, pixels = n * h * w;
     float *x = xmalloc(sizeof(float) * (size_t)(pixels * cin)), *shortcut = xmalloc(sizeof(float) * (size_t)(pixels * cout));
     float *lo = xmalloc(sizeof(float) * (size_t)cin), *hi = xmalloc(sizeof(float) * (size_t)cin);
@@ -166,8 +170,10 @@ static int run_block_case(int isa, int64_t n, int64_t cin, int64_t c1, int64_t c
     uint64_t *w1 = xmalloc(sizeof(uint64_t) * (size_t)(cb1 * 9 * cw * FA_BLOCK));
     uint64_t *w2 = xmalloc(sizeof(uint64_t) * (size_t)(cb2 * 9 * cw1 * FA_BLOCK));
     int64_t *t1 = xmalloc(sizeof(int64_t) * (size_t)(cb1 * 9 * FA_BLOCK)), *t2 = xmalloc(sizeof(int64_t) * (size_t)(cb2 * 9 * FA_BLOCK));
-    float *outs[2];
-    uint64_t *acts[2], *mids[2];
+    float *outs[3];
+    uint64_t *acts[3], *mids[3], *fins[3];
+    float *flo = xmalloc(sizeof(float) * (size_t)cout), *fhi = xmalloc(sizeof(float) * (size_t)cout);
+    for (int64_t c = 0; c < cout; c++) { flo[c] = next_normal_ish(); fhi[c] = flo[c] + 2.0f; }
     for (int64_t i = 0; i < pixels * cin; i++) x[i] = next_normal_ish();
     for (int64_t i = 0; i < pixels * cout; i++) shortcut[i] = next_normal_ish();
     for (int64_t c = 0; c < cin; c++) { lo[c] = next_normal_ish(); hi[c] = 1e30f * 1e30f; }
@@ -178,12 +184,23 @@ static int run_block_case(int isa, int64_t n, int64_t cin, int64_t c1, int64_t c
     build_weights(ws1, c1, cin, 3, w1, t1);
     build_weights(ws2, c2, c1, 3, w2, t2);
     int failures = 0;
-    for (int run = 0; run < 2; run++) {
+    if (isa == FA_ISA_AMX && final) { /* the AMX path does not write final bits: such a call is refused */
+        uint64_t word = 0;
+        float one = 1.0f;
+        fa_conv_args a = {.act = &word, .n = 1, .h = 1, .w = 1, .cin = 1, .cw = 1, .pad_in = 1, .weights = w1,
+                          .tapsum = t1, .cout = 1, .k = 3, .out = &one, .out_pixel_stride = 1, .final_bits = &word,
+                          .final_cw = 1, .final_lo = &one, .final_hi = &one};
+        if (fa_binary_conv(isa, &a, threads) != FA_ERR_ARG) failures++;
+        final = 0;
+    }
+    for (int run = 0; run < 3; run++) {
         outs[run] = xmalloc(sizeof(float) * (size_t)(pixels * cout));
         acts[run] = xmalloc(sizeof(uint64_t) * (size_t)(n * hp * wp * cw));
         mids[run] = xmalloc(sizeof(uint64_t) * (size_t)(n * hp * wp * cw1));
+        fins[run] = xmalloc(sizeof(uint64_t) * (size_t)(n * hp * wp * cwo));
         memset(acts[run], 0, sizeof(uint64_t) * (size_t)(n * hp * wp * cw));
         memset(mids[run], 0, sizeof(uint64_t) * (size_t)(n * hp * wp * cw1));
+        memset(fins[run], 0, sizeof(uint64_t) * (size_t)(n * hp * wp * cwo));
         fa_conv_args convs[2] = {
             {.act = acts[run], .n = n, .h = h, .w = w, .cin = cin, .cw = cw, .pad_in = 1, .weights = w1, .tapsum = t1,
              .alpha = alpha1, .cout = c1, .k = 3, .out = outs[run], .out_pixel_stride = cout, .residual = shortcut,
@@ -193,18 +210,37 @@ static int run_block_case(int isa, int64_t n, int64_t cin, int64_t c1, int64_t c
              .alpha = alpha2, .cout = c2, .k = 3, .out = outs[run] + c1, .out_pixel_stride = cout,
              .residual = shortcut + c1, .residual_pixel_stride = cout},
         };
-        if (run == 0) {
-            const fa_pack_target pack = {.lo = lo, .hi = hi, .bits = acts[run], .pad = 1};
-            if (fa_block_forward(isa, x, n, h, w, cin, cin, &pack, 1, convs, 2, threads) != FA_OK) failures++;
-        } else {
+        if (final && run != 1)
+            for (int i = 0; i < 2; i++) {
+                convs[i].final_bits = fins[run];
+                convs[i].final_cw = cwo;
+                convs[i].final_pad = 1;
+                convs[i].final_channel_offset = i ? c1 : 0;
+                convs[i].final_lo = flo + (i ? c1 : 0);
+                convs[i].final_hi = fhi + (i ? c1 : 0);
+            }
+        if (run == 1) {
             if (fa_pack_activations(isa, x, n, h, w, cin, cin, lo, hi, 1, acts[run], threads) != FA_OK) failures++;
             for (int i = 0; i < 2; i++)
                 if (fa_binary_conv(isa, &convs[i], threads) != FA_OK) failures++;
+            if (final && fa_pack_activations(isa, outs[run], n, h, w, cout, cout, flo, fhi, 1, fins[run], threads) != FA_OK)
+                failures++;
+        } else {
+            fa_pack_target pack = {.lo = lo, .hi = hi, .bits = acts[run], .pad = 1};
+            if (run == 2) { /* packed already: the call must not pack again */
+                if (fa_pack_activations(isa, x, n, h, w, cin, cin, lo, hi, 1, acts[run], threads) != FA_OK) failures++;
+                pack.lo = pack.hi = NULL;
+            }
+            if (fa_block_forward(isa, x, n, h, w, cin, cin, &pack, 1, convs, 2, threads) != FA_OK) failures++;
         }
     }
-    if (memcmp(outs[0], outs[1], sizeof(float) * (size_t)(pixels * cout)) != 0) failures++;
-    if (memcmp(mids[0], mids[1], sizeof(uint64_t) * (size_t)(n * hp * wp * cw1)) != 0) failures++;
-    for (int run = 0; run < 2; run++) { free(outs[run]); free(acts[run]); free(mids[run]); }
+    for (int run = 1; run < 3; run++) {
+        if (memcmp(outs[0], outs[run], sizeof(float) * (size_t)(pixels * cout)) != 0) failures++;
+        if (memcmp(mids[0], mids[run], sizeof(uint64_t) * (size_t)(n * hp * wp * cw1)) != 0) failures++;
+        if (memcmp(fins[0], fins[run], sizeof(uint64_t) * (size_t)(n * hp * wp * cwo)) != 0) failures++;
+    }
+    for (int run = 0; run < 3; run++) { free(outs[run]); free(acts[run]); free(mids[run]); free(fins[run]); }
+    free(flo); free(fhi);
     free(x); free(shortcut); free(lo); free(hi); free(lo1); free(hi1); free(alpha1); free(alpha2);
     free(ws1); free(ws2); free(w1); free(w2); free(t1); free(t2);
     return failures;
@@ -242,8 +278,10 @@ int main(void) {
         }
         if (isa == FA_ISA_AVX2) fa_set_avx2_mixed(-1);
         for (int threads = 1; threads <= 2; threads++) {
-            failures += run_block_case(isa, 1, 70, 40, 24, 5, 6, threads);
-            failures += run_block_case(isa, 2, 256, 128, 64, 8, 8, threads);
+            failures += run_block_case(isa, 1, 70, 40, 24, 5, 6, threads, 0);
+            failures += run_block_case(isa, 2, 256, 128, 64, 8, 8, threads, 0);
+            failures += run_block_case(isa, 2, 100, 64, 32, 5, 7, threads, 1);
+            failures += run_block_case(isa, 1, 256, 128, 64, 8, 8, threads, 1);
         }
         printf("%-7s %s\n", names[isa], failures ? "MISMATCH" : "ok");
         total += failures;

@@ -102,6 +102,14 @@ class HourGlass(_Hourglass):
         low = F.interpolate(getattr(self, f"b3_{level}")(low), scale_factor=2, mode="nearest")
         return up1.add_(low) if self.add_in_place else up1 + low
 
+    def direct_block_edges(self) -> list[tuple[str, str]]:
+        """The (producer, consumer) module names where one residual module's output is the next one's input
+        as it is, unchanged in between: ``b2_L`` feeds the level below's ``b1_{L-1}`` (and its pooling), and
+        at the bottom ``b2_1`` -> ``b2_plus_1`` -> ``b3_1``. (``b3_L`` reads the level below's sum, not a
+        module's output.) Packed inference uses them to pack a block's output for its consumer."""
+        edges = [(f"b2_{level}", f"b1_{level - 1}") for level in range(self.depth, 1, -1)]
+        return edges + [("b2_1", "b2_plus_1"), ("b2_plus_1", "b3_1")]
+
 
 class ImprovedHourGlass(_Hourglass):
     """U-Net-like hourglass of Fig. 5.6 (thesis 5.7.1).

@@ -107,6 +107,20 @@ def network_profile_table(path=None) -> pd.DataFrame | None:
     return table
 
 
+def cross_block_table(path=None) -> pd.DataFrame | None:
+    """``pack_model(cross_block_packing=True)`` against the default (``results/tables/bench_xnor_cross_block.csv``,
+    written by ``fa-lib bench xnor``: interleaved calls in one process, one thread); None if not measured."""
+    p = Path(path) if path is not None else find_result("tables/bench_xnor_cross_block.csv")
+    if p is None or not p.is_file():
+        return None
+    df = pd.read_csv(p)
+    table = df.set_index("case")[["off_ms", "on_ms", "off_over_on"]].rename(
+        columns={"off_ms": "separate packing pass (ms)", "on_ms": "packed by the previous block (ms)",
+                 "off_over_on": "speed-up of packing in the epilogues"})
+    table.attrs["machine"] = f"{df['cpu'].iloc[0]} ({df['machine_kind'].iloc[0]}), {df['isa'].iloc[0]}, 1 thread"
+    return table
+
+
 def one_thread_speedups(bench: pd.DataFrame) -> pd.DataFrame:
     """Speed-up of every layer of the benchmark by machine kind and ISA on one thread (layers at 8x8 and
     4x4 left out)."""

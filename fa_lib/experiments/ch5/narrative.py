@@ -231,6 +231,20 @@ def describe_network_profile(profile: pd.DataFrame | None) -> str:
     return f"Measured on {machine}: " + "; ".join(parts) + "."
 
 
+def describe_cross_block(table: pd.DataFrame | None) -> str:
+    """Markdown: whether packing the next block's input in the epilogues pays
+    (:func:`fa_lib.experiments.ch5.kernels.cross_block_table`)."""
+    if table is None or table.empty:
+        return "Packing across blocks has not been measured here (`fa-lib bench xnor`)."
+    ratios = table["speed-up of packing in the epilogues"]
+    verdict = ("pays" if (ratios > 1).all() else "does not pay" if (ratios < 1).all() else "pays in some cases only")
+    cases = "; ".join(f"{case}: {row.iloc[0]:.2f} ms with a separate packing pass, {row.iloc[1]:.2f} ms packed by the "
+                      f"previous block ({row.iloc[2]:.2f}x)" for case, row in table.iterrows())
+    return (f"Measured on {table.attrs.get('machine', 'the benchmark machine')}, packing a block's output for the block "
+            f"it feeds in the epilogues of its convolutions **{verdict}**: {cases}. The outputs are the same either "
+            "way; `pack_model` leaves it off unless `cross_block_packing=True`.")
+
+
 def runs_table(ctx: "Chapter5") -> pd.DataFrame:
     """Every run used so far (network, recipe, seed, size, budget, score, from the cache or not)."""
     return pd.DataFrame([r.summary() for r in ctx.trained()])
