@@ -22,6 +22,7 @@ from fa_lib.data.pets import pet_landmark_dataset
 from fa_lib.data.real import RealFaceDataset
 from fa_lib.experiments.ch3.context import PIFA_READER_FILE, find_aflw_pifa
 from fa_lib.experiments.ch4.data import REAL_2D_SETS, find_2d_set
+from fa_lib.experiments.common import evenly_spaced
 
 
 def _aflw_pifa(split: str) -> Callable[[Path], Dataset]:
@@ -149,7 +150,7 @@ def check_dataset(spec: DatasetSpec, root: Path, sample: int = 50) -> DatasetRep
         return report
     report.found, report.count = True, len(dataset)
     n = report.count if sample <= 0 else min(sample, report.count)
-    indices = np.unique(np.linspace(0, report.count - 1, n).round().astype(int)) if n else []
+    indices = evenly_spaced(report.count, n)
     for i in indices:
         try:
             _check_sample(dataset[int(i)])

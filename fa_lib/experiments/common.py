@@ -17,6 +17,14 @@ YAW_BIN_LABELS = ("[0-30]", "[30-60]", "[60-90]")
 AUC_THRESHOLD = 0.07
 
 
+def evenly_spaced(total: int, count: int) -> np.ndarray:
+    """Up to ``count`` distinct indices spread evenly over ``range(total)`` (first and last included): the
+    faces a check reads from a large set."""
+    if total < 1 or count < 1:
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(0, total - 1, min(count, total)).round().astype(np.int64))
+
+
 def yaw_bin_label(index: int) -> str:
     return YAW_BIN_LABELS[index]
 

@@ -277,7 +277,8 @@ class PackedHierarchicalBlock(nn.Module):
                 del outputs[key]
         outputs[id(out)] = (weakref.ref(out), weakref.ref(self), _version(out))
         if program.final is not None:
-            successor = self._successor_program(*program.shape[:1], *program.shape[2:])
+            n, _, h, w = program.shape
+            successor = self._successor_program(n, h, w)
             if successor is not None:
                 emitted[id(successor)] = (weakref.ref(successor), weakref.ref(out), _version(out))
 

@@ -43,6 +43,7 @@ from fa_lib.data.face_model import load_face_model
 from fa_lib.data.real import RealFaceDataset, depth_from_3ddfa
 from fa_lib.data.synthetic import test_yaw_balanced, train_300wlp_standin, yaw_bin_of
 from fa_lib.experiments.ch4.scale import EVAL_BOX_NOISE, EVAL_SEED, Ch4Setup
+from fa_lib.experiments.common import evenly_spaced
 from fa_lib.experiments.runs import dataset_identity, run_key
 from fa_lib.heatmaps import gaussian_heatmaps
 
@@ -128,9 +129,8 @@ def depth_fit_check(lp: RealFaceDataset, aflw2000: RealFaceDataset | None = None
         model = load_face_model()
     except FileNotFoundError as error:
         return {"usable": False, "why": f"the face model the depth is rebuilt with is not installed ({error})"}
-    picks = np.unique(np.linspace(0, len(lp.records) - 1, min(faces, len(lp.records))).round().astype(int))
     fit = []
-    for i in picks:
+    for i in evenly_spaced(len(lp.records), faces):
         record = lp.records[int(i)]
         if not record["landmarks"].is_file():
             continue
@@ -149,8 +149,7 @@ def depth_fit_check(lp: RealFaceDataset, aflw2000: RealFaceDataset | None = None
                         f"{out['fit_error']:.1%} of the face size")
     if aflw2000 is not None:
         depth, projection = [], []
-        for i in np.unique(np.linspace(0, len(aflw2000.records) - 1,
-                                       min(faces, len(aflw2000.records))).round().astype(int)):
+        for i in evenly_spaced(len(aflw2000.records), faces):
             annotation = formats.read_3ddfa_mat(aflw2000.records[int(i)]["annotation"])
             truth = annotation.landmarks_3d
             z, residual = depth_from_3ddfa(truth[:, :2], annotation.shape_para, annotation.exp_para, model)

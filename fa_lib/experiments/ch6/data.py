@@ -39,7 +39,7 @@ from fa_lib.data.real import RealFaceDataset
 from fa_lib.data.synthetic import yaw_bin_of
 from fa_lib.experiments.common import YAW_BIN_LABELS
 from fa_lib.experiments.runs import run_key
-from fa_lib.landmarks import CELEBA_5_FROM_68, PIFA_21_FROM_68
+from fa_lib.landmarks import CELEBA_5_FROM_68, PIFA_21_FROM_68, subset_matrix
 
 #: the 68-point box's longer side over the 64 px image side in the synthetic pairs (their median,
 #: ``Chapter6.framing()`` on the quick profile's training pairs: 0.817)
@@ -70,9 +70,17 @@ def implied_68_points(points, groups=None) -> tuple[np.ndarray, np.ndarray]:
     if len(groups) != len(points):
         raise ValueError(f"{len(points)} points for a markup of {len(groups)}")
     mean = mean_landmarks_3d()
-    reference = np.stack([mean[list(g)].mean(0) for g in groups])
+    reference = subset_matrix(groups) @ mean
     scale, rotation, translation = fit_orthographic_camera(points, reference)
     return project_orthographic(mean, scale, rotation, translation), np.asarray(pose_from_rotation(rotation))
+
+
+def crop_square(image: np.ndarray, centre, side: float, size: int) -> np.ndarray:
+    """The square of ``side`` image px centred on ``centre`` (x, y) at ``size`` px: cropped near the face's own
+    size (at most :data:`MAX_INTERMEDIATE`), then area down-sampled, so that large faces do not alias."""
+    middle = int(min(max(size, round(side)), MAX_INTERMEDIATE))
+    crop = geometry.crop_image(image, np.asarray(centre, np.float64), side / geometry.CROP_SIDE_PER_SCALE, middle)
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA) if middle > size else crop
 
 
 def _framing_points(face: dict) -> tuple[np.ndarray, bool, np.ndarray | None]:
@@ -157,12 +165,8 @@ class RealLowResPairs(Dataset):
         x2, y2 = np.nanmax(points[:, :2], 0)
         centre = np.array([(x1 + x2) / 2, (y1 + y2) / 2], np.float64)
         side = max(float(x2 - x1), float(y2 - y1), 1.0) / self.face_fraction
-        scale = side / geometry.CROP_SIDE_PER_SCALE
-        # crop near the face's own size, then area down-sampling: no aliasing from large faces
-        middle = int(min(max(HIGH_RES, round(side)), MAX_INTERMEDIATE))
-        crop = geometry.crop_image(face["image"], centre, scale, middle)
-        high = cv2.resize(crop, (HIGH_RES, HIGH_RES), interpolation=cv2.INTER_AREA) if middle > HIGH_RES else crop
-        matrix = geometry.crop_matrix(centre, scale, HIGH_RES)
+        high = crop_square(face["image"], centre, side, HIGH_RES)
+        matrix = geometry.crop_matrix(centre, side / geometry.CROP_SIDE_PER_SCALE, HIGH_RES)
         moved = points.copy()
         moved[:, :2] = geometry.transform_points(points[:, :2], matrix)
         if moved.shape[1] == 3:
@@ -267,7 +271,7 @@ def sparse_framing_check(faces, count: int = 300) -> pd.DataFrame:
         yaw_bin = int(yaw_bin_of(np.asarray(sample["pose"], np.float64)[None])[0])
         for markup, groups, uses_visibility in (("CelebA 5 points", CELEBA_5_FROM_68, False),
                                                  ("AFLW 21 points (visible ones)", PIFA_21_FROM_68, True)):
-            points = np.stack([truth[list(g)].mean(0) for g in groups])
+            points = subset_matrix(groups) @ truth
             if uses_visibility:
                 points[~np.array([visible[list(g)].all() for g in groups])] = np.nan
             row = {"markup": markup, "bin": yaw_bin, "framed": False, "side_ratio": np.nan, "centre_offset": np.nan}

@@ -7,18 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from fa_lib import geometry
 from fa_lib.data import formats
 from fa_lib.data.real import RealFaceDataset
 from fa_lib.data.lowres import HIGH_RES, LOW_RES, downsample_bilinear
 from fa_lib.experiments.ch6.context import Chapter6
-from fa_lib.experiments.ch6.data import FACE_FRACTION
+from fa_lib.experiments.ch6.data import FACE_FRACTION, crop_square
+from fa_lib.experiments.common import evenly_spaced
 from fa_lib.experiments.ch6.tables import EVERY_NETWORK
 from fa_lib.experiments.registry import ThesisResult, thesis_figure
 
@@ -141,15 +140,12 @@ def widerface_tiny_faces(data_root, count: int = 12, sizes: tuple[float, float] 
               if max(record["box"][2] - record["box"][0], record["box"][3] - record["box"][1]) >= sizes[0]]
     if not chosen:
         return None, f"no WiderFace validation face of {sizes[0]:.0f}-{sizes[1]:.0f} px under {data_root}"
-    picks = [chosen[int(k)] for k in np.unique(np.linspace(0, len(chosen) - 1, min(count, len(chosen))).round())]
     out = []
-    for i in picks:
-        sample = faces[i]
+    for k in evenly_spaced(len(chosen), count):
+        sample = faces[chosen[int(k)]]
         box = np.asarray(sample["box"], np.float64)
-        side = max(box[2] - box[0], box[3] - box[1]) / FACE_FRACTION
-        middle = max(LOW_RES, int(round(side)))
-        crop = geometry.crop_image(sample["image"], (box[:2] + box[2:]) / 2, side / geometry.CROP_SIDE_PER_SCALE, middle)
-        out.append(cv2.resize(crop, (LOW_RES, LOW_RES), interpolation=cv2.INTER_AREA) if middle > LOW_RES else crop)
+        out.append(crop_square(sample["image"], (box[:2] + box[2:]) / 2, max(box[2] - box[0], box[3] - box[1]) /
+                               FACE_FRACTION, LOW_RES))
     return (np.stack(out), f"WiderFace validation, {len(out)} of its {len(chosen)} valid faces of "
                            f"{sizes[0]:.0f}-{sizes[1]:.0f} px under {faces.root}")
 
